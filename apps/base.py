@@ -1,0 +1,106 @@
+"""What a network-function app is to the controller.
+
+An app is a compiler from desired state to flows, plus (optionally) a
+responder to the packets its flows send to the controller. It never sends a
+flow-mod itself: the reconciler diffs what every app wants against what the
+switch has.
+
+Flows are asked for in three scopes so that a change recomputes only what it
+touches (a port change recomputes that port's flows on the switches that see
+its network, and that network's flows there):
+
+    switch_flows(view, sw)            per switch: table-miss defaults and the like
+    network_flows(view, sw, network)  per network present on the switch
+    port_flows(view, sw, port)        per port of a network present on the
+                                      switch, local or remote (remote ports
+                                      give e.g. forwarding to the uplink)
+
+All three must be pure functions of their arguments.
+
+Packet-ins are routed by cookie: the flow that sent a packet to the
+controller carries its app's id, and that app's packet_in gets the packet.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Optional, Protocol
+
+from controller.flow import Flow
+from topology.store.base import Document
+from topology.view import TopologyView
+
+# App ids, carried in every flow's cookie. Never reuse a retired id.
+APP_IDS = {
+    "l2": 1,
+    "arp": 2,
+    "dhcp": 3,
+    "metadata": 4,
+    "secgroup": 5,
+    "dvr": 6,
+    "nat": 7,
+    "qos": 8,
+}
+
+
+@dataclass
+class SwitchView:
+    """What the controller knows of one connected bridge."""
+    dpid: int
+    host: Optional[Document]             # the host that claims this datapath, if any
+    ports_by_name: dict[str, int] = field(default_factory=dict)   # interface name -> ofport
+
+    @property
+    def host_name(self) -> Optional[str]:
+        return self.host["name"] if self.host else None
+
+    def ofport(self, name: str) -> Optional[int]:
+        return self.ports_by_name.get(name)
+
+
+@dataclass(frozen=True)
+class PacketIn:
+    dpid: int
+    in_port: int                 # ofport the packet entered on
+    data: bytes
+    port: Optional[Document]     # the VM port plugged there, if known
+    switch: SwitchView
+    view: TopologyView
+
+
+@dataclass(frozen=True)
+class PacketOut:
+    port: int                    # ofport to send out of
+    data: bytes
+
+
+class Runtime(Protocol):
+    """Services the controller offers an app outside a packet-in."""
+
+    def send_packet(self, dpid: int, port: int, data: bytes) -> None: ...
+
+    def call_later(self, seconds: float, fn: Callable[[], Any]) -> Any: ...
+
+    def count(self, name: str, n: int = 1) -> None: ...
+
+
+class App:
+    name: str = ""
+
+    @property
+    def app_id(self) -> int:
+        return APP_IDS[self.name]
+
+    def bind(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+
+    def switch_flows(self, view: TopologyView, sw: SwitchView) -> Iterable[Flow]:
+        return ()
+
+    def network_flows(self, view: TopologyView, sw: SwitchView, network: Document) -> Iterable[Flow]:
+        return ()
+
+    def port_flows(self, view: TopologyView, sw: SwitchView, port: Document) -> Iterable[Flow]:
+        return ()
+
+    def packet_in(self, pkt: PacketIn) -> Iterable[PacketOut]:
+        return ()

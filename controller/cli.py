@@ -1,0 +1,121 @@
+"""The `vmflow` command: up | api | controller.
+
+    vmflow api         the Neutron-compatible REST API under gunicorn
+    vmflow controller  the OpenFlow controller
+    vmflow up          both, with the embedded SQLite store
+    vmflow tables      print the pipeline's table map
+
+Every subcommand takes --config FILE, --store URL, --api-listen HOST:PORT and
+--ofp-listen HOST:PORT; flags override the file. SIGTERM stops each cleanly.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from oslo_config import cfg
+
+from topology.config import new_conf, split_hostport
+
+LOG = logging.getLogger("vmflow")
+
+
+def build_conf(args: argparse.Namespace) -> cfg.ConfigOpts:
+    conf = new_conf()
+    files = [args.config] if args.config else []
+    for path in files:
+        if not os.path.exists(path):
+            raise SystemExit(f"vmflow: --config {path}: no such file")
+    conf(args=[], project="vmflow", default_config_files=files, default_config_dirs=[])
+    if args.store:
+        conf.set_override("store", args.store)
+    if args.api_listen:
+        conf.set_override("api_listen", args.api_listen)
+    if args.ofp_listen:
+        conf.set_override("ofp_listen", args.ofp_listen)
+    for name in ("api_listen", "ofp_listen"):
+        try:
+            split_hostport(getattr(conf, name), "--" + name.replace("_", "-"))
+        except ValueError as e:
+            raise SystemExit(f"vmflow: {e}")
+    logging.basicConfig(level=getattr(logging, conf.log_level.upper(), logging.INFO),
+                        format="%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s")
+    return conf
+
+
+def run_api(conf: cfg.ConfigOpts) -> int:
+    from topology.api.server import serve
+    return serve(conf)
+
+
+def run_controller(conf: cfg.ConfigOpts) -> int:
+    from controller.runtime import serve
+    return serve(conf)
+
+
+def run_up(args: argparse.Namespace) -> int:
+    """Both processes as children; the first to die, or SIGTERM, stops both."""
+    base = [sys.executable, "-m", "controller.cli"]
+    passthrough = []
+    for flag in ("config", "store", "api_listen", "ofp_listen"):
+        value = getattr(args, flag)
+        if value:
+            passthrough += ["--" + flag.replace("_", "-"), value]
+    children = [subprocess.Popen(base + [cmd] + passthrough) for cmd in ("api", "controller")]
+    stopping = False
+
+    def stop(signum, frame):
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        while not stopping and all(c.poll() is None for c in children):
+            time.sleep(0.2)
+    finally:
+        for c in children:
+            if c.poll() is None:
+                c.terminate()
+        deadline = time.time() + 10
+        for c in children:
+            try:
+                c.wait(max(0.1, deadline - time.time()))
+            except subprocess.TimeoutExpired:
+                c.kill()
+                c.wait()
+    failed = [c.returncode for c in children if c.returncode not in (0, -signal.SIGTERM)]
+    return 0 if stopping and not failed else (failed[0] if failed else 1)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="vmflow", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, text in (("up", "API and controller together (embedded SQLite store)"),
+                       ("api", "the Neutron-compatible REST API"),
+                       ("controller", "the OpenFlow 1.3 controller"),
+                       ("tables", "print the pipeline's table map")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("--config", metavar="FILE", help="oslo.config INI file")
+        p.add_argument("--store", metavar="URL", help="store URL (default sqlite:///var/vmflow.db)")
+        p.add_argument("--api-listen", metavar="HOST:PORT", help="default 127.0.0.1:9696")
+        p.add_argument("--ofp-listen", metavar="HOST:PORT", help="default 0.0.0.0:6653")
+    args = parser.parse_args(argv)
+    if args.command == "tables":
+        from controller.pipeline import describe
+        print(describe())
+        return 0
+    if args.command == "up":
+        build_conf(args)  # validate flags before starting anything
+        return run_up(args)
+    conf = build_conf(args)
+    return run_api(conf) if args.command == "api" else run_controller(conf)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,100 @@
+"""Flows as plain values.
+
+Apps return Flow values; only the reconciler turns them into OpenFlow
+messages. A flow's identity on a switch is (table, priority, match), as in
+OpenFlow itself; its content is (instructions, cookie). Two flows with the
+same identity and content are the same flow, whichever run computed them.
+
+Match fields use os-ken's OXM names (in_port, eth_dst, vlan_vid, ipv4_src,
+reg6, metadata, ...). A masked field's value is a (value, mask) tuple.
+
+Instructions are a tuple of small tuples, in the order OpenFlow applies them:
+
+    ("meter", meter_id)                      instruction: meter
+    ("apply", action, action, ...)           instruction: apply-actions
+    ("write_metadata", value, mask)          instruction: write-metadata
+    ("goto", "table_name")                   instruction: goto-table
+
+and actions inside "apply" are:
+
+    ("output", port)            port is an int, "controller" or "in_port"
+    ("set_field", field, value)
+    ("push_vlan",)              ethertype 0x8100
+    ("pop_vlan",)
+
+An empty instruction tuple drops the packet.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping
+
+from controller import pipeline
+
+Match = tuple[tuple[str, Any], ...]
+Instructions = tuple[tuple, ...]
+
+
+def make_match(fields: Mapping[str, Any]) -> Match:
+    return tuple(sorted(fields.items()))
+
+
+@dataclass(frozen=True, slots=True)
+class Flow:
+    table: str
+    priority: int
+    match: Match
+    instructions: Instructions
+    cookie: int
+
+    @property
+    def key(self) -> tuple[str, int, Match]:
+        return (self.table, self.priority, self.match)
+
+
+def app_cookie(app_id: int) -> int:
+    return pipeline.COOKIE_SPACE | (app_id << pipeline.COOKIE_APP_SHIFT)
+
+
+def flow(app_id: int, table: str, priority: int, match: Mapping[str, Any],
+         *instructions: tuple) -> Flow:
+    pipeline.table_id(table)  # fail early on a misspelt stage name
+    return Flow(table, priority, make_match(match), tuple(instructions), app_cookie(app_id))
+
+
+# Instruction and action builders, so apps read like flow tables.
+def goto(table: str) -> tuple:
+    pipeline.table_id(table)
+    return ("goto", table)
+
+
+def apply(*actions: tuple) -> tuple:
+    return ("apply",) + tuple(actions)
+
+
+def meter(meter_id: int) -> tuple:
+    return ("meter", meter_id)
+
+
+def write_metadata(value: int, mask: int = 0xFFFFFFFFFFFFFFFF) -> tuple:
+    return ("write_metadata", value, mask)
+
+
+def output(port) -> tuple:
+    return ("output", port)
+
+
+def set_field(field: str, value) -> tuple:
+    return ("set_field", field, value)
+
+
+def push_vlan() -> tuple:
+    return ("push_vlan",)
+
+
+def pop_vlan() -> tuple:
+    return ("pop_vlan",)
+
+
+def index_by_key(flows: Iterable[Flow]) -> dict[tuple, Flow]:
+    return {f.key: f for f in flows}

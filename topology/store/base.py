@@ -1,0 +1,149 @@
+"""The store's interface: everything callers may rely on, and nothing more.
+
+The store holds resources as JSON documents keyed by (kind, id), where kind is
+the Neutron collection name ("networks", "subnets", "ports", ...). A document
+is the resource as the API shows it, plus internal fields whose names start
+with "_" (for example "_key", the small integer a network or port is known by
+in flows); the API never shows those.
+
+Uniqueness (a MAC, an IP in a subnet, a VLAN id on a physical network, a
+datapath id) is kept by *claims*: a (namespace, key) pair owned by one
+resource. Claiming a taken key raises Conflict, inside the caller's
+transaction, so a write that loses a race changes nothing.
+
+Every committed write transaction gets the next revision. The change feed
+answers "what changed after revision N"; the controller follows it. An etcd
+backend maps these one to one: documents and claims are keys, a transaction is
+an etcd txn with create-revision guards, the revision is etcd's, and the feed
+is a watch.
+"""
+from __future__ import annotations
+
+import abc
+import contextlib
+from dataclasses import dataclass
+from typing import Any, Iterator, Optional
+
+Document = dict[str, Any]
+
+
+class StoreError(Exception):
+    """The store could not be reached or failed; the caller may retry."""
+
+
+class Conflict(Exception):
+    """A claim is already owned by another resource."""
+
+    def __init__(self, namespace: str, key: str, owner: str):
+        super().__init__(f"{namespace} {key} is already used by {owner}")
+        self.namespace = namespace
+        self.key = key
+        self.owner = owner
+
+
+class HistoryCompacted(Exception):
+    """The change feed no longer reaches back to the asked revision: resync whole."""
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    revision: int
+    kind: str
+    id: str
+    op: str  # "put" or "delete"
+    body: Optional[Document]  # the new document for "put", None for "delete"
+
+
+class ReadTxn(abc.ABC):
+    """A consistent read view."""
+
+    @abc.abstractmethod
+    def get(self, kind: str, id: str) -> Optional[Document]: ...
+
+    @abc.abstractmethod
+    def list(self, kind: str, *, project_id: Optional[str] = None,
+             parent_id: Optional[str] = None) -> list[Document]:
+        """Documents of a kind, optionally narrowed by project or parent.
+
+        The parent is the containing resource: a subnet's or port's network,
+        a security group rule's group.
+        """
+
+    @abc.abstractmethod
+    def claim_owner(self, namespace: str, key: str) -> Optional[str]: ...
+
+    @abc.abstractmethod
+    def claimed_keys(self, namespace: str) -> set[str]: ...
+
+    @abc.abstractmethod
+    def revision(self) -> int: ...
+
+
+class Txn(ReadTxn):
+    """A write transaction: all of it commits, or none of it."""
+
+    @abc.abstractmethod
+    def put(self, kind: str, id: str, body: Document, *,
+            project_id: Optional[str] = None, parent_id: Optional[str] = None) -> None: ...
+
+    @abc.abstractmethod
+    def delete(self, kind: str, id: str) -> None: ...
+
+    @abc.abstractmethod
+    def claim(self, namespace: str, key: str, owner: str) -> None:
+        """Take (namespace, key) for owner; Conflict if someone else has it.
+
+        Claiming a key the same owner already holds is a no-op.
+        """
+
+    @abc.abstractmethod
+    def release(self, namespace: str, key: str) -> None: ...
+
+    @abc.abstractmethod
+    def release_owner(self, owner: str) -> None:
+        """Drop every claim the owner holds (on delete of the owner)."""
+
+    @abc.abstractmethod
+    def allocate_key(self, namespace: str, owner: str, *, low: int = 1,
+                     high: int = 0xFFFF) -> int:
+        """Claim and return a free integer in [low, high] for owner.
+
+        Keys are handed out in rising order and reused only after wrapping,
+        so a freed key is not given again straight away. Conflict (with
+        owner "nobody") when the range is full.
+        """
+
+
+class Store(abc.ABC):
+
+    @abc.abstractmethod
+    def transaction(self) -> contextlib.AbstractContextManager[Txn]:
+        """A write transaction; commits on normal exit, rolls back on exception."""
+
+    @abc.abstractmethod
+    def read(self) -> contextlib.AbstractContextManager[ReadTxn]: ...
+
+    @abc.abstractmethod
+    def revision(self) -> int: ...
+
+    @abc.abstractmethod
+    def changes_since(self, revision: int, limit: int = 10000) -> list[Change]:
+        """Changes with a revision above `revision`, oldest first.
+
+        HistoryCompacted if changes after `revision` were already dropped.
+        """
+
+    @abc.abstractmethod
+    def snapshot(self) -> tuple[int, dict[str, dict[str, Document]]]:
+        """(revision, {kind: {id: document}}) for every kind, consistently."""
+
+    def close(self) -> None:
+        pass
+
+    def iter_changes(self, revision: int) -> Iterator[Change]:
+        while True:
+            batch = self.changes_since(revision)
+            if not batch:
+                return
+            yield from batch
+            revision = batch[-1].revision

@@ -1,0 +1,141 @@
+"""A read-only, indexed view of the desired network state, for the controller.
+
+Built from a store snapshot and kept current by applying the change feed.
+Documents are the API's JSON shapes (see topology/store/base.py), so a reader
+can check a field against the Neutron API reference directly.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Iterable, Optional
+
+from topology.store.base import Change, Document
+
+KINDS = ("networks", "subnets", "ports", "security_groups", "security_group_rules",
+         "hosts", "instances")
+
+
+def interface_name(port: Document) -> str:
+    """The switch-side interface of a VM NIC, named the way Nova names it."""
+    profile = port.get("binding:profile") or {}
+    return profile.get("interface_name") or ("tap" + port["id"][:11])
+
+
+def parse_dpid(value) -> int:
+    """A datapath id given as an int or a hex string ("0000000000000001", "0x1")."""
+    if isinstance(value, int):
+        return value
+    text = str(value).lower().replace(":", "")
+    return int(text[2:] if text.startswith("0x") else text, 16)
+
+
+class TopologyView:
+    def __init__(self, revision: int = 0, data: Optional[dict[str, dict[str, Document]]] = None):
+        self.revision = revision
+        self.docs: dict[str, dict[str, Document]] = {k: {} for k in KINDS}
+        for kind, items in (data or {}).items():
+            self.docs.setdefault(kind, {}).update(items)
+        self._reindex()
+
+    # -- indexes ---------------------------------------------------------
+    def _reindex(self) -> None:
+        self.ports_by_network: dict[str, dict[str, Document]] = defaultdict(dict)
+        self.ports_by_host: dict[str, dict[str, Document]] = defaultdict(dict)
+        self.subnets_by_network: dict[str, dict[str, Document]] = defaultdict(dict)
+        self.host_by_name: dict[str, Document] = {}
+        self.host_by_dpid: dict[int, Document] = {}
+        for p in self.docs["ports"].values():
+            self._index_port(p)
+        for s in self.docs["subnets"].values():
+            self.subnets_by_network[s["network_id"]][s["id"]] = s
+        for h in self.docs["hosts"].values():
+            self._index_host(h)
+
+    def _index_port(self, p: Document) -> None:
+        self.ports_by_network[p["network_id"]][p["id"]] = p
+        host = p.get("binding:host_id")
+        if host:
+            self.ports_by_host[host][p["id"]] = p
+
+    def _unindex_port(self, p: Document) -> None:
+        self.ports_by_network[p["network_id"]].pop(p["id"], None)
+        host = p.get("binding:host_id")
+        if host:
+            self.ports_by_host[host].pop(p["id"], None)
+
+    def _index_host(self, h: Document) -> None:
+        self.host_by_name[h["name"]] = h
+        self.host_by_dpid[parse_dpid(h["datapath_id"])] = h
+
+    def _unindex_host(self, h: Document) -> None:
+        if self.host_by_name.get(h["name"]) is h:
+            del self.host_by_name[h["name"]]
+        dpid = parse_dpid(h["datapath_id"])
+        if self.host_by_dpid.get(dpid) is h:
+            del self.host_by_dpid[dpid]
+
+    # -- change feed -------------------------------------------------------
+    def apply(self, change: Change) -> Optional[Document]:
+        """Apply one change; return the document it replaced (or None)."""
+        items = self.docs.setdefault(change.kind, {})
+        old = items.get(change.id)
+        if old is not None:
+            if change.kind == "ports":
+                self._unindex_port(old)
+            elif change.kind == "subnets":
+                self.subnets_by_network[old["network_id"]].pop(old["id"], None)
+            elif change.kind == "hosts":
+                self._unindex_host(old)
+        if change.op == "delete":
+            items.pop(change.id, None)
+        else:
+            new = change.body
+            items[change.id] = new
+            if change.kind == "ports":
+                self._index_port(new)
+            elif change.kind == "subnets":
+                self.subnets_by_network[new["network_id"]][new["id"]] = new
+            elif change.kind == "hosts":
+                self._index_host(new)
+        self.revision = max(self.revision, change.revision)
+        return old
+
+    # -- lookups -----------------------------------------------------------
+    @property
+    def networks(self) -> dict[str, Document]:
+        return self.docs["networks"]
+
+    @property
+    def ports(self) -> dict[str, Document]:
+        return self.docs["ports"]
+
+    @property
+    def subnets(self) -> dict[str, Document]:
+        return self.docs["subnets"]
+
+    @property
+    def hosts(self) -> dict[str, Document]:
+        return self.docs["hosts"]
+
+    @property
+    def instances(self) -> dict[str, Document]:
+        return self.docs["instances"]
+
+    def host_for_dpid(self, dpid: int) -> Optional[Document]:
+        return self.host_by_dpid.get(dpid)
+
+    def ports_on_host(self, host_name: str) -> Iterable[Document]:
+        return self.ports_by_host.get(host_name, {}).values()
+
+    def networks_on_host(self, host_name: str) -> set[str]:
+        return {p["network_id"] for p in self.ports_on_host(host_name)}
+
+    def instance_for_port(self, port: Document) -> Optional[Document]:
+        device = port.get("device_id")
+        return self.instances.get(device) if device else None
+
+    def dhcp_port(self, network_id: str) -> Optional[Document]:
+        for p in self.ports_by_network.get(network_id, {}).values():
+            if p.get("device_owner") == "network:dhcp":
+                return p
+        return None
