@@ -96,5 +96,17 @@ def pop_vlan() -> tuple:
     return ("pop_vlan",)
 
 
+def to_controller(port_key: int) -> tuple[tuple, tuple]:
+    """Send to the controller through the port's meter.
+
+    Every controller-bound flow of a VM port is rate-limited by the meter
+    whose id is the port's key, so one VM cannot flood the controller. The
+    reconciler installs a meter for every meter id a desired flow uses,
+    before the flow, so apps need not manage meters. Spread it into a flow:
+    flow(app_id, "services", 100, match, *to_controller(port["_key"])).
+    """
+    return (meter(port_key), apply(output("controller")))
+
+
 def index_by_key(flows: Iterable[Flow]) -> dict[tuple, Flow]:
     return {f.key: f for f in flows}
