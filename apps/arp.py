@@ -1,0 +1,219 @@
+"""ARP proxy: the controller answers every ARP request a VM sends.
+
+A VM's ARP request (arp_op=1) never reaches another VM. The services table
+sends it to the controller through the port's meter; the controller answers
+from the store, with a packet-out back to the port it came in on, for every
+IPv4 address it knows in the requester's network:
+
+- the fixed IPs of every port of the network (VM ports, the DHCP port,
+  router interfaces: they are all ports);
+- allowed address pairs given as a single address or a /32 (wider CIDRs
+  are ranges, not addresses, and are not answered for), with the pair's MAC
+  or, when it has none, the port's MAC;
+- 169.254.169.254, the metadata address, answered with the DHCP port's MAC:
+  the controller terminates metadata connections itself, whatever MAC they
+  were sent to, so a VM that treats 169.254.169.254 as on-link reaches it.
+
+A fixed IP wins over an allowed address pair for the same address; between
+pairs of several ports the port with the smallest key wins, so the answer is
+the same on every controller run.
+
+An unknown target gets no answer, and is counted. So is a request for the
+requester's own address (duplicate address detection must not see a
+conflict) and a gratuitous request (sender address == target address).
+ARP replies and gratuitous ARP from VMs are not requests: port_security
+checks their sender and they are forwarded like any other packet.
+
+Everything that decides an answer is a pure function of bytes and
+documents; ArpApp only wires those to packet-ins and counts outcomes.
+"""
+from __future__ import annotations
+
+import socket
+from typing import Iterable, Mapping, Optional
+
+import dpkt
+import netaddr
+
+from apps.base import App, PacketIn, PacketOut, SwitchView
+from controller.flow import Flow, flow, to_controller
+from topology.store.base import Document
+from topology.view import TopologyView
+
+METADATA_IP = "169.254.169.254"
+ETH_TYPE_ARP = 0x0806
+ARP_REQUEST = 1
+ARP_REPLY = 2
+SERVICES_PRIORITY = 100
+
+
+def mac_bytes(mac: str) -> bytes:
+    return bytes.fromhex(mac.replace(":", "").replace("-", ""))
+
+
+def is_vm_port(port: Document) -> bool:
+    """A port a VM plugs into a switch (not a DHCP port or router interface)."""
+    return not (port.get("device_owner") or "").startswith("network:")
+
+
+def is_local(sw: SwitchView, port: Document) -> bool:
+    host = port.get("binding:host_id")
+    return bool(host) and host == sw.host_name
+
+
+def _ipv4_packed(text: str) -> Optional[bytes]:
+    try:
+        return socket.inet_pton(socket.AF_INET, text)
+    except (OSError, TypeError, ValueError):
+        return None
+
+
+def _pair_address(pair: Mapping) -> Optional[bytes]:
+    """The single IPv4 address an allowed address pair names, if it names one."""
+    text = str(pair.get("ip_address") or "")
+    if "/" in text:
+        try:
+            net = netaddr.IPNetwork(text)
+        except (netaddr.AddrFormatError, ValueError, TypeError):
+            return None
+        if net.version != 4 or net.prefixlen != 32:
+            return None
+        text = str(net.ip)
+    return _ipv4_packed(text)
+
+
+def address_table(view: TopologyView, network_id: str) -> dict[bytes, bytes]:
+    """Every IPv4 address the store knows in a network -> the MAC that answers for it.
+
+    Keys and values are packed (4-byte address, 6-byte MAC), as they appear
+    in ARP packets.
+    """
+    ports = sorted(view.ports_by_network.get(network_id, {}).values(),
+                   key=lambda p: (p.get("_key") or 0, p["id"]))
+    fixed: dict[bytes, bytes] = {}
+    pairs: dict[bytes, bytes] = {}
+    for p in ports:
+        mac = p.get("mac_address")
+        if not mac:
+            continue
+        try:
+            port_mac = mac_bytes(mac)
+        except ValueError:
+            continue
+        for fip in p.get("fixed_ips") or ():
+            ip = _ipv4_packed(fip.get("ip_address") or "")
+            if ip is not None:
+                fixed.setdefault(ip, port_mac)
+        for pair in p.get("allowed_address_pairs") or ():
+            ip = _pair_address(pair)
+            if ip is None:
+                continue
+            try:
+                pair_mac = mac_bytes(pair["mac_address"]) if pair.get("mac_address") else port_mac
+            except ValueError:
+                continue
+            pairs.setdefault(ip, pair_mac)
+    table = dict(pairs)
+    table.update(fixed)
+    dhcp = view.dhcp_port(network_id)
+    if dhcp and dhcp.get("mac_address"):
+        table.setdefault(socket.inet_aton(METADATA_IP), mac_bytes(dhcp["mac_address"]))
+    return table
+
+
+def arp_reply(frame: bytes, table: Mapping[bytes, bytes],
+              requester_mac: Optional[bytes] = None) -> tuple[Optional[bytes], str]:
+    """Answer one frame from a VM: (reply frame or None, outcome name).
+
+    The outcome is what the caller counts: "replied", "malformed",
+    "not_request", "unknown_target", "own_address" or "gratuitous".
+    Never raises, whatever the bytes.
+    """
+    try:
+        eth = dpkt.ethernet.Ethernet(frame)
+    except (dpkt.Error, ValueError, IndexError, KeyError, TypeError):
+        return None, "malformed"
+    if eth.type != ETH_TYPE_ARP or getattr(eth, "vlan_tags", None):
+        return None, "malformed"
+    arp = eth.data
+    if not isinstance(arp, dpkt.arp.ARP):
+        return None, "malformed"
+    if (arp.hrd != dpkt.arp.ARP_HRD_ETH or arp.pro != dpkt.arp.ARP_PRO_IP
+            or arp.hln != 6 or arp.pln != 4
+            or len(arp.sha) != 6 or len(arp.spa) != 4 or len(arp.tpa) != 4):
+        return None, "malformed"
+    if arp.op != ARP_REQUEST:
+        return None, "not_request"
+    if arp.spa == arp.tpa:
+        return None, "gratuitous"
+    target_mac = table.get(arp.tpa)
+    if target_mac is None:
+        return None, "unknown_target"
+    if target_mac == arp.sha or (requester_mac is not None and target_mac == requester_mac):
+        return None, "own_address"
+    reply = dpkt.arp.ARP(hrd=dpkt.arp.ARP_HRD_ETH, pro=dpkt.arp.ARP_PRO_IP, hln=6, pln=4,
+                         op=ARP_REPLY, sha=target_mac, spa=arp.tpa,
+                         tha=arp.sha, tpa=arp.spa)
+    out = dpkt.ethernet.Ethernet(dst=eth.src, src=target_mac, type=ETH_TYPE_ARP, data=reply)
+    return bytes(out), "replied"
+
+
+def arp_request_flows(app_id: int, sw: SwitchView, port: Document) -> list[Flow]:
+    """A local VM port's ARP requests go to the controller through its meter."""
+    if not is_vm_port(port) or not is_local(sw, port) or port.get("_key") is None:
+        return []
+    key = port["_key"]
+    return [flow(app_id, "services", SERVICES_PRIORITY,
+                 {"reg6": key, "eth_type": ETH_TYPE_ARP, "arp_op": ARP_REQUEST},
+                 *to_controller(key))]
+
+
+class AddressCache:
+    """address_table per network, recomputed when the view's revision moves."""
+
+    def __init__(self) -> None:
+        self._view_id: Optional[int] = None
+        self._revision: Optional[int] = None
+        self._tables: dict[str, dict[bytes, bytes]] = {}
+
+    def get(self, view: TopologyView, network_id: str) -> dict[bytes, bytes]:
+        if self._view_id != id(view) or self._revision != view.revision:
+            self._view_id = id(view)
+            self._revision = view.revision
+            self._tables = {}
+        table = self._tables.get(network_id)
+        if table is None:
+            table = self._tables[network_id] = address_table(view, network_id)
+        return table
+
+
+class ArpApp(App):
+    name = "arp"
+
+    def __init__(self, conf=None) -> None:
+        self.conf = conf
+        self.cache = AddressCache()
+        self.runtime = None
+
+    def port_flows(self, view: TopologyView, sw: SwitchView, port: Document) -> Iterable[Flow]:
+        return arp_request_flows(self.app_id, sw, port)
+
+    def _count(self, name: str) -> None:
+        if self.runtime is not None:
+            self.runtime.count("arp." + name)
+
+    def packet_in(self, pkt: PacketIn) -> Iterable[PacketOut]:
+        port = pkt.port
+        if port is None or not port.get("network_id"):
+            self._count("unknown_port")
+            return ()
+        try:
+            requester = mac_bytes(port.get("mac_address") or "")
+        except ValueError:
+            requester = None
+        table = self.cache.get(pkt.view, port["network_id"])
+        reply, outcome = arp_reply(pkt.data, table, requester)
+        self._count(outcome)
+        if reply is None:
+            return ()
+        return (PacketOut(pkt.in_port, reply),)

@@ -1,0 +1,105 @@
+"""ARP proxy: the pure responder, the address table, the flows and the app."""
+from __future__ import annotations
+
+import dpkt
+
+from apps.arp import ArpApp, address_table, arp_reply
+from apps.base import APP_IDS
+from controller.flow import app_cookie
+from dhcp_arp_fixtures import (DHCP_IP, DHCP_MAC, PAIR_MAC, VM2_IP, VM2_MAC, VM_IP, VM_MAC,
+                               Counter, arp_request, ip, mac, make_view, packet_in, port_doc,
+                               switch)
+
+
+def test_address_table_knows_fixed_ips_pairs_dhcp_port_and_metadata():
+    table = address_table(make_view(), "net-1")
+    assert table[ip(VM_IP)] == mac(VM_MAC)
+    assert table[ip(VM2_IP)] == mac(VM2_MAC)
+    assert table[ip(DHCP_IP)] == mac(DHCP_MAC)
+    assert table[ip("10.0.0.100")] == mac(PAIR_MAC)         # pair with its own MAC
+    assert table[ip("10.0.0.101")] == mac(VM_MAC)           # /32 pair, port's MAC
+    assert ip("10.0.1.0") not in table                      # a /24 pair is a range
+    assert table[ip("169.254.169.254")] == mac(DHCP_MAC)
+    assert address_table(make_view(), "other-net") == {}
+
+
+def test_fixed_ip_wins_over_someone_elses_pair():
+    extra = port_doc("port-vm3-dddddddd", 7, "fa:16:3e:00:00:07", "10.0.0.7",
+                     pairs=[{"ip_address": VM2_IP}])
+    table = address_table(make_view(extra_ports=[extra]), "net-1")
+    assert table[ip(VM2_IP)] == mac(VM2_MAC)
+
+
+def test_reply_to_request_for_a_neighbour():
+    reply, outcome = arp_reply(arp_request(target_ip=VM2_IP), address_table(make_view(), "net-1"))
+    assert outcome == "replied"
+    eth = dpkt.ethernet.Ethernet(reply)
+    assert eth.dst == mac(VM_MAC) and eth.src == mac(VM2_MAC) and eth.type == 0x0806
+    a = eth.data
+    assert a.op == 2
+    assert (a.sha, a.spa, a.tha, a.tpa) == (mac(VM2_MAC), ip(VM2_IP), mac(VM_MAC), ip(VM_IP))
+
+
+def test_unknown_target_own_address_gratuitous_and_replies_get_no_answer():
+    table = address_table(make_view(), "net-1")
+    assert arp_reply(arp_request(target_ip="10.0.0.77"), table) == (None, "unknown_target")
+    # DAD probe for its own address (sender 0.0.0.0) must not see a conflict
+    assert arp_reply(arp_request(sender_ip="0.0.0.0", target_ip=VM_IP), table,
+                     mac(VM_MAC)) == (None, "own_address")
+    assert arp_reply(arp_request(target_ip=VM_IP), table) == (None, "gratuitous")
+    assert arp_reply(arp_request(op=2), table) == (None, "not_request")
+
+
+def test_malformed_frames():
+    table = address_table(make_view(), "net-1")
+    good = arp_request()
+    assert arp_reply(b"", table) == (None, "malformed")
+    assert arp_reply(good[:30], table) == (None, "malformed")
+    ipv4 = good[:12] + b"\x08\x00" + good[14:]
+    assert arp_reply(ipv4, table) == (None, "malformed")
+    bad_hln = bytearray(good)
+    bad_hln[14 + 4] = 8
+    assert arp_reply(bytes(bad_hln), table) == (None, "malformed")
+
+
+def test_port_flows_only_for_local_vm_ports():
+    view = make_view()
+    app = ArpApp()
+    sw1 = switch(view, 1)
+    flows = list(app.port_flows(view, sw1, view.ports["port-vm1-aaaaaaaa"]))
+    assert len(flows) == 1
+    f = flows[0]
+    assert f.table == "services" and f.cookie == app_cookie(APP_IDS["arp"])
+    assert dict(f.match) == {"reg6": 5, "eth_type": 0x0806, "arp_op": 1}
+    assert f.instructions == (("meter", 5), ("apply", ("output", "controller")))
+    assert list(app.port_flows(view, sw1, view.ports["port-vm2-bbbbbbbb"])) == []   # on h2
+    assert list(app.port_flows(view, sw1, view.ports["port-dhcp-cccccc"])) == []    # not plugged
+    assert [dict(f.match)["reg6"] for f in app.port_flows(view, switch(view, 2),
+                                                          view.ports["port-vm2-bbbbbbbb"])] == [6]
+
+
+def test_app_answers_through_packet_out_and_counts():
+    view = make_view()
+    app = ArpApp()
+    rt = Counter()
+    app.bind(rt)
+    outs = list(app.packet_in(packet_in(view, arp_request(target_ip=DHCP_IP), in_port=9)))
+    assert len(outs) == 1 and outs[0].port == 9
+    assert dpkt.ethernet.Ethernet(outs[0].data).data.sha == mac(DHCP_MAC)
+    assert list(app.packet_in(packet_in(view, arp_request(target_ip="10.0.0.200")))) == []
+    assert list(app.packet_in(packet_in(view, arp_request(), port_id=None))) == []
+    assert list(app.packet_in(packet_in(view, b"\x00" * 5))) == []
+    assert rt.counts == {"arp.replied": 1, "arp.unknown_target": 1, "arp.unknown_port": 1,
+                         "arp.malformed": 1}
+
+
+def test_app_sees_store_changes():
+    from topology.store.base import Change
+    view = make_view()
+    app = ArpApp()
+    app.bind(Counter())
+    assert list(app.packet_in(packet_in(view, arp_request(target_ip="10.0.0.9")))) == []
+    new = port_doc("port-vm9-eeeeeeee", 9, "fa:16:3e:00:00:09", "10.0.0.9")
+    view.apply(Change(2, "ports", new["id"], "put", new))
+    outs = list(app.packet_in(packet_in(view, arp_request(target_ip="10.0.0.9"))))
+    assert dpkt.ethernet.Ethernet(outs[0].data).data.sha == mac("fa:16:3e:00:00:09")
