@@ -36,6 +36,14 @@ API_OPTS = [
                help="MTU of a network created without one."),
     cfg.StrOpt("default_project", default="admin",
                help="project_id given to resources created under noauth without one."),
+    cfg.ListOpt("network_vlan_ranges", default=["physnet1:1000:2999"],
+                help="physnet:low:high ranges (as Neutron's ML2 option) from which a "
+                     "network created without provider attributes, or a VLAN network "
+                     "without a segmentation id, gets its VLAN."),
+    cfg.IntOpt("graceful_timeout", default=30, min=1,
+               help="Seconds a worker may finish its requests after SIGTERM."),
+    cfg.IntOpt("timeout", default=60, min=1,
+               help="Seconds a worker may take on one request before gunicorn restarts it."),
 ]
 
 CONTROLLER_OPTS = [
