@@ -36,6 +36,7 @@ import dpkt
 import netaddr
 
 from apps.base import App, PacketIn, PacketOut, SwitchView
+from apps.l2 import local_ofport
 from controller.flow import Flow, flow, to_controller
 from topology.store.base import Document
 from topology.view import TopologyView
@@ -56,9 +57,9 @@ def is_vm_port(port: Document) -> bool:
     return not (port.get("device_owner") or "").startswith("network:")
 
 
-def is_local(sw: SwitchView, port: Document) -> bool:
-    host = port.get("binding:host_id")
-    return bool(host) and host == sw.host_name
+def is_local(view: TopologyView, sw: SwitchView, port: Document) -> bool:
+    """The port is a VM port plugged into this switch (decided as l2 decides it)."""
+    return is_vm_port(port) and local_ofport(view, sw, port) is not None
 
 
 def _ipv4_packed(text: str) -> Optional[bytes]:
@@ -158,9 +159,10 @@ def arp_reply(frame: bytes, table: Mapping[bytes, bytes],
     return bytes(out), "replied"
 
 
-def arp_request_flows(app_id: int, sw: SwitchView, port: Document) -> list[Flow]:
+def arp_request_flows(app_id: int, view: TopologyView, sw: SwitchView,
+                      port: Document) -> list[Flow]:
     """A local VM port's ARP requests go to the controller through its meter."""
-    if not is_vm_port(port) or not is_local(sw, port) or port.get("_key") is None:
+    if port.get("_key") is None or not is_local(view, sw, port):
         return []
     key = port["_key"]
     return [flow(app_id, "services", SERVICES_PRIORITY,
@@ -196,7 +198,7 @@ class ArpApp(App):
         self.runtime = None
 
     def port_flows(self, view: TopologyView, sw: SwitchView, port: Document) -> Iterable[Flow]:
-        return arp_request_flows(self.app_id, sw, port)
+        return arp_request_flows(self.app_id, view, sw, port)
 
     def _count(self, name: str) -> None:
         if self.runtime is not None:

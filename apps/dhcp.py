@@ -40,7 +40,7 @@ import dpkt
 import netaddr
 
 from apps import dhcp_options as o
-from apps.arp import is_local, is_vm_port, mac_bytes
+from apps.arp import is_local, mac_bytes
 from apps.base import App, PacketIn, PacketOut, SwitchView
 from controller.flow import Flow, flow, to_controller
 from topology.store.base import Document
@@ -258,9 +258,9 @@ def dhcp_answer(frame: bytes, port: Optional[Document], view: TopologyView,
     return build_reply(req, lease, msg_type, settings), outcome
 
 
-def dhcp_flows(app_id: int, sw: SwitchView, port: Document) -> list[Flow]:
+def dhcp_flows(app_id: int, view: TopologyView, sw: SwitchView, port: Document) -> list[Flow]:
     """A local VM port's DHCP client packets (any destination) go to the controller."""
-    if not is_vm_port(port) or not is_local(sw, port) or port.get("_key") is None:
+    if port.get("_key") is None or not is_local(view, sw, port):
         return []
     key = port["_key"]
     return [flow(app_id, "services", SERVICES_PRIORITY,
@@ -283,10 +283,10 @@ class DhcpApp(App):
         self.runtime = None
 
     def switch_flows(self, view: TopologyView, sw: SwitchView) -> Iterable[Flow]:
-        return server_drop_flows(self.app_id)
+        return server_drop_flows(self.app_id) if sw.host is not None else ()
 
     def port_flows(self, view: TopologyView, sw: SwitchView, port: Document) -> Iterable[Flow]:
-        return dhcp_flows(self.app_id, sw, port)
+        return dhcp_flows(self.app_id, view, sw, port)
 
     def packet_in(self, pkt: PacketIn) -> Iterable[PacketOut]:
         reply, outcome = dhcp_answer(pkt.data, pkt.port, pkt.view, self.settings)

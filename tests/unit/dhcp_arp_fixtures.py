@@ -63,7 +63,10 @@ def make_view(gateway="10.0.0.1", dns=("10.0.0.53", "8.8.8.8"), host_routes=(), 
 
 
 def switch(view: TopologyView, dpid=1) -> SwitchView:
-    return SwitchView(dpid=dpid, host=view.host_for_dpid(dpid))
+    """The switch of host h<dpid>, with every port bound there plugged in."""
+    host = view.host_for_dpid(dpid)
+    plugged = {"tap" + p["id"][:11]: 10 + i for i, p in enumerate(view.ports_on_host(host["name"]))}
+    return SwitchView(dpid=dpid, host=host, ports_by_name=plugged)
 
 
 def packet_in(view, data, port_id="port-vm1-aaaaaaaa", in_port=7) -> PacketIn:

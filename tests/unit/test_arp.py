@@ -76,6 +76,9 @@ def test_port_flows_only_for_local_vm_ports():
     assert list(app.port_flows(view, sw1, view.ports["port-dhcp-cccccc"])) == []    # not plugged
     assert [dict(f.match)["reg6"] for f in app.port_flows(view, switch(view, 2),
                                                           view.ports["port-vm2-bbbbbbbb"])] == [6]
+    unplugged = switch(view, 1)
+    unplugged.ports_by_name.clear()
+    assert list(app.port_flows(view, unplugged, view.ports["port-vm1-aaaaaaaa"])) == []
 
 
 def test_app_answers_through_packet_out_and_counts():

@@ -194,6 +194,8 @@ def test_flows():
     (drop,) = app.switch_flows(view, sw)
     assert dict(drop.match) == {"eth_type": 0x0800, "ip_proto": 17, "udp_src": 67}
     assert drop.instructions == () and drop.table == "services"
+    from apps.base import SwitchView
+    assert list(app.switch_flows(view, SwitchView(dpid=9, host=None))) == []
 
 
 def test_app_uses_conf_and_counts():
