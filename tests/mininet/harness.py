@@ -994,8 +994,54 @@ class Cloud:
         return Capture(self, host.fabric_port, filt).start()
 
     def status(self) -> dict:
-        """The controller's status file (see controller/runtime.py)."""
-        return json.loads(self.status_path.read_text())
+        """The running controller's status file (controller/status.py), as
+        written by the current controller process; HarnessError until it is."""
+        try:
+            st = json.loads(self.status_path.read_text())
+        except (OSError, ValueError) as e:
+            raise HarnessError(f"no controller status yet ({e})")
+        if st.get("pid") != self.controller.pid:
+            raise HarnessError("the status file is from another controller process")
+        return st
+
+    def switch_status(self, host: Host) -> dict:
+        """The controller's status of host's bridge (flow_mods, repairs, in_sync, ...)."""
+        sw = self.status()["switches"].get(host.dpid_hex)
+        if sw is None:
+            raise HarnessError(f"the controller does not list {host.dpid_hex} ({host.name})")
+        return sw
+
+    def unclaimed_datapaths(self) -> set[int]:
+        """Connected datapaths no host claims, as the controller lists them."""
+        return {int(d, 16) for d in self.status().get("unclaimed", [])}
+
+    def controller_synced(self, hosts: Optional[Iterable[Host]] = None,
+                          since: Optional[float] = None) -> bool:
+        """True when the current controller lists every host's bridge as
+        connected (after `since`, if given), claimed and in sync."""
+        st = self.status()
+        hosts = list(self.hosts.values()) if hosts is None else list(hosts)
+        for h in hosts:
+            sw = st["switches"].get(h.dpid_hex)
+            if not sw or not sw.get("in_sync") or sw.get("busy"):
+                return False
+            if h.doc and not sw.get("claimed"):
+                return False
+            if since is not None and (sw.get("connected_at") or 0) < since:
+                return False
+        return bool(st.get("store_ok", True))
+
+    def wait_controller_synced(self, hosts: Optional[Iterable[Host]] = None,
+                               timeout: float = 20, since: Optional[float] = None) -> dict:
+        hosts = list(self.hosts.values()) if hosts is None else list(hosts)
+
+        def ok():
+            self.controller.assert_running()
+            return self.status() if self.controller_synced(hosts, since) else None
+
+        return wait_for(ok, timeout, 0.1,
+                        lambda: "the controller to sync " + ", ".join(h.name for h in hosts)
+                        + f"\n--- controller log:\n{self.controller.log(30)}")
 
     def kill_controller(self) -> None:
         self.controller.kill()
