@@ -1,0 +1,78 @@
+"""The falcon application: routes, auth and error shapes, wired to a store."""
+from __future__ import annotations
+
+import falcon
+from oslo_config import cfg
+
+from topology.api import errors, versions
+from topology.api.auth import AuthMiddleware, load_tokens
+from topology.api.collection import Resource
+from topology.api.kinds.base import Settings
+from topology.api.kinds.hosts import Hosts
+from topology.api.kinds.instances import Instances
+from topology.api.kinds.networks import Networks
+from topology.api.kinds.ports import Ports
+from topology.api.kinds.security_groups import SecurityGroupRules, SecurityGroups
+from topology.api.kinds.subnets import Subnets
+from topology.store.base import Store
+
+# Fields a kind shows (and can be filtered on) beyond the attributes a client sets.
+EXTRA_FIELDS = {
+    "networks": {"status", "subnets"},
+    "subnets": {"ipv6_ra_mode", "ipv6_address_mode", "subnetpool_id"},
+    "ports": {"status", "binding:vif_type", "binding:vif_details"},
+    "security_groups": {"security_group_rules"},
+    "security_group_rules": {"normalized_cidr", "remote_address_group_id"},
+    "hosts": set(),
+    "instances": set(),
+}
+
+
+def parse_vlan_ranges(entries: list[str]) -> dict[str, list[tuple[int, int]]]:
+    """physnet:low:high entries, as Neutron's network_vlan_ranges."""
+    ranges: dict[str, list[tuple[int, int]]] = {}
+    for entry in entries:
+        parts = entry.strip().split(":")
+        if len(parts) != 3 or not parts[0] or not (parts[1].isdigit() and parts[2].isdigit()):
+            raise ValueError(f"api.network_vlan_ranges: {entry!r} is not physnet:low:high")
+        low, high = int(parts[1]), int(parts[2])
+        if not 1 <= low <= high <= 4094:
+            raise ValueError(f"api.network_vlan_ranges: {entry!r} is not within 1-4094")
+        ranges.setdefault(parts[0], []).append((low, high))
+    return ranges
+
+
+def settings_from_conf(conf: cfg.ConfigOpts) -> Settings:
+    api = conf.api
+    return Settings(base_mac=api.base_mac, dvr_base_mac=api.dvr_base_mac,
+                    default_mtu=api.default_mtu, default_project=api.default_project,
+                    vlan_ranges=parse_vlan_ranges(api.network_vlan_ranges))
+
+
+def create_app(conf: cfg.ConfigOpts, store: Store) -> falcon.App:
+    tokens = load_tokens(conf.api.token_file) if conf.api.auth_strategy == "token" else None
+    app = falcon.App(middleware=[AuthMiddleware(conf.api.auth_strategy,
+                                                conf.api.default_project, tokens)])
+    app.req_options.strip_url_path_trailing_slash = True
+    app.req_options.auto_parse_qs_csv = False
+    errors.install(app)
+
+    settings = settings_from_conf(conf)
+    networks = Networks(settings)
+    ports = Ports(settings)
+    kinds = [networks, Subnets(settings, ports, networks), ports, SecurityGroups(settings),
+             SecurityGroupRules(settings), Hosts(settings), Instances(settings)]
+
+    app.add_route("/", versions.Root())
+    collections = []
+    for kind in kinds:
+        path = kind.collection.replace("_", "-")
+        resource = Resource(kind, store, frozenset(EXTRA_FIELDS[kind.collection]))
+        app.add_route(f"/v2.0/{path}", resource)
+        app.add_route(f"/v2.0/{path}/{{id}}", resource, suffix="item")
+        collections.append((path, kind.member))
+    app.add_route("/v2.0", versions.V2(collections))
+    extensions = versions.Extensions()
+    app.add_route("/v2.0/extensions", extensions)
+    app.add_route("/v2.0/extensions/{alias}", extensions, suffix="item")
+    return app

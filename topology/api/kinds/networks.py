@@ -1,0 +1,112 @@
+"""Networks: VLAN or flat segments on a physical network."""
+from __future__ import annotations
+
+from topology import validation as v
+from topology.api.errors import InUse
+from topology.api.kinds import dhcp
+from topology.api.kinds.base import Kind, common_attrs
+from topology.store.base import Conflict
+
+NETWORK_KEY_MAX = 0xFFFFFF
+
+
+class Networks(Kind):
+    collection = "networks"
+    member = "network"
+    attrs = {
+        **common_attrs(),
+        "admin_state_up": v.Attr(v.boolean, True),
+        "shared": v.Attr(v.boolean, False, admin=True),
+        "router:external": v.Attr(v.boolean, False, admin=True),
+        "mtu": v.Attr(v.integer(68, 65535, nullable=True), None),
+        "port_security_enabled": v.Attr(v.boolean, True),
+        "provider:network_type": v.Attr(v.one_of("vlan", "flat", nullable=True), None,
+                                        put=False, admin=True),
+        "provider:physical_network": v.Attr(v.string(64, nullable=True, empty_ok=False), None,
+                                            put=False, admin=True),
+        "provider:segmentation_id": v.Attr(v.integer(1, 4094, nullable=True), None,
+                                           put=False, admin=True),
+    }
+
+    def visible(self, r, ctx, doc):
+        return ctx.can_see(doc) or doc.get("shared", False)
+
+    def create(self, txn, ctx, values):
+        doc = self.new_doc(ctx, values)
+        owner = f"network:{doc['id']}"
+        self._segment(txn, doc, owner)
+        if doc["mtu"] is None:
+            doc["mtu"] = self.settings.default_mtu
+        doc.update(status="ACTIVE", subnets=[])
+        doc["_key"] = txn.allocate_key("network-key", owner, low=1, high=NETWORK_KEY_MAX)
+        self.save(txn, doc)
+        return doc
+
+    def _segment(self, txn, doc, owner):
+        ntype = doc["provider:network_type"]
+        physnet = doc["provider:physical_network"]
+        seg = doc["provider:segmentation_id"]
+        if ntype is None:
+            if physnet is not None or seg is not None:
+                raise v.Invalid("provider:network_type",
+                                "required with provider:physical_network or provider:segmentation_id")
+            physnet, seg = self._tenant_vlan(txn, owner)
+            ntype = "vlan"
+        elif ntype == "flat":
+            v.check(seg is None, "provider:segmentation_id", "must not be set for a flat network")
+            v.check(physnet is not None, "provider:physical_network",
+                    "required for a flat network")
+            txn.claim(f"flat:{physnet}", "flat", owner)
+        else:
+            v.check(physnet is not None, "provider:physical_network",
+                    "required for a vlan network")
+            if seg is None:
+                seg = self._vlan_from_ranges(txn, physnet, owner)
+            else:
+                txn.claim(f"vlan:{physnet}", str(seg), owner)
+        doc["provider:network_type"] = ntype
+        doc["provider:physical_network"] = physnet
+        doc["provider:segmentation_id"] = seg
+
+    def _vlan_from_ranges(self, txn, physnet, owner):
+        ranges = self.settings.vlan_ranges.get(physnet)
+        if not ranges:
+            raise v.Invalid("provider:segmentation_id",
+                            f"required: no tenant VLAN range is configured for {physnet}")
+        for low, high in ranges:
+            try:
+                return txn.allocate_key(f"vlan:{physnet}", owner, low=low, high=high)
+            except Conflict:
+                continue
+        raise InUse(f"Unable to create the network. No tenant network is available "
+                    f"for allocation on {physnet}.", "NoNetworkAvailable")
+
+    def _tenant_vlan(self, txn, owner):
+        for physnet in self.settings.vlan_ranges:
+            try:
+                return physnet, self._vlan_from_ranges(txn, physnet, owner)
+            except InUse:
+                continue
+        raise InUse("Unable to create the network. No tenant network is available for "
+                    "allocation.", "NoNetworkAvailable")
+
+    def update(self, txn, ctx, doc, changes):
+        self.check_owner(ctx, doc, "update")
+        if changes.get("mtu", 0) is None:
+            changes["mtu"] = self.settings.default_mtu
+        return super().update(txn, ctx, doc, changes)
+
+    def delete(self, txn, ctx, doc):
+        self.check_owner(ctx, doc, "delete")
+        net_id = doc["id"]
+        ports = txn.list("ports", parent_id=net_id)
+        if any(p.get("device_owner") != dhcp.DEVICE_OWNER for p in ports):
+            raise InUse(f"Unable to complete operation on network {net_id}. There are one "
+                        "or more ports still in use on the network.", "NetworkInUse")
+        for port in ports:
+            txn.release_owner(f"port:{port['id']}")
+            txn.delete("ports", port["id"])
+        for subnet in txn.list("subnets", parent_id=net_id):
+            txn.release_owner(f"subnet:{subnet['id']}")
+            txn.delete("subnets", subnet["id"])
+        super().delete(txn, ctx, doc)

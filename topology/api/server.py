@@ -1,0 +1,77 @@
+"""`vmflow api`: the falcon app under gunicorn, started from Python.
+
+The master opens the store once (running schema migrations) and closes it
+before forking, so no SQLite connection crosses a fork; each worker then
+builds its own app and connections. SIGTERM is gunicorn's graceful stop:
+workers finish the requests they hold (up to api.graceful_timeout) and exit.
+"""
+from __future__ import annotations
+
+import logging
+
+from gunicorn.app.base import BaseApplication
+from oslo_config import cfg
+
+from topology.api.app import create_app, parse_vlan_ranges
+from topology.api.auth import load_tokens
+from topology.config import split_hostport
+from topology.store import open_store
+
+LOG = logging.getLogger(__name__)
+
+
+def bind_address(listen: str) -> str:
+    host, port = split_hostport(listen, "api_listen")
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+class ApiServer(BaseApplication):
+    def __init__(self, conf: cfg.ConfigOpts):
+        self.conf = conf
+        super().__init__()
+
+    def load_config(self) -> None:
+        api = self.conf.api
+        options = {
+            "bind": [bind_address(self.conf.api_listen)],
+            "workers": api.workers,
+            "worker_class": "sync",
+            "timeout": api.timeout,
+            "graceful_timeout": api.graceful_timeout,
+            "preload_app": False,
+            "proc_name": "vmflow-api",
+            "loglevel": self.conf.log_level.lower(),
+            "errorlog": "-",
+            "accesslog": None,
+            # Several API servers (tests, benchmarks) may run side by side.
+            "control_socket_disable": True,
+        }
+        for key, value in options.items():
+            self.cfg.set(key, value)
+
+    def load(self):
+        return create_app(self.conf, open_store(self.conf.store))
+
+
+def check(conf: cfg.ConfigOpts) -> None:
+    """Fail before forking on what every worker would trip over."""
+    store = open_store(conf.store)
+    store.close()
+    parse_vlan_ranges(conf.api.network_vlan_ranges)
+    if conf.api.auth_strategy == "token":
+        load_tokens(conf.api.token_file)
+    host, _port = split_hostport(conf.api_listen, "api_listen")
+    if conf.api.auth_strategy == "noauth" and host not in ("127.0.0.1", "::1", "localhost"):
+        LOG.warning("auth_strategy=noauth on %s: anyone who reaches it is admin", conf.api_listen)
+
+
+def serve(conf: cfg.ConfigOpts) -> int:
+    try:
+        check(conf)
+    except ValueError as e:
+        LOG.error("%s", e)
+        return 2
+    LOG.info("API on http://%s with %d workers, store %s", conf.api_listen,
+             conf.api.workers, conf.store)
+    ApiServer(conf).run()
+    return 0

@@ -1,0 +1,58 @@
+"""Keystone-style version discovery, so clients find /v2.0 by themselves."""
+from __future__ import annotations
+
+import falcon
+
+from topology.api.collection import respond
+
+EXTENSIONS = [
+    ("provider", "Provider Network", "Expose mapping of virtual networks to physical networks"),
+    ("binding", "Port Binding", "Expose port bindings of a virtual port to external application"),
+    ("security-group", "security-group", "The security groups extension."),
+    ("port-security", "Port Security", "Provides port security"),
+    ("allowed-address-pairs", "Allowed Address Pairs", "Provides allowed address pairs"),
+    ("external-net", "Neutron external network", "Adds external network attribute to network resource."),
+    ("net-mtu", "Network MTU", "Provides MTU attribute for a network resource."),
+    ("project-id", "project_id field enabled", "Extension that indicates that project_id field is enabled."),
+    ("standard-attr-timestamp", "Resource timestamps", "Adds created_at and updated_at fields to all Neutron resources that have Neutron standard attributes."),
+    ("standard-attr-revisions", "Resource revision numbers", "This extension will display the revision number of neutron resources."),
+    ("standard-attr-description", "standard-attr-description", "Extension to add descriptions to standard attributes"),
+    ("stateful-security-group", "Stateful security group", "Indicates if the security group is stateful or not"),
+    ("vmflow-hosts", "vmflow hosts", "Compute hosts: datapath id, uplinks per physical network, DVR MAC."),
+    ("vmflow-instances", "vmflow instances", "Instance metadata served to VMs at 169.254.169.254."),
+]
+
+
+def _extension(alias, name, description):
+    return {"alias": alias, "name": name, "description": description,
+            "updated": "2026-11-22T00:00:00-00:00", "links": []}
+
+
+class Root:
+    def on_get(self, req, resp):
+        respond(resp, falcon.HTTP_200, {"versions": [{
+            "id": "v2.0", "status": "CURRENT",
+            "links": [{"href": f"{req.prefix}/v2.0/", "rel": "self"}]}]})
+
+
+class V2:
+    def __init__(self, collections: list[tuple[str, str]]):
+        self.collections = collections  # (url path, member name)
+
+    def on_get(self, req, resp):
+        respond(resp, falcon.HTTP_200, {"resources": [
+            {"name": member, "collection": path,
+             "links": [{"href": f"{req.prefix}/v2.0/{path}", "rel": "self"}]}
+            for path, member in self.collections]})
+
+
+class Extensions:
+    def on_get(self, req, resp):
+        respond(resp, falcon.HTTP_200, {"extensions": [_extension(*e) for e in EXTENSIONS]})
+
+    def on_get_item(self, req, resp, alias):
+        for e in EXTENSIONS:
+            if e[0] == alias:
+                respond(resp, falcon.HTTP_200, {"extension": _extension(*e)})
+                return
+        raise falcon.HTTPNotFound(description=f"Extension with alias {alias} does not exist")
