@@ -202,7 +202,7 @@ class ArpApp(App):
 
     def _count(self, name: str) -> None:
         if self.runtime is not None:
-            self.runtime.count("arp." + name)
+            self.runtime.count(name)
 
     def packet_in(self, pkt: PacketIn) -> Iterable[PacketOut]:
         port = pkt.port

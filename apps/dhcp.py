@@ -291,7 +291,7 @@ class DhcpApp(App):
     def packet_in(self, pkt: PacketIn) -> Iterable[PacketOut]:
         reply, outcome = dhcp_answer(pkt.data, pkt.port, pkt.view, self.settings)
         if self.runtime is not None:
-            self.runtime.count("dhcp." + outcome)
+            self.runtime.count(outcome)
         if outcome == "decline":
             LOG.warning("DHCPDECLINE from port %s: its address is in use by someone else",
                         pkt.port and pkt.port.get("id"))

@@ -92,8 +92,8 @@ def test_app_answers_through_packet_out_and_counts():
     assert list(app.packet_in(packet_in(view, arp_request(target_ip="10.0.0.200")))) == []
     assert list(app.packet_in(packet_in(view, arp_request(), port_id=None))) == []
     assert list(app.packet_in(packet_in(view, b"\x00" * 5))) == []
-    assert rt.counts == {"arp.replied": 1, "arp.unknown_target": 1, "arp.unknown_port": 1,
-                         "arp.malformed": 1}
+    assert rt.counts == {"replied": 1, "unknown_target": 1, "unknown_port": 1,
+                         "malformed": 1}
 
 
 def test_app_sees_store_changes():

@@ -213,4 +213,4 @@ def test_app_uses_conf_and_counts():
     assert struct.unpack("!I", opts[51])[0] == 600 and opts[15] == b"cloud.test"
     assert list(app.packet_in(packet_in(view, dhcp_client(4, options=[(50, ip(VM_IP))])))) == []
     assert list(app.packet_in(packet_in(view, b"junk"))) == []
-    assert rt.counts == {"dhcp.offer": 1, "dhcp.decline": 1, "dhcp.malformed": 1}
+    assert rt.counts == {"offer": 1, "decline": 1, "malformed": 1}
