@@ -58,6 +58,10 @@ CONTROLLER_OPTS = [
                help="Burst size, in packets, of the per-port controller meter."),
     cfg.IntOpt("packet_in_queue", default=4096, min=16,
                help="Packet-ins waiting for an app beyond this are dropped and counted."),
+    cfg.StrOpt("status_file", default="",
+               help="Where the controller writes its status JSON (switches, claimed or "
+                    "not, sync state, counters) every second. Empty: "
+                    "controller-status.json next to the SQLite store file."),
 ]
 
 DHCP_OPTS = [

@@ -1,0 +1,135 @@
+"""Packet-in dispatch: from a switch's packet to the app whose flow sent it.
+
+The flow that sent a packet to the controller carries its owner's app id in
+the cookie (controller/pipeline.py), so routing needs no parsing. Packets
+wait in a bounded queue; beyond it they are dropped and counted, so a flood
+cannot grow memory. An app that raises is counted and logged once per
+(app, exception type); the loop goes on.
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections import Counter
+from typing import Any, Callable, Optional
+
+from apps.base import App, PacketIn
+from controller import pipeline
+
+LOG = logging.getLogger(__name__)
+
+
+class AppRuntime:
+    """The Runtime protocol (apps/base.py) for one app."""
+
+    def __init__(self, dispatcher: "Dispatcher", app_name: str):
+        self._d = dispatcher
+        self._prefix = app_name + "."
+
+    def send_packet(self, dpid: int, port: int, data: bytes) -> None:
+        self._d.send_packet(dpid, port, data)
+
+    def call_later(self, seconds: float, fn: Callable[[], Any]) -> Any:
+        return self._d.call_later(seconds, fn)
+
+    def count(self, name: str, n: int = 1) -> None:
+        self._d.count(self._prefix + name, n)
+
+
+def app_id_of(cookie: int) -> Optional[int]:
+    if cookie & pipeline.COOKIE_SPACE_MASK != pipeline.COOKIE_SPACE:
+        return None
+    return (cookie & pipeline.COOKIE_APP_MASK) >> pipeline.COOKIE_APP_SHIFT
+
+
+class Dispatcher:
+    """lookup(dpid, in_port) -> (SwitchView | None, port document | None, view),
+    called under `lock`, which also guards every app call (the view is
+    mutated by the core thread under the same lock)."""
+
+    def __init__(self, apps: list[App], *, queue_size: int, lock,
+                 lookup: Callable, send_packet: Callable[[int, int, bytes], None],
+                 call_later: Callable[[float, Callable], Any]):
+        self.apps_by_id = {a.app_id: a for a in apps}
+        self.lock = lock
+        self.lookup = lookup
+        self._send = send_packet
+        self._call_later = call_later
+        self._q: queue.Queue = queue.Queue(maxsize=queue_size)
+        self._counters: Counter = Counter()
+        self._counter_lock = threading.Lock()
+        self._logged: set = set()
+        self._thread: Optional[threading.Thread] = None
+        for app in apps:
+            app.bind(AppRuntime(self, app.name))
+
+    # -- counters ---------------------------------------------------------
+    def count(self, name: str, n: int = 1) -> None:
+        with self._counter_lock:
+            self._counters[name] += n
+
+    def counters_snapshot(self) -> dict[str, int]:
+        with self._counter_lock:
+            return dict(self._counters)
+
+    # -- services for apps ------------------------------------------------
+    def send_packet(self, dpid: int, port: int, data: bytes) -> None:
+        try:
+            self._send(dpid, port, data)
+            self.count("packet_out")
+        except Exception as e:
+            self.count("packet_out_failed")
+            self._log_once(("send", type(e).__name__), "packet-out to %016x failed: %s", dpid, e)
+
+    def call_later(self, seconds: float, fn: Callable[[], Any]) -> Any:
+        return self._call_later(seconds, fn)
+
+    # -- intake (os-ken's event thread) -------------------------------------
+    def submit(self, dpid: int, in_port: int, cookie: int, data: bytes) -> None:
+        try:
+            self._q.put_nowait((dpid, in_port, cookie, data))
+            self.count("packet_in")
+        except queue.Full:
+            self.count("packet_in_dropped")
+
+    # -- the loop -------------------------------------------------------------
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self.run, name="vmflow-dispatch", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._q.put(None)
+
+    def run(self) -> None:
+        while True:
+            item = self._q.get()
+            if item is None:
+                return
+            self.handle(*item)
+
+    def handle(self, dpid: int, in_port: int, cookie: int, data: bytes) -> None:
+        app = self.apps_by_id.get(app_id_of(cookie))
+        if app is None:
+            self.count("packet_in_unowned")
+            return
+        try:
+            with self.lock:
+                sw, port, view = self.lookup(dpid, in_port)
+                if sw is None or view is None:
+                    self.count("packet_in_unknown_switch")
+                    return
+                outs = list(app.packet_in(PacketIn(dpid, in_port, data, port, sw, view)) or ())
+        except Exception as e:
+            self.count(f"{app.name}.errors")
+            self._log_once((app.name, type(e).__name__),
+                           "app %s failed on a packet-in: %r", app.name, e, exc_info=True)
+            return
+        for out in outs:
+            self.send_packet(dpid, out.port, out.data)
+
+    def _log_once(self, key, msg, *args, exc_info=False) -> None:
+        if key in self._logged:
+            return
+        self._logged.add(key)
+        LOG.error(msg, *args, exc_info=exc_info)

@@ -1,0 +1,102 @@
+"""The os-ken application: OpenFlow events in, to the Controller (core.py).
+
+os-ken instantiates this class itself (AppManager.run_apps), so the
+controller it reports to is handed over through the module-level CORE,
+set by runtime.serve() before run_apps. Handlers here never block: replies
+are matched to waiting workers by xid (ofchannel.py), everything else is
+queued for the core or the dispatcher.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+
+from os_ken.base import app_manager
+from os_ken.controller import ofp_event
+from os_ken.controller.handler import (CONFIG_DISPATCHER, DEAD_DISPATCHER, HANDSHAKE_DISPATCHER,
+                                       MAIN_DISPATCHER, set_ev_cls)
+from os_ken.ofproto import ofproto_v1_3
+
+from controller.ofchannel import OFChannel
+
+LOG = logging.getLogger(__name__)
+
+CORE = None   # controller.core.Controller, set by runtime.serve()
+
+
+def port_name(port) -> str:
+    name = port.name
+    if isinstance(name, bytes):
+        name = name.decode("utf-8", "replace")
+    return name.rstrip("\x00")
+
+
+class VmflowOFApp(app_manager.OSKenApp):
+    OFP_VERSIONS = [ofproto_v1_3.OFP_VERSION]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.core = CORE
+        self.channels: dict[int, OFChannel] = {}
+        self._lock = threading.Lock()
+
+    def _channel(self, dp):
+        with self._lock:
+            ch = self.channels.get(dp.id)
+        return ch if ch is not None and ch.dp is dp else None
+
+    @set_ev_cls(ofp_event.EventOFPStateChange, [MAIN_DISPATCHER, DEAD_DISPATCHER])
+    def _state_change(self, ev):
+        dp = ev.datapath
+        if dp.id is None:
+            return
+        if ev.state == MAIN_DISPATCHER:
+            ch = OFChannel(dp)
+            with self._lock:
+                self.channels[dp.id] = ch
+            # os-ken read the port descriptions before entering MAIN.
+            ports = {port_name(p): no for no, p in dp.ports.items()
+                     if no <= dp.ofproto.OFPP_MAX}
+            self.core.switch_connected(dp.id, ch, ports)
+        elif ev.state == DEAD_DISPATCHER:
+            with self._lock:
+                ch = self.channels.get(dp.id)
+                if ch is None or ch.dp is not dp:
+                    return
+                del self.channels[dp.id]
+            ch.close()
+            self.core.switch_disconnected(dp.id, ch)
+
+    @set_ev_cls([ofp_event.EventOFPFlowStatsReply, ofp_event.EventOFPMeterConfigStatsReply,
+                 ofp_event.EventOFPBarrierReply, ofp_event.EventONFBundleCtrlMsg],
+                MAIN_DISPATCHER)
+    def _reply(self, ev):
+        ch = self._channel(ev.msg.datapath)
+        if ch is not None:
+            ch.deliver(ev.msg)
+
+    @set_ev_cls(ofp_event.EventOFPErrorMsg,
+                [HANDSHAKE_DISPATCHER, CONFIG_DISPATCHER, MAIN_DISPATCHER])
+    def _error(self, ev):
+        ch = self._channel(ev.msg.datapath)
+        if ch is not None:
+            ch.deliver_error(ev.msg)
+
+    @set_ev_cls(ofp_event.EventOFPPortStatus, MAIN_DISPATCHER)
+    def _port_status(self, ev):
+        msg = ev.msg
+        dp = msg.datapath
+        ofp = dp.ofproto
+        name = port_name(msg.desc)
+        if msg.reason == ofp.OFPPR_DELETE:
+            self.core.port_changed(dp.id, name, None)
+        else:
+            self.core.port_changed(dp.id, name, msg.desc.port_no)
+
+    @set_ev_cls(ofp_event.EventOFPPacketIn, MAIN_DISPATCHER)
+    def _packet_in(self, ev):
+        msg = ev.msg
+        in_port = msg.match.get("in_port")
+        if in_port is None or self.core.dispatcher is None:
+            return
+        self.core.dispatcher.submit(msg.datapath.id, in_port, msg.cookie, msg.data)

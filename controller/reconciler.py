@@ -1,0 +1,166 @@
+"""Make one switch's flows and meters equal to the desired set, sending only the difference.
+
+The reconciler believes the switch holds `installed` (read with flow-stats on
+connect and at every audit, then kept by applying what it sent). A sync diffs
+desired against that belief and sends:
+
+    meters added or changed   (outside bundles, before the flows that use them)
+    one atomic ONF bundle     (flow deletes, adds and modifies)
+    meters no longer used     (after: deleting a meter deletes its flows)
+
+Meters are derived from the flows: every meter id a desired flow uses gets a
+meter with the configured rate, so apps never manage meters themselves.
+
+The switch is reached through a Channel (controller/ofchannel.py on a real
+switch, a fake in the unit tests).
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Iterable, Mapping, Optional, Protocol
+
+from controller.flow import Flow
+
+LOG = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class MeterSpec:
+    """A packets-per-second meter with one drop band."""
+    rate: int
+    burst: int
+
+
+class ChannelError(Exception):
+    """The switch refused a change or did not answer; the belief is no longer trusted."""
+
+
+class Channel(Protocol):
+    def read_flows(self) -> list[Flow]: ...
+
+    def read_meters(self) -> dict[int, MeterSpec]: ...
+
+    def meter_mods(self, ops: list[tuple[str, int, Optional[MeterSpec]]]) -> None: ...
+
+    def bundle(self, ops: list[tuple[str, Flow]]) -> None: ...
+
+
+FlowOp = tuple[str, Flow]   # ("add" | "modify" | "delete", flow)
+
+
+def diff_flows(desired: Mapping[tuple, Flow], installed: Mapping[tuple, Flow]) -> list[FlowOp]:
+    """Flow-mods turning installed into desired: deletes first, then adds and modifies."""
+    ops: list[FlowOp] = [("delete", f) for k, f in installed.items() if k not in desired]
+    for k, f in desired.items():
+        cur = installed.get(k)
+        if cur is None:
+            ops.append(("add", f))
+        elif cur != f:
+            # modify-strict keeps the flow's counters but cannot change its
+            # cookie; a new owner needs an add, which replaces the flow.
+            ops.append(("modify" if cur.cookie == f.cookie else "add", f))
+    return ops
+
+
+def meters_used(flows: Iterable[Flow]) -> set[int]:
+    return {ins[1] for f in flows for ins in f.instructions if ins[0] == "meter"}
+
+
+def diff_meters(desired: Mapping[int, MeterSpec], installed: Mapping[int, MeterSpec]
+                ) -> tuple[list, list]:
+    """(adds and modifies, deletes) as (op, meter_id, spec) triples."""
+    before = []
+    for mid, spec in sorted(desired.items()):
+        cur = installed.get(mid)
+        if cur is None:
+            before.append(("add", mid, spec))
+        elif cur != spec:
+            before.append(("modify", mid, spec))
+    after = [("delete", mid, None) for mid in sorted(installed) if mid not in desired]
+    return before, after
+
+
+class SwitchReconciler:
+    def __init__(self, dpid: int, channel: Channel, meter_spec: MeterSpec):
+        self.dpid = dpid
+        self.channel = channel
+        self.meter_spec = meter_spec
+        self.installed: Optional[dict[tuple, Flow]] = None
+        self.meters: Optional[dict[int, MeterSpec]] = None
+        self.lock = threading.Lock()   # one sync at a time per switch
+        self.stats = {"flow_mods": 0, "meter_mods": 0, "bundles": 0, "reads": 0,
+                      "repairs": 0, "audits": 0, "errors": 0}
+        self.last_sync: Optional[float] = None
+        self.in_sync = False
+
+    def invalidate(self) -> None:
+        self.installed = None
+        self.meters = None
+
+    def _read(self, audit: bool) -> None:
+        flows = self.channel.read_flows()
+        meters = self.channel.read_meters()
+        fresh = {f.key: f for f in flows}
+        self.stats["reads"] += 1
+        if audit and self.installed is not None:
+            # Drift is what changed on the switch behind our back: the
+            # difference between what we believed and what it reports.
+            drift = len(diff_flows(self.installed, fresh))
+            mb, ma = diff_meters(self.meters or {}, meters)
+            self.stats["repairs"] += drift + len(mb) + len(ma)
+            if drift or mb or ma:
+                LOG.warning("switch %016x: %d flow(s) and %d meter(s) drifted; repairing",
+                            self.dpid, drift, len(mb) + len(ma))
+        self.installed = fresh
+        self.meters = meters
+
+    def sync(self, desired: Mapping[tuple, Flow], *, reread: bool = False,
+             audit: bool = False) -> int:
+        """Make the switch match desired; return the number of messages sent.
+
+        ChannelError leaves the belief invalidated, so the next sync re-reads.
+        """
+        with self.lock:
+            try:
+                if audit:
+                    self.stats["audits"] += 1
+                if reread or audit or self.installed is None or self.meters is None:
+                    self._read(audit)
+                assert self.installed is not None and self.meters is not None
+                want_meters = {m: self.meter_spec for m in meters_used(desired.values())}
+                ops = diff_flows(desired, self.installed)
+                before, after = diff_meters(want_meters, self.meters)
+                if before:
+                    self.channel.meter_mods(before)
+                    self.stats["meter_mods"] += len(before)
+                    for _op, mid, spec in before:
+                        self.meters[mid] = spec
+                if ops:
+                    if LOG.isEnabledFor(logging.DEBUG):
+                        for op, f in ops:
+                            LOG.debug("switch %016x: %s %s (was %s)", self.dpid, op, f,
+                                      self.installed.get(f.key))
+                    self.channel.bundle(ops)
+                    self.stats["flow_mods"] += len(ops)
+                    self.stats["bundles"] += 1
+                    for op, f in ops:
+                        if op == "delete":
+                            self.installed.pop(f.key, None)
+                        else:
+                            self.installed[f.key] = f
+                if after:
+                    self.channel.meter_mods(after)
+                    self.stats["meter_mods"] += len(after)
+                    for _op, mid, _spec in after:
+                        self.meters.pop(mid, None)
+                self.last_sync = time.time()
+                self.in_sync = True
+                return len(ops) + len(before) + len(after)
+            except ChannelError:
+                self.stats["errors"] += 1
+                self.in_sync = False
+                self.invalidate()
+                raise

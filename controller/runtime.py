@@ -1,0 +1,123 @@
+"""`vmflow controller`: start os-ken with our app and the controller core.
+
+os-ken 4.x has no osken-manager: its options are parsed with
+os_ken.cfg.CONF(args=[...]) and apps started with AppManager.run_apps,
+which blocks. The hub is native threads, whose kill() is a no-op, so
+run_apps' shutdown path can raise AttributeError on t.kill(); and os-ken's
+threads are not daemons, so after a clean stop the process leaves with
+os._exit(0) rather than waiting on sockets that never close.
+"""
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import signal
+import sys
+
+from controller.core import Controller
+from controller.dispatch import Dispatcher
+from controller.status import default_path, write_status
+from topology.config import split_hostport
+from topology.store import open_store
+
+LOG = logging.getLogger(__name__)
+
+# (module, class) of every app; l2 is required, the others load when present.
+APPS = (("apps.l2", "L2App", True),
+        ("apps.arp", "ArpApp", False),
+        ("apps.dhcp", "DhcpApp", False),
+        ("apps.metadata", "MetadataApp", False))
+
+
+def load_apps(conf) -> list:
+    apps = []
+    for module, cls, required in APPS:
+        try:
+            apps.append(getattr(importlib.import_module(module), cls)(conf))
+        except Exception as e:
+            if required:
+                raise
+            LOG.warning("app %s.%s not loaded: %s", module, cls, e)
+    LOG.info("apps: %s", ", ".join(a.name for a in apps))
+    return apps
+
+
+def build_controller(conf, store=None, apps=None) -> Controller:
+    """The controller core with its dispatcher, not yet started (also used by tests)."""
+    store = store if store is not None else open_store(conf.store)
+    apps = apps if apps is not None else load_apps(conf)
+    ctl = Controller(conf, store, apps, status_path=default_path(conf))
+
+    def send_packet(dpid: int, port: int, data: bytes) -> None:
+        sw = ctl.switches.get(dpid)
+        if sw is None:
+            raise LookupError(f"switch {dpid:016x} is not connected")
+        sw.channel.packet_out(port, data)
+
+    def lookup(dpid: int, in_port: int):
+        sw, port = ctl.port_at(dpid, in_port)
+        return sw, port, ctl.view
+
+    ctl.dispatcher = Dispatcher(apps, queue_size=conf.controller.packet_in_queue,
+                                lock=ctl.lock, lookup=lookup, send_packet=send_packet,
+                                call_later=ctl.call_later)
+    return ctl
+
+
+class _Stop(BaseException):
+    """Raised in the main thread by SIGTERM/SIGINT to leave run_apps."""
+
+
+def serve(conf) -> int:
+    host, port = split_hostport(conf.ofp_listen, "--ofp-listen")
+    # Imported here: importing os-ken's controller registers its CLI options.
+    import os_ken.cfg
+    from os_ken.base.app_manager import AppManager
+    import os_ken.controller.controller  # noqa: F401  (after app_manager: import cycle)
+
+    from controller import ofapp
+
+    ctl = build_controller(conf)
+    ofapp.CORE = ctl
+    os_ken.cfg.CONF(args=["--ofp-listen-host", host, "--ofp-tcp-listen-port", str(port)],
+                    project="os_ken", default_config_files=[])
+
+    def stop(signum, frame):
+        raise _Stop()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    ctl.start()
+    ctl.dispatcher.start()
+    LOG.info("controller listening for OpenFlow 1.3 on %s:%d", host, port)
+    code = 0
+    try:
+        AppManager.run_apps(["controller.ofapp"])
+        # run_apps returns on its own only when os-ken's threads died, e.g.
+        # the listen address was taken.
+        LOG.error("os-ken stopped by itself (is %s:%d already in use?)", host, port)
+        code = 1
+    except _Stop:
+        pass
+    except AttributeError as e:
+        # run_apps' finally calls t.kill() on native threads, which have none.
+        LOG.debug("os-ken shutdown: %s", e)
+    except Exception:
+        LOG.exception("controller failed")
+        code = 1
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        try:
+            ctl.stop()
+            ctl.dispatcher.stop()
+            if ctl.status_path:
+                write_status(ctl.status_path, ctl.status())
+        except Exception:
+            LOG.exception("controller shutdown")
+        LOG.info("controller stopped")
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
