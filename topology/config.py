@@ -77,6 +77,10 @@ METADATA_OPTS = [
                help="Metadata TCP connections one VM port may hold at once."),
     cfg.IntOpt("idle_timeout", default=30, min=1,
                help="Seconds after which an idle metadata connection is forgotten."),
+    cfg.StrOpt("mac", default="0e:a9:fe:a9:fe:fe",
+               help="MAC that ARP for 169.254.169.254 is answered with and that every "
+                    "metadata reply is sent from (locally administered; must not be a "
+                    "port's MAC)."),
 ]
 
 GROUPS = {
