@@ -1,0 +1,53 @@
+"""8 clients against 4 gunicorn workers create 800 ports on one /22."""
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+from apihelpers import Client
+
+CLIENTS = 8
+PORTS = 800
+
+
+def test_no_address_given_twice_and_no_write_lost(make_api):
+    api = make_api(workers=4)
+    setup = Client(api.url)
+    net = setup.network()
+    sub = setup.subnet(net["id"], "10.64.0.0/22")
+
+    def worker(n: int) -> list[dict]:
+        c = Client(api.url)
+        made = []
+        for _ in range(PORTS // CLIENTS):
+            r = c.call("POST", "/ports", {"port": {"network_id": net["id"]}})
+            assert r.status_code == 201, r.text
+            made.append(r.json()["port"])
+        return made
+
+    with ThreadPoolExecutor(CLIENTS) as pool:
+        created = [p for batch in pool.map(worker, range(CLIENTS)) for p in batch]
+
+    assert len(created) == PORTS
+    ips = [p["fixed_ips"][0]["ip_address"] for p in created]
+    macs = [p["mac_address"] for p in created]
+    assert len(set(ips)) == PORTS
+    assert len(set(macs)) == PORTS
+    assert all(p["fixed_ips"][0]["subnet_id"] == sub["id"] for p in created)
+
+    listed = setup.call("GET", f"/ports?network_id={net['id']}").json()["ports"]
+    vm_ports = {p["id"]: p for p in listed if p["device_owner"] != "network:dhcp"}
+    assert set(vm_ports) == {p["id"] for p in created}
+    for p in created:
+        assert vm_ports[p["id"]]["fixed_ips"] == p["fixed_ips"]
+        assert vm_ports[p["id"]]["mac_address"] == p["mac_address"]
+    dhcp_ip = next(p for p in listed if p["device_owner"] == "network:dhcp")["fixed_ips"][0]["ip_address"]
+    assert dhcp_ip not in ips
+
+    # The store agrees: one claim per address, one port key per port.
+    from topology.store import SqliteStore
+    store = SqliteStore(str(api.db))
+    with store.read() as r:
+        assert len(r.claimed_keys(f"ip:{sub['id']}")) == PORTS + 1
+        keys = [r.get("ports", p["id"])["_key"] for p in created]
+    store.close()
+    assert len(set(keys)) == PORTS
