@@ -83,6 +83,9 @@ class Controller:
         self.store_ok = False
         self._store_error_logged = False
         self._events: queue.Queue = queue.Queue()
+        self._recompute_all = False
+        self.pending_events = 0   # switch events queued or being applied (status "synced")
+        self._pending_lock = threading.Lock()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self.dispatcher = None   # set by runtime (dispatch.Dispatcher)
@@ -107,13 +110,18 @@ class Controller:
 
     # -- switch events (any thread) ------------------------------------------
     def switch_connected(self, dpid: int, channel, ports: dict[str, int]) -> None:
-        self._events.put(("connect", dpid, channel, dict(ports)))
+        self._event(("connect", dpid, channel, dict(ports)))
 
     def switch_disconnected(self, dpid: int, channel) -> None:
-        self._events.put(("disconnect", dpid, channel))
+        self._event(("disconnect", dpid, channel))
 
     def port_changed(self, dpid: int, name: str, ofport: Optional[int]) -> None:
-        self._events.put(("port", dpid, name, ofport))
+        self._event(("port", dpid, name, ofport))
+
+    def _event(self, ev: tuple) -> None:
+        with self._pending_lock:
+            self.pending_events += 1
+        self._events.put(ev)
 
     def count(self, name: str, n: int = 1) -> None:
         with self.lock:
@@ -137,6 +145,9 @@ class Controller:
             try:
                 with self.lock:
                     dirty: dict[int, Dirty] = {}
+                    if self._recompute_all:
+                        self._recompute_all = False
+                        dirty = {d: Dirty(all_=True) for d in self.switches}
                     for ev in events:
                         if ev is not None:
                             self._on_switch_event(ev, dirty)
@@ -145,10 +156,15 @@ class Controller:
                         next_poll = time.monotonic() + self.poll_interval
                     self._recompute(dirty)
             except Exception:
-                # The loop must survive anything; the next round retries.
+                # The loop must survive anything. What this round touched is
+                # unknown now, so the next round recomputes every switch.
                 self.counters["core_errors"] += 1
+                self._recompute_all = True
                 LOG.exception("controller core loop")
                 time.sleep(self.poll_interval)
+            finally:
+                with self._pending_lock:
+                    self.pending_events -= sum(1 for ev in events if ev is not None)
 
     def _on_switch_event(self, ev: tuple, dirty: dict[int, Dirty]) -> None:
         kind, dpid = ev[0], ev[1]

@@ -6,7 +6,8 @@ controller; read by `vmflow status` and by tests. Its path is
 SQLite store file. Shape:
 
     {"pid": 123, "time": 1763800000.0, "revision": 42, "store_ok": true,
-     "synced": true,                      # every switch in sync with revision
+     "synced": true,      # no switch event pending and every switch in sync with revision
+     "pending_events": 0,
      "counters": {"changes": 7, "packet_in": 3, ...},
      "unclaimed": ["00000000000000aa"],   # connected, no host claims it
      "switches": {"0000000000000001": {
@@ -68,7 +69,9 @@ def build_status(ctl) -> dict[str, Any]:
         "time": time.time(),
         "revision": ctl.view.revision if ctl.view is not None else None,
         "store_ok": ctl.store_ok,
-        "synced": ctl.view is not None and all(s["in_sync"] for s in switches.values()),
+        "pending_events": ctl.pending_events,
+        "synced": (ctl.view is not None and ctl.pending_events == 0
+                   and all(s["in_sync"] for s in switches.values())),
         "counters": counters,
         "unclaimed": unclaimed,
         "switches": switches,

@@ -1,0 +1,171 @@
+"""The controller core end to end without OpenFlow: a real SQLite store, the
+store follower, the compiler and the reconciler against fake switches."""
+from __future__ import annotations
+
+import time
+
+import pytest
+from l2_fixtures import cloud_docs, pid, port
+from test_reconciler import FakeSwitch
+
+from apps.l2 import L2App
+from controller.core import Controller
+from topology.config import new_conf
+from topology.store import SqliteStore, StoreError
+from topology.view import interface_name
+
+PARENT = {"ports": "network_id", "subnets": "network_id"}
+
+
+def write(store, kind, body):
+    with store.transaction() as t:
+        t.put(kind, body["id"], body, parent_id=body.get(PARENT.get(kind, ""), None))
+
+
+@pytest.fixture
+def conf():
+    c = new_conf()
+    c(args=[], default_config_files=[], default_config_dirs=[])
+    c.set_override("store_poll_interval", 0.01, group="controller")
+    c.set_override("audit_interval", 3600, group="controller")
+    return c
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = SqliteStore(str(tmp_path / "db.sqlite"))
+    docs = cloud_docs()
+    for kind in ("hosts", "networks", "ports"):
+        for body in docs[kind].values():
+            write(s, kind, body)
+    return s
+
+
+@pytest.fixture
+def ctl(conf, store, tmp_path):
+    c = Controller(conf, store, [L2App(conf)], status_path=str(tmp_path / "status.json"),
+                   status_interval=0.05)
+    c.start()
+    yield c
+    c.stop()
+
+
+def h1_ports():
+    names = sorted(interface_name(port(n, "n1", "h1")) for n in (1, 2, 4))
+    return {**{n: i for i, n in enumerate(names, start=1)}, "up1": 100}
+
+
+def settle(ctl, store, timeout=5.0):
+    """Wait until every connect/port event is handled and every switch is in sync."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        st = ctl.status()
+        if st["revision"] == store.revision() and st["synced"] and st["store_ok"] and all(
+                not s["busy"] for s in st["switches"].values()):
+            return st
+        time.sleep(0.01)
+    raise AssertionError(f"not settled: {ctl.status()}")
+
+
+def macs_forwarded(sw: FakeSwitch):
+    return {dict(f.match)["eth_dst"] for f in sw.flows.values()
+            if f.table == "l2_lookup" and isinstance(dict(f.match).get("eth_dst"), str)}
+
+
+def test_connect_installs_and_a_new_port_sends_only_its_flows(ctl, store):
+    sw = FakeSwitch()
+    ctl.switch_connected(0xA1, sw, h1_ports())
+    st = settle(ctl, store)
+    assert st["switches"]["00000000000000a1"]["claimed"]
+    assert macs_forwarded(sw) == {"fa:16:3e:00:00:01", "fa:16:3e:00:00:02",
+                                  "fa:16:3e:00:00:03", "fa:16:3e:00:00:04"}
+    sw.log.clear()
+    write(store, "ports", port(5, "n1", "h2"))      # remote port on n1
+    settle(ctl, store)
+    assert sw.log == [("flow", "add", next(f.key for f in sw.flows.values()
+                                          if dict(f.match).get("eth_dst") == "fa:16:3e:00:00:05"))]
+
+
+def test_deleted_port_loses_its_flows(ctl, store):
+    sw = FakeSwitch()
+    ctl.switch_connected(0xA1, sw, h1_ports())
+    settle(ctl, store)
+    with store.transaction() as t:
+        t.delete("ports", pid(2))
+    settle(ctl, store)
+    assert "fa:16:3e:00:00:02" not in macs_forwarded(sw)
+    assert not [f for f in sw.flows.values() if ("reg6", 2) in f.match]
+
+
+def test_port_plugged_after_creation_and_rebound_host(ctl, store):
+    sw1, sw2 = FakeSwitch(), FakeSwitch()
+    ports = h1_ports()
+    p2 = interface_name(port(2, "n1", "h1"))
+    ofport = ports.pop(p2)
+    ctl.switch_connected(0xA1, sw1, ports)
+    ctl.switch_connected(0xA2, sw2, {"up2": 100})
+    settle(ctl, store)
+    assert "fa:16:3e:00:00:02" not in macs_forwarded(sw1)
+    ctl.port_changed(0xA1, p2, ofport)                  # the VM plugs in
+    settle(ctl, store)
+    assert "fa:16:3e:00:00:02" in macs_forwarded(sw1)
+    write(store, "ports", port(2, "n1", "h2"))          # live-migrated to h2
+    settle(ctl, store)
+    up = [f for f in sw1.flows.values() if dict(f.match).get("eth_dst") == "fa:16:3e:00:00:02"]
+    assert [f.instructions[0][-1] for f in up] == [("output", 100)]
+    assert not [f for f in sw1.flows.values() if ("reg6", 2) in f.match]
+
+
+def test_unclaimed_switch_is_listed_then_claimed_by_a_new_host(ctl, store):
+    sw = FakeSwitch()
+    ctl.switch_connected(0xC3, sw, {"tap00000007-aa": 1, "up3": 2})
+    st = settle(ctl, store)
+    assert st["unclaimed"] == ["00000000000000c3"]
+    assert [(f.table, f.instructions) for f in sw.flows.values()] == [("classify", ())]
+    write(store, "hosts", {"id": "h3", "name": "h3", "datapath_id": "00000000000000c3",
+                           "physical_networks": {"physnet1": "up3"}})
+    write(store, "ports", port(7, "n1", "h3"))
+    st = settle(ctl, store)
+    assert st["unclaimed"] == []
+    assert "fa:16:3e:00:00:07" in macs_forwarded(sw)
+
+
+def test_store_outage_leaves_switches_alone(ctl, store, monkeypatch):
+    sw = FakeSwitch()
+    ctl.switch_connected(0xA1, sw, h1_ports())
+    settle(ctl, store)
+    before = dict(sw.flows)
+    sw.log.clear()
+
+    def down(*a, **k):
+        raise StoreError("unreachable")
+    monkeypatch.setattr(store, "changes_since", down)
+    monkeypatch.setattr(store, "snapshot", down)
+    deadline = time.time() + 2
+    while ctl.status()["store_ok"] and time.time() < deadline:
+        time.sleep(0.01)
+    assert not ctl.status()["store_ok"]
+    ctl.audit()
+    time.sleep(0.2)
+    assert sw.flows == before and sw.log == []
+    assert ctl.status()["counters"]["store_errors"] >= 1
+    monkeypatch.undo()
+    assert settle(ctl, store)["store_ok"]
+
+
+def test_no_sync_before_the_first_view(conf, tmp_path):
+    """A controller whose store is down at start must not flush the switch."""
+    class Down(SqliteStore):
+        def snapshot(self):
+            raise StoreError("down")
+    s = Down(str(tmp_path / "x.sqlite"))
+    c = Controller(conf, s, [L2App(conf)])
+    c.start()
+    try:
+        sw = FakeSwitch()
+        sw.flows = {("output", 1, ()): None}
+        c.switch_connected(0xA1, sw, {})
+        time.sleep(0.3)
+        assert sw.log == [] and sw.flows == {("output", 1, ()): None}
+    finally:
+        c.stop()
