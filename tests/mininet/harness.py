@@ -700,6 +700,67 @@ class Capture:
         self.stop()
 
 
+class FlowMonitor:
+    """Flow-table changes on a bridge as OVS reports them (`ovs-ofctl monitor
+    BRIDGE watch:`, an ONF flow monitor): every flow added, modified or
+    deleted by anyone, with the time it was seen. Independent of what the
+    controller believes it sent.
+
+        with cloud.flow_monitor(h1) as mon:
+            ...
+        assert mon.changes() == []
+    """
+
+    def __init__(self, cloud: "Cloud", bridge: str):
+        import threading
+        self.bridge = bridge
+        self.events: list[tuple[float, str]] = []   # (time.monotonic(), event line)
+        self.cond = threading.Condition()
+        self._ready = threading.Event()
+        self.proc = subprocess.Popen(OFCTL + ["monitor", bridge, "watch:"], stdout=subprocess.PIPE,
+                                     stderr=subprocess.DEVNULL, text=True, preexec_fn=_pdeathsig)
+        cloud._record_child(self.proc.pid)
+        cloud._monitors.append(self)
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+        # Wait for the initial table dump: the monitor is registered by then.
+        if not self._ready.wait(10):
+            raise HarnessError(f"flow monitor on {bridge} did not start")
+
+    def _read(self) -> None:
+        # The monitor's first reply (the request's xid) is the initial dump;
+        # every later change comes in a reply with xid=0x0.
+        live = False
+        for line in self.proc.stdout:
+            if "FLOW_MONITOR reply" in line:
+                live = "(xid=0x0)" in line
+                self._ready.set()
+                continue
+            if live and "event=" in line:
+                with self.cond:
+                    self.events.append((time.monotonic(), line.strip()))
+                    self.cond.notify_all()
+        self._ready.set()
+
+    def changes(self, ours: bool = True) -> list[str]:
+        with self.cond:
+            lines = [l for _t, l in self.events]
+        if ours:
+            lines = [l for l in lines if f"cookie={COOKIE_SPACE >> 48:#x}" in l]
+        return lines
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
 # ---------------------------------------------------------------------------
 # the cloud
 
@@ -724,6 +785,7 @@ class Cloud:
         self.vms: list[Vm] = []
         self._children: list[int] = []
         self._captures: list[Capture] = []
+        self._monitors: list[FlowMonitor] = []
         self._links: list[str] = []
         self._bridges: list[str] = []
         self._n_hosts = 0
@@ -788,6 +850,8 @@ class Cloud:
     def close(self) -> None:
         """Tear down everything this cloud made; never raises."""
         errors = []
+        for mon in self._monitors:
+            mon.stop()
         for cap in self._captures:
             try:
                 cap.stop()
@@ -992,6 +1056,10 @@ class Cloud:
         if filt:
             filt = f"({filt}) or (vlan and ({filt}))"
         return Capture(self, host.fabric_port, filt).start()
+
+    def flow_monitor(self, host: "Host | str") -> FlowMonitor:
+        """Watch a bridge's flow-table changes (see FlowMonitor)."""
+        return FlowMonitor(self, host.bridge if isinstance(host, Host) else host)
 
     def status(self) -> dict:
         """The running controller's status file (controller/status.py), as
