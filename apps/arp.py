@@ -9,10 +9,10 @@ IPv4 address it knows in the requester's network:
   router interfaces: they are all ports);
 - allowed address pairs given as a single address or a /32 (wider CIDRs
   are ranges, not addresses, and are not answered for), with the pair's MAC
-  or, when it has none, the port's MAC;
-- 169.254.169.254, the metadata address, answered with the DHCP port's MAC:
-  the controller terminates metadata connections itself, whatever MAC they
-  were sent to, so a VM that treats 169.254.169.254 as on-link reaches it.
+  or, when it has none, the port's MAC.
+
+ARP for 169.254.169.254 is the metadata app's: its services flow sits above
+this one (apps/metadata) and answers with the metadata service MAC.
 
 A fixed IP wins over an allowed address pair for the same address; between
 pairs of several ports the port with the smallest key wins, so the answer is
@@ -41,7 +41,6 @@ from controller.flow import Flow, flow, to_controller
 from topology.store.base import Document
 from topology.view import TopologyView
 
-METADATA_IP = "169.254.169.254"
 ETH_TYPE_ARP = 0x0806
 ARP_REQUEST = 1
 ARP_REPLY = 2
@@ -116,9 +115,6 @@ def address_table(view: TopologyView, network_id: str) -> dict[bytes, bytes]:
             pairs.setdefault(ip, pair_mac)
     table = dict(pairs)
     table.update(fixed)
-    dhcp = view.dhcp_port(network_id)
-    if dhcp and dhcp.get("mac_address"):
-        table.setdefault(socket.inet_aton(METADATA_IP), mac_bytes(dhcp["mac_address"]))
     return table
 
 

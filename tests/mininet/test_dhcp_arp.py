@@ -356,3 +356,23 @@ def test_flooding_vm_does_not_starve_another_vms_dhclient(cloud, tmp_path):
     assert sent > 3 * packet_ins, (packet_ins, sent)
     print(f"flood: {sent} frames sent in {duration} s, {packet_ins} packet-ins; "
           f"dhclient bound in {elapsed:.2f} s")
+
+
+# -- metadata through the DHCP routes ---------------------------------------------------
+
+def test_metadata_is_reachable_through_the_dhcp_route(cloud, tmp_path):
+    """169.254.169.254/32 via the DHCP port's address (option 121) reaches the
+    controller's metadata service: the ARP proxy resolves the next hop."""
+    vm = cloud.add_vm(cloud.h1, cloud.n1, "md", dhcp=True)
+    synced(cloud)
+    assert vm.dhcp() == port_ip(vm)
+    run_udhcpc(vm, tmp_path, "-n", "-q", "-t", "3", "-T", "1")
+    assert re.search(rf"^169\.254\.169\.254 via {re.escape(cloud.dhcp_ip)}",
+                     vm.run(["ip", "-4", "route"]).stdout, re.M)
+    # The port has no instance document, so the service answers 404: what
+    # matters here is that an HTTP answer comes back over the route.
+    r = vm.run(["curl", "-sS", "-m", "5", "-o", "/dev/null", "-w", "%{http_code}",
+                "http://169.254.169.254/latest/meta-data/"], timeout=15)
+    assert r.returncode == 0 and r.stdout.strip() in ("200", "404"), r.stdout + r.stderr
+    neigh = vm.run(["ip", "neigh", "show", cloud.dhcp_ip]).stdout.lower()
+    assert cloud.dhcp_port["mac_address"].lower() in neigh, neigh

@@ -11,7 +11,7 @@ from dhcp_arp_fixtures import (DHCP_IP, DHCP_MAC, PAIR_MAC, VM2_IP, VM2_MAC, VM_
                                switch)
 
 
-def test_address_table_knows_fixed_ips_pairs_dhcp_port_and_metadata():
+def test_address_table_knows_fixed_ips_pairs_and_dhcp_port():
     table = address_table(make_view(), "net-1")
     assert table[ip(VM_IP)] == mac(VM_MAC)
     assert table[ip(VM2_IP)] == mac(VM2_MAC)
@@ -19,7 +19,7 @@ def test_address_table_knows_fixed_ips_pairs_dhcp_port_and_metadata():
     assert table[ip("10.0.0.100")] == mac(PAIR_MAC)         # pair with its own MAC
     assert table[ip("10.0.0.101")] == mac(VM_MAC)           # /32 pair, port's MAC
     assert ip("10.0.1.0") not in table                      # a /24 pair is a range
-    assert table[ip("169.254.169.254")] == mac(DHCP_MAC)
+    assert ip("169.254.169.254") not in table               # the metadata app's
     assert address_table(make_view(), "other-net") == {}
 
 
