@@ -20,6 +20,11 @@ def test_allocation_and_reuse_after_delete(client):
     r = client.call("POST", "/ports", {"port": {"network_id": net["id"],
                                                 "fixed_ips": [{"subnet_id": sub["id"]}]}})
     assert r.status_code == 409 and error(r)["type"] == "IpAddressGenerationFailure"
+    r = client.call("POST", "/ports", {"port": {"network_id": net["id"]}})
+    assert r.status_code == 409 and error(r)["type"] == "IpAddressGenerationFailure"
+    bare = client.network()
+    bare_port = client.port(bare["id"])
+    assert bare_port["fixed_ips"] == []  # no subnet, no address
     freed = ports[2]["fixed_ips"][0]["ip_address"]
     client.call("DELETE", f"/ports/{ports[2]['id']}")
     again = client.port(net["id"])
@@ -27,6 +32,8 @@ def test_allocation_and_reuse_after_delete(client):
     for p in ports[:2] + ports[3:] + [again]:
         client.call("DELETE", f"/ports/{p['id']}")
     client.call("DELETE", f"/networks/{net['id']}")
+    client.call("DELETE", f"/ports/{bare_port['id']}")
+    assert client.call("DELETE", f"/networks/{bare['id']}").status_code == 204
 
 
 def test_requested_address_mac_and_conflicts(client):

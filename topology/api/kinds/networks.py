@@ -29,7 +29,7 @@ class Networks(Kind):
     }
 
     def visible(self, r, ctx, doc):
-        return ctx.can_see(doc) or doc.get("shared", False)
+        return ctx.can_see(doc) or doc.get("shared", False) or doc.get("router:external", False)
 
     def create(self, txn, ctx, values):
         doc = self.new_doc(ctx, values)

@@ -89,13 +89,19 @@ def assign_fixed_ips(txn: Txn, network_id: str, requests: list[dict], owner: str
 
 
 def default_fixed_ips(txn: Txn, network_id: str, owner: str) -> list[dict]:
-    """One address from the first subnet that has one free (Neutron's IPv4 rule)."""
-    for sub in txn.list("subnets", parent_id=network_id):
+    """One address from the first subnet that has one free (Neutron's IPv4 rule).
+
+    A network without subnets gives none; one whose subnets are all full is a 409.
+    """
+    subnets = txn.list("subnets", parent_id=network_id)
+    for sub in subnets:
         try:
             addr = ipam.allocate_ip(txn, sub, owner)
         except ipam.PoolExhausted:
             continue
         return [{"subnet_id": sub["id"], "ip_address": addr}]
+    if subnets:
+        raise ipam.PoolExhausted(subnets[0]["id"])
     return []
 
 
