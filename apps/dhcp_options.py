@@ -112,8 +112,10 @@ def classless_routes(subnet: Document, server_ip: str) -> list[tuple[netaddr.IPN
 def hostname_for(port: Document, instance: Optional[Document], ip: str) -> str:
     """The instance's hostname, else the port's dns_name, else host-10-0-0-5 as Neutron names it."""
     for candidate in ((instance or {}).get("hostname"), port.get("dns_name")):
-        if candidate and isinstance(candidate, str):
-            return candidate.split(".")[0][:63]
+        if isinstance(candidate, str):
+            label = candidate.split(".")[0].encode("ascii", "ignore").decode()[:63]
+            if label:
+                return label
     return "host-" + ip.replace(".", "-")
 
 

@@ -82,6 +82,13 @@ def test_host_routes_no_gateway_and_hostname_from_port():
                                         ("169.254.169.254/32", DHCP_IP)]
 
 
+def test_hostname_fallbacks():
+    port = {"dns_name": "web1.example.org"}
+    assert o.hostname_for(port, {"hostname": "db.cloud"}, "10.0.0.5") == "db"
+    assert o.hostname_for(port, None, "10.0.0.5") == "web1"
+    assert o.hostname_for({"dns_name": ""}, {"hostname": "\u00e9"}, "10.0.0.5") == "host-10-0-0-5"
+
+
 def test_host_route_for_metadata_or_default_replaces_ours():
     view = make_view(host_routes=[{"destination": "169.254.169.254/32", "nexthop": "10.0.0.3"},
                                   {"destination": "0.0.0.0/0", "nexthop": "10.0.0.4"}])
