@@ -126,8 +126,12 @@ class PoolExhausted(Exception):
         self.subnet_id = subnet_id
 
 
-def allocate_ip(txn: Txn, subnet: dict, owner: str) -> str:
-    """Claim a free address from the subnet's pools for owner."""
+def allocate_ip(txn: Txn, subnet: dict, owner: str, held: frozenset[str] = frozenset()) -> str:
+    """Claim a free address from the subnet's pools for owner.
+
+    `held` are addresses owner already has here: claiming one again would
+    succeed silently (same owner), so they are skipped.
+    """
     spans = _spans(subnet)
     total = sum(e - s + 1 for s, e in spans)
     if total == 0:
@@ -140,9 +144,15 @@ def allocate_ip(txn: Txn, subnet: dict, owner: str) -> str:
                 addr = to_str(s + n)
                 break
             n -= e - s + 1
-        if txn.claim_owner(ns, addr) is None:
+        if addr in held:
+            continue
+        try:
+            # Claim straight away: one statement when the address is free,
+            # which is the common case.
             txn.claim(ns, addr, owner)
             return addr
+        except Conflict:
+            continue
     return _claim_first_free(txn, subnet, owner, txn.claimed_keys(ns))
 
 
@@ -191,7 +201,9 @@ def random_mac(base: str) -> str:
 def allocate_mac(txn: Txn, base: str, namespace: str, owner: str) -> str:
     for _ in range(MAC_ATTEMPTS):
         mac = random_mac(base)
-        if txn.claim_owner(namespace, mac) is None:
+        try:
             txn.claim(namespace, mac, owner)
             return mac
+        except Conflict:
+            continue
     raise Conflict(namespace, "*", "nobody")

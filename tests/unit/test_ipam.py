@@ -82,6 +82,14 @@ def test_requested_address_outside_pools_but_inside_cidr(store):
                 ipam.claim_ip(txn, s, outside, "port:b")
 
 
+def test_allocation_skips_what_the_owner_already_holds(store):
+    s = subnet("10.0.0.0/30")  # one pool address: .2
+    with store.transaction() as txn:
+        assert ipam.allocate_ip(txn, s, "port:a") == "10.0.0.2"
+        with pytest.raises(ipam.PoolExhausted):
+            ipam.allocate_ip(txn, s, "port:a", held=frozenset({"10.0.0.2"}))
+
+
 def test_first_free_takes_the_lowest(store):
     s = subnet("10.0.0.0/24")
     with store.transaction() as txn:

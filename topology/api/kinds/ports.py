@@ -79,7 +79,9 @@ def assign_fixed_ips(txn: Txn, network_id: str, requests: list[dict], owner: str
                                              f"network {network_id}")
             subnets[sub["id"]] = sub
         if addr is None:
-            addr = ipam.allocate_ip(txn, sub, owner)
+            held = frozenset(ip["ip_address"] for ip in (current or []) + result
+                             if ip["subnet_id"] == sub["id"])
+            addr = ipam.allocate_ip(txn, sub, owner, held)
         elif (sub["id"], addr) not in kept:
             ipam.claim_ip(txn, sub, addr, owner)
         result.append({"subnet_id": sub["id"], "ip_address": addr})
