@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import random
 import socket
-import statistics
 import sys
 import time
 from collections import deque

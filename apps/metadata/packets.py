@@ -12,7 +12,7 @@ from __future__ import annotations
 import socket
 import struct
 from dataclasses import dataclass
-from typing import Optional, Union
+from typing import Union
 
 import dpkt
 

@@ -43,7 +43,7 @@ import heapq
 import itertools
 import random
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Hashable, Optional, Protocol
 
 FIN, SYN, RST, PSH, ACK, URG = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20
@@ -549,16 +549,6 @@ class TcpStack:
             self.time_wait.move_to_end(key)
             while len(self.time_wait) > self.limits.max_connections:
                 self.time_wait.popitem(last=False)
-
-    def forget_scope(self, scope: Hashable) -> None:
-        """Drop every connection of one scope (its port is gone), silently."""
-        for key in [k for k in self.conns if k[0] == scope]:
-            conn = self.conns[key]
-            conn.closed = True
-            conn.time_wait = False
-            self._forget(key, conn, 0.0)
-        for key in [k for k in self.time_wait if k[0] == scope]:
-            del self.time_wait[key]
 
     # -- time --------------------------------------------------------------
     def next_deadline(self) -> Optional[float]:

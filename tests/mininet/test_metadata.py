@@ -128,6 +128,21 @@ def test_vm_on_another_host_reads_its_own_data(cloud):
     assert curl_ok(b, "/latest/meta-data/public-keys/0/openssh-key").startswith("ssh-ed25519 AAAAb")
 
 
+def test_route_via_the_dhcp_port_as_option_121_gives_it(cloud):
+    """DHCP's option 121 routes 169.254.169.254 via the network's DHCP port:
+    the VM then sends to that port's MAC, and the controller still answers."""
+    n3 = cloud.add_network("n3", cidr="10.0.3.0/24", vlan=213, enable_dhcp=True)
+    dhcp_port = [p for p in cloud.api.list("ports", network_id=n3.id)
+                 if p["device_owner"] == "network:dhcp"][0]
+    vm = make_vm(cloud, cloud.h2, n3, "r")
+    vm.run(["ip", "route", "replace", "169.254.169.254/32", "via",
+            dhcp_port["fixed_ips"][0]["ip_address"], "dev", "eth0"], check=True)
+    synced(cloud)
+    wait_metadata(vm)
+    assert curl_ok(vm, "/latest/meta-data/instance-id") == vm.instance["id"]
+    assert curl_ok(vm, "/latest/meta-data/local-ipv4") == vm.port["fixed_ips"][0]["ip_address"]
+
+
 def test_imdsv2_token(cloud):
     vm = cloud.a
     wait_metadata(vm)
