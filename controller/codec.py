@@ -9,6 +9,7 @@ turns a flow-stats entry into the same shape, so equal means equal.
 """
 from __future__ import annotations
 
+import functools
 import ipaddress
 from typing import Any, Iterable
 
@@ -46,8 +47,17 @@ def _mac_text(value: int) -> str:
 
 def canonical_value(field: str, value: Any) -> Any:
     """One spelling per value: lower-case MACs, dotted IPv4, masks only when partial."""
+    if type(value) is int:
+        return value   # the common case, and already canonical
     if isinstance(value, list):
         value = tuple(value)
+    return _canonical_cached(field, value)
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _canonical_cached(field: str, value: Any) -> Any:
+    # Computed flows repeat the same MACs, addresses and masks over many
+    # switches; parsing each once keeps a 10,000-port recompute fast.
     if field in _IPV4_FIELDS and isinstance(value, str) and "/" in value:
         net = ipaddress.IPv4Network(value, strict=False)
         value = (str(net.network_address), str(net.netmask))

@@ -59,7 +59,8 @@ class SwitchFlows:
     def __init__(self) -> None:
         self.by_scope: dict[Scope, tuple[Flow, ...]] = {}
         self.desired: dict[tuple, Flow] = {}
-        self.seen: set[Scope] = set()   # scopes present at the last refresh
+        # Scopes present on the switch -> their network id (None: switch scope).
+        self.seen: dict[Scope, Optional[str]] = {}
 
     def set_scope(self, scope: Scope, flows: tuple[Flow, ...]) -> bool:
         old = self.by_scope.get(scope, ())
@@ -101,29 +102,76 @@ class FlowCompiler:
                 # scope keeps nothing from it and the error is counted.
                 self.errors += 1
                 LOG.exception("app %s failed computing %s on %016x", app.name, scope, sw.dpid)
-        # Sorted so two runs compute equal tuples (cheap memo comparison).
-        out.sort(key=lambda f: (f.table, f.priority, repr(f.match)))
+        # Apps are pure and deterministic, so an unchanged scope yields an
+        # equal tuple and the memo comparison in set_scope is cheap.
         return tuple(out)
 
     def refresh(self, view: TopologyView, sw: SwitchView, memo: SwitchFlows,
                 dirty: Optional[Dirty] = None) -> bool:
         """Bring memo up to date; dirty None recomputes every scope. True if anything changed."""
+        if dirty is None or dirty.all_ or sw.host is None:
+            return self._refresh_all(view, sw, memo)
+        return self._refresh_touched(view, sw, memo, dirty)
+
+    def _refresh_all(self, view: TopologyView, sw: SwitchView, memo: SwitchFlows) -> bool:
         scopes = scopes_of(view, sw)
         changed = False
         for scope in [s for s in memo.by_scope if s not in scopes]:
             changed |= memo.drop_scope(scope)
         for scope, doc in scopes.items():
-            if (dirty is None or dirty.all_ or scope not in memo.seen
-                    or _touched(scope, doc, dirty)):
+            changed |= memo.set_scope(scope, self.compute(view, sw, scope, doc))
+        memo.seen = {scope: _network_of(scope, doc) for scope, doc in scopes.items()}
+        return changed
+
+    def _refresh_touched(self, view: TopologyView, sw: SwitchView, memo: SwitchFlows,
+                         dirty: Dirty) -> bool:
+        """Recompute only what dirty names, without walking every port of the switch."""
+        here = {n for n in view.networks_on_host(sw.host_name) if n in view.networks}
+        changed = False
+        nets = set(dirty.networks) | dirty.network_scopes
+        for pid in dirty.ports:
+            doc = view.ports.get(pid)
+            if doc is not None:
+                nets.add(doc["network_id"])
+            seen_net = memo.seen.get(("port", pid))
+            if seen_net is not None:
+                nets.add(seen_net)
+        done: set[Scope] = set()
+        for net in nets:
+            scope = ("network", net)
+            was, now = scope in memo.seen, net in here
+            if was and not now:
+                for s in [s for s, n in memo.seen.items() if n == net]:
+                    changed |= memo.drop_scope(s)
+                    del memo.seen[s]
+                    done.add(s)
+            elif now and (not was or net in dirty.networks or net in dirty.network_scopes):
+                network = view.networks[net]
+                changed |= memo.set_scope(scope, self.compute(view, sw, scope, network))
+                memo.seen[scope] = net
+                if not was or net in dirty.networks:
+                    for port in view.ports_by_network.get(net, {}).values():
+                        ps = ("port", port["id"])
+                        changed |= memo.set_scope(ps, self.compute(view, sw, ps, port))
+                        memo.seen[ps] = net
+                        done.add(ps)
+        for pid in dirty.ports:
+            scope = ("port", pid)
+            if scope in done:
+                continue
+            doc = view.ports.get(pid)
+            if doc is not None and doc["network_id"] in here:
                 changed |= memo.set_scope(scope, self.compute(view, sw, scope, doc))
-        memo.seen = set(scopes)
+                memo.seen[scope] = doc["network_id"]
+            elif scope in memo.seen:
+                changed |= memo.drop_scope(scope)
+                del memo.seen[scope]
         return changed
 
 
-def _touched(scope: Scope, doc, dirty: Dirty) -> bool:
-    kind = scope[0]
-    if kind == "switch":
-        return False
-    if kind == "network":
-        return scope[1] in dirty.networks or scope[1] in dirty.network_scopes
-    return scope[1] in dirty.ports or doc["network_id"] in dirty.networks
+def _network_of(scope: Scope, doc) -> Optional[str]:
+    if scope[0] == "network":
+        return scope[1]
+    if scope[0] == "port":
+        return doc["network_id"]
+    return None
