@@ -49,3 +49,13 @@ def test_bad_token_file_fails_at_start(tmp_path):
                           capture_output=True, text=True, timeout=30)
     assert proc.returncode == 2
     assert "token_file" in proc.stderr
+
+
+def test_noauth_refuses_a_non_loopback_address(tmp_path):
+    import subprocess
+    import sys
+    proc = subprocess.run([sys.executable, "-m", "controller.cli", "api",
+                           "--store", f"sqlite:///{tmp_path}/s.db", "--api-listen", "0.0.0.0:1"],
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 2
+    assert "noauth" in proc.stderr

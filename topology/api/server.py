@@ -7,6 +7,7 @@ workers finish the requests they hold (up to api.graceful_timeout) and exit.
 """
 from __future__ import annotations
 
+import ipaddress
 import logging
 
 from gunicorn.app.base import BaseApplication
@@ -61,8 +62,18 @@ def check(conf: cfg.ConfigOpts) -> None:
     if conf.api.auth_strategy == "token":
         load_tokens(conf.api.token_file)
     host, _port = split_hostport(conf.api_listen, "api_listen")
-    if conf.api.auth_strategy == "noauth" and host not in ("127.0.0.1", "::1", "localhost"):
-        LOG.warning("auth_strategy=noauth on %s: anyone who reaches it is admin", conf.api_listen)
+    if conf.api.auth_strategy == "noauth" and not is_loopback(host):
+        raise ValueError(f"auth_strategy=noauth makes every caller an admin: it listens on "
+                         f"loopback only, not {conf.api_listen}; use auth_strategy=token")
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def serve(conf: cfg.ConfigOpts) -> int:
