@@ -13,7 +13,7 @@ import binascii
 import re
 import uuid
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 import netaddr
 

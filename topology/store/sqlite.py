@@ -186,10 +186,11 @@ class SqliteStore(Store):
             # loss may drop the last transactions, never corrupt the file.
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA foreign_keys=ON")
-        except sqlite3.Error as e:
+            lock_fd = os.open(self.path + ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        except (sqlite3.Error, OSError) as e:
             raise StoreError(f"cannot open store {self.path}: {e}") from e
         self._local.conn = conn
-        self._local.lock_fd = os.open(self.path + ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        self._local.lock_fd = lock_fd
         self._local.pid = os.getpid()
         return conn
 
