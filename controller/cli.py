@@ -4,6 +4,7 @@
     vmflow controller  the OpenFlow controller
     vmflow up          both, with the embedded SQLite store
     vmflow tables      print the pipeline's table map
+    vmflow status      print the running controller's status file
 
 Every subcommand takes --config FILE, --store URL, --api-listen HOST:PORT and
 --ofp-listen HOST:PORT; flags override the file. SIGTERM stops each cleanly.
@@ -58,6 +59,25 @@ def run_controller(conf: cfg.ConfigOpts) -> int:
     return serve(conf)
 
 
+def run_status(conf: cfg.ConfigOpts) -> int:
+    """The controller's status file: switches (claimed or not), sync state, counters."""
+    import json
+
+    from controller.status import default_path, read_status
+    path = default_path(conf)
+    status = read_status(path) if path else None
+    if status is None:
+        print(f"vmflow: no controller status at {path}", file=sys.stderr)
+        return 1
+    try:
+        os.kill(status["pid"], 0)
+        status["running"] = True
+    except OSError:
+        status["running"] = False   # the file outlives the process: say so
+    print(json.dumps(status, indent=1, sort_keys=True))
+    return 0
+
+
 def run_up(args: argparse.Namespace) -> int:
     """Both processes as children; the first to die, or SIGTERM, stops both."""
     base = [sys.executable, "-m", "controller.cli"]
@@ -99,7 +119,8 @@ def main(argv=None) -> int:
     for name, text in (("up", "API and controller together (embedded SQLite store)"),
                        ("api", "the Neutron-compatible REST API"),
                        ("controller", "the OpenFlow 1.3 controller"),
-                       ("tables", "print the pipeline's table map")):
+                       ("tables", "print the pipeline's table map"),
+                       ("status", "print the running controller's status file (JSON)")):
         p = sub.add_parser(name, help=text)
         p.add_argument("--config", metavar="FILE", help="oslo.config INI file")
         p.add_argument("--store", metavar="URL", help="store URL (default sqlite:///var/vmflow.db)")
@@ -110,6 +131,8 @@ def main(argv=None) -> int:
         from controller.pipeline import describe
         print(describe())
         return 0
+    if args.command == "status":
+        return run_status(build_conf(args))
     if args.command == "up":
         build_conf(args)  # validate flags before starting anything
         return run_up(args)
