@@ -717,8 +717,11 @@ class FlowMonitor:
         self.events: list[tuple[float, str]] = []   # (time.monotonic(), event line)
         self.cond = threading.Condition()
         self._ready = threading.Event()
-        self.proc = subprocess.Popen(OFCTL + ["monitor", bridge, "watch:"], stdout=subprocess.PIPE,
-                                     stderr=subprocess.DEVNULL, text=True, preexec_fn=_pdeathsig)
+        # ovs-ofctl prints the initial reply on stdout but later updates on
+        # stderr; stdout to a pipe is block-buffered (stdbuf: per line).
+        self.proc = subprocess.Popen(["stdbuf", "-oL", "-eL"] + OFCTL + ["monitor", bridge, "watch:"],
+                                     stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, text=True, preexec_fn=_pdeathsig)
         cloud._record_child(self.proc.pid)
         cloud._monitors.append(self)
         self.thread = threading.Thread(target=self._read, daemon=True)

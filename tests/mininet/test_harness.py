@@ -106,3 +106,19 @@ def test_wait_for_reports_timeout():
     with pytest.raises(AssertionError, match="timed out after 0.2s waiting for nothing"):
         wait_for(lambda: False, 0.2, 0.05, "nothing")
     assert wait_for(lambda: 7, 1) == 7
+
+
+def test_flow_monitor_reports_changes_as_they_happen(bare):
+    cloud = bare
+    h = cloud.add_host("h1", register=False, connect=False)
+    sh(OFCTL + ["add-flow", h.bridge, "cookie=0x766d000100000000,table=40,priority=5,"
+                "dl_dst=02:00:00:00:00:01,actions=drop"])
+    with cloud.flow_monitor(h) as mon:
+        assert mon.changes() == []      # the initial table is not a change
+        sh(OFCTL + ["--bundle", "add-flow", h.bridge, "cookie=0x766d000100000000,table=40,"
+                    "priority=5,dl_dst=02:00:00:00:00:02,actions=drop"])
+        sh(OFCTL + ["add-flow", h.bridge, "cookie=0x99,table=40,priority=5,"
+                    "dl_dst=02:00:00:00:00:03,actions=drop"])
+        wait_for(lambda: len(mon.changes(ours=False)) == 2, 5, 0.05, "two monitor events")
+        ours = mon.changes()
+        assert len(ours) == 1 and "event=ADDED" in ours[0] and "02:00:00:00:00:02" in ours[0]
