@@ -592,7 +592,9 @@ class Vm:
         return self.host.ofport(self.ifname)
 
     def unplug(self) -> None:
-        sh(["ovs-vsctl", "--timeout=10", "--if-exists", "del-port", self.host.bridge, self.ifname],
+        """Take the NIC off its bridge (the VM stays; like a VM shut off)."""
+        bridge = self.host.bridge if self.host else self.cloud.fabric
+        sh(["ovs-vsctl", "--timeout=10", "--if-exists", "del-port", bridge, self.ifname],
            check=False)
 
     def stop(self) -> None:

@@ -122,3 +122,12 @@ def test_flow_monitor_reports_changes_as_they_happen(bare):
         wait_for(lambda: len(mon.changes(ours=False)) == 2, 5, 0.05, "two monitor events")
         ours = mon.changes()
         assert len(ours) == 1 and "event=ADDED" in ours[0] and "02:00:00:00:00:02" in ours[0]
+
+
+def test_external_hosts_on_the_fabric(bare):
+    cloud = bare
+    x1 = cloud.add_external("x1", "192.168.50.1", vlan=300)
+    x2 = cloud.add_external("x2", "192.168.50.2", vlan=300)
+    x3 = cloud.add_external("x3", "192.168.50.3", vlan=301)
+    assert x1.ping(x2, count=2)
+    assert x1.no_ping(x3, count=2)
