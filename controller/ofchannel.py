@@ -4,18 +4,34 @@ Requests are sent from the switch's worker thread and block until the
 reply; os-ken's event thread hands replies and errors in via `deliver()` and
 `deliver_error()`, matched by xid. Blocking in the event thread itself would
 deadlock, which is why only workers call these methods.
+
+An error is kept only for an xid someone waits on: a request's waiter, or
+the xids a meter-mod batch or bundle watches until its barrier/commit. Any
+other error (a packet-out the switch refused, a late error for a request
+that timed out) is counted per (type, code) and logged at most once per
+UNSOLICITED_LOG_S, never stored: a switch sending errors forever must not
+grow memory.
 """
 from __future__ import annotations
 
 import itertools
+import logging
 import threading
+import time
+from collections import Counter
 from typing import Optional
 
 from controller import codec
 from controller.flow import Flow
 from controller.reconciler import ChannelError, MeterSpec
 
+LOG = logging.getLogger(__name__)
+
 TIMEOUT_S = 30.0
+UNSOLICITED_LOG_S = 10.0
+# Distinct (type, code) pairs counted one by one; beyond, they share one
+# "other" count, so even a switch inventing codes keeps the counter small.
+MAX_ERROR_KINDS = 64
 
 
 class _Waiter:
@@ -33,18 +49,34 @@ class OFChannel:
         self.timeout = timeout
         self._lock = threading.Lock()
         self._waiters: dict[int, _Waiter] = {}
-        self._errors_by_xid: dict[int, list] = {}
+        # xid -> the list its errors go to, for xids sent without a waiter
+        # whose errors someone collects (meter_mods, bundle); removed by
+        # _unwatch when that operation ends.
+        self._watched: dict[int, list] = {}
         self._bundle_ids = itertools.count(1)
+        self.unsolicited_errors: Counter = Counter()   # "type=T,code=C" -> count
+        self._unsolicited_logged_at = float("-inf")
+        self._unsolicited_suppressed = 0
 
     # -- sending -------------------------------------------------------
-    def send(self, msg) -> int:
-        """Send with a fresh xid (os-ken's xid counter is not thread-safe)."""
+    def send(self, msg, errors: Optional[list] = None) -> int:
+        """Send with a fresh xid (os-ken's xid counter is not thread-safe).
+        With `errors`, the switch's errors for this xid are appended to it
+        until _unwatch(xid); without, they are only counted."""
         with self._lock:
             self.dp.set_xid(msg)
             xid = msg.xid
+            if errors is not None:
+                self._watched[xid] = errors
         if not self.dp.send_msg(msg):
+            self._unwatch([xid])
             raise ChannelError(f"switch {self.dp.id:016x} disconnected")
         return xid
+
+    def _unwatch(self, xids) -> None:
+        with self._lock:
+            for x in xids:
+                self._watched.pop(x, None)
 
     def _request(self, msg, *, expect_reply: bool = True) -> list:
         waiter = _Waiter()
@@ -79,11 +111,30 @@ class OFChannel:
     def deliver_error(self, msg) -> None:
         with self._lock:
             waiter = self._waiters.get(msg.xid)
-            if waiter is None:
-                self._errors_by_xid.setdefault(msg.xid, []).append(msg)
+            watched = self._watched.get(msg.xid) if waiter is None else None
+            if watched is not None:
+                watched.append(msg)
+            elif waiter is None:
+                self._count_unsolicited(msg)
         if waiter is not None:
             waiter.errors.append(msg)
             waiter.done.set()
+
+    def _count_unsolicited(self, msg) -> None:
+        """Called under self._lock."""
+        kind = f"type={getattr(msg, 'type', '?')},code={getattr(msg, 'code', '?')}"
+        if kind not in self.unsolicited_errors and len(self.unsolicited_errors) >= MAX_ERROR_KINDS:
+            kind = "other"
+        self.unsolicited_errors[kind] += 1
+        now = time.monotonic()
+        if now - self._unsolicited_logged_at < UNSOLICITED_LOG_S:
+            self._unsolicited_suppressed += 1
+            return
+        suppressed, self._unsolicited_suppressed = self._unsolicited_suppressed, 0
+        self._unsolicited_logged_at = now
+        LOG.error("switch %016x: error for xid %d nobody waits on (packet-out or timed-out "
+                  "request): %s; %d more since the last such message",
+                  self.dp.id, msg.xid, _describe(msg), suppressed)
 
     def close(self) -> None:
         """The switch went away: fail every pending request at once."""
@@ -92,13 +143,6 @@ class OFChannel:
         for w in waiters:
             w.errors.append("disconnected")
             w.done.set()
-
-    def _take_errors(self, xids) -> list:
-        with self._lock:
-            found = []
-            for x in xids:
-                found += self._errors_by_xid.pop(x, [])
-            return found
 
     def packet_out(self, port: int, data: bytes) -> None:
         ofp, parser = self.ofp, self.parser
@@ -132,13 +176,18 @@ class OFChannel:
     def meter_mods(self, ops: list[tuple[str, int, Optional[MeterSpec]]]) -> None:
         ofp, parser = self.ofp, self.parser
         commands = {"add": ofp.OFPMC_ADD, "modify": ofp.OFPMC_MODIFY, "delete": ofp.OFPMC_DELETE}
-        xids = []
-        for op, mid, spec in ops:
-            bands = [parser.OFPMeterBandDrop(rate=spec.rate, burst_size=spec.burst)] if spec else []
-            flags = ofp.OFPMF_PKTPS | ofp.OFPMF_BURST if spec else 0
-            xids.append(self.send(parser.OFPMeterMod(self.dp, commands[op], flags, mid, bands)))
-        self._barrier()   # errors for earlier xids arrive before the barrier reply
-        errors = self._take_errors(xids)
+        xids: list[int] = []
+        errors: list = []
+        try:
+            for op, mid, spec in ops:
+                bands = [parser.OFPMeterBandDrop(rate=spec.rate, burst_size=spec.burst)] \
+                    if spec else []
+                flags = ofp.OFPMF_PKTPS | ofp.OFPMF_BURST if spec else 0
+                xids.append(self.send(parser.OFPMeterMod(self.dp, commands[op], flags, mid,
+                                                         bands), errors))
+            self._barrier()   # errors for earlier xids arrive before the barrier reply
+        finally:
+            self._unwatch(xids)
         if errors:
             raise ChannelError(f"switch {self.dp.id:016x}: meter mod failed: {_describe(errors[0])}")
 
@@ -147,19 +196,21 @@ class OFChannel:
         bid = next(self._bundle_ids) & 0xFFFFFFFF
         flags = ofp.ONF_BF_ATOMIC | ofp.ONF_BF_ORDERED
         self._ctrl(bid, ofp.ONF_BCT_OPEN_REQUEST, flags)
-        xids = []
+        xids: list[int] = []
+        errors: list = []
         try:
             for op, f in ops:
                 inner = codec.flow_mod(self.dp, f, op)
-                xids.append(self.send(parser.ONFBundleAddMsg(self.dp, bid, flags, inner, [])))
+                xids.append(self.send(parser.ONFBundleAddMsg(self.dp, bid, flags, inner, []),
+                                      errors))
             self._ctrl(bid, ofp.ONF_BCT_COMMIT_REQUEST, flags)
         except ChannelError:
-            errors = self._take_errors(xids)
             if errors:
                 raise ChannelError(f"switch {self.dp.id:016x}: bundle refused: "
                                    f"{_describe(errors[0])}") from None
             raise
-        errors = self._take_errors(xids)
+        finally:
+            self._unwatch(xids)
         if errors:
             raise ChannelError(f"switch {self.dp.id:016x}: bundle message refused: "
                                f"{_describe(errors[0])}")
