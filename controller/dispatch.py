@@ -3,14 +3,17 @@
 The flow that sent a packet to the controller carries its owner's app id in
 the cookie (controller/pipeline.py), so routing needs no parsing. Packets
 wait in a bounded queue; beyond it they are dropped and counted, so a flood
-cannot grow memory. An app that raises is counted and logged once per
-(app, exception type); the loop goes on.
+cannot grow memory; drops are logged at most once per DROP_LOG_S. An app
+that raises is counted and logged once per (app, exception type); the loop
+goes on. Nothing here ever blocks the OpenFlow receive path (submit) or the
+shutdown (stop) on a full queue.
 """
 from __future__ import annotations
 
 import logging
 import queue
 import threading
+import time
 from collections import Counter
 from typing import Any, Callable, Optional
 
@@ -18,6 +21,8 @@ from apps.base import App, PacketIn
 from controller import pipeline
 
 LOG = logging.getLogger(__name__)
+
+DROP_LOG_S = 10.0
 
 
 class AppRuntime:
@@ -61,6 +66,9 @@ class Dispatcher:
         self._counter_lock = threading.Lock()
         self._logged: set = set()
         self._thread: Optional[threading.Thread] = None
+        self._stopping = threading.Event()
+        self._drop_logged_at = float("-inf")
+        self._drops_since_log = 0
         for app in apps:
             app.bind(AppRuntime(self, app.name))
 
@@ -92,6 +100,18 @@ class Dispatcher:
             self.count("packet_in")
         except queue.Full:
             self.count("packet_in_dropped")
+            self._log_drop(dpid)
+
+    def _log_drop(self, dpid: int) -> None:
+        # Only the event thread calls submit, so no lock is needed here.
+        self._drops_since_log += 1
+        now = time.monotonic()
+        if now - self._drop_logged_at < DROP_LOG_S:
+            return
+        LOG.warning("packet-in queue full (%d): dropped %d packet-in(s), the last from %016x",
+                    self._q.maxsize, self._drops_since_log, dpid)
+        self._drop_logged_at = now
+        self._drops_since_log = 0
 
     # -- the loop -------------------------------------------------------------
     def start(self) -> None:
@@ -99,10 +119,17 @@ class Dispatcher:
         self._thread.start()
 
     def stop(self) -> None:
-        self._q.put(None)
+        """Stop the loop after the packet it is on. Never blocks, not on a
+        full queue nor on an app stuck in packet_in: the flag is what stops
+        the loop, the None only wakes an idle one."""
+        self._stopping.set()
+        try:
+            self._q.put_nowait(None)
+        except queue.Full:
+            pass   # the loop is busy with queued packets and sees the flag after this one
 
     def run(self) -> None:
-        while True:
+        while not self._stopping.is_set():
             item = self._q.get()
             if item is None:
                 return
@@ -112,6 +139,9 @@ class Dispatcher:
         app = self.apps_by_id.get(app_id_of(cookie))
         if app is None:
             self.count("packet_in_unowned")
+            self._log_once(("unowned", app_id_of(cookie)),
+                           "packet-in from %016x with cookie %#x: no app loaded owns it",
+                           dpid, cookie)
             return
         try:
             with self.lock:
