@@ -14,8 +14,8 @@ exists" order), so creating the port is the only thing that happens.
 Ports are created one at a time. For each, the clock starts before the POST
 and stops when the last of its flows is reported by OVS flow monitors
 (`ovs-ofctl monitor BRIDGE watch:`) on every bridge:
-  - on its own bridge, classify (table 0) in_port=its ofport and the local
-    l2_lookup (table 40) flow for its MAC;
+  - on its own bridge, the classify flow for in_port=its ofport and the local
+    l2_lookup flow for its MAC (table numbers from controller.pipeline);
   - on every other bridge where its network already has a port, the remote
     l2_lookup flow for its MAC (to the uplink).
 The POST's own latency is reported separately. Nothing is faked: the
@@ -37,6 +37,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "mininet"))
 
 from harness import Cloud, sh  # noqa: E402
+
+from controller.pipeline import table_id  # noqa: E402
+
+CLASSIFY, L2_LOOKUP = table_id("classify"), table_id("l2_lookup")
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -94,8 +98,9 @@ def run(ports: int, bridges: int, workdir: Path, audit_interval: int = 60) -> di
             net = nets[k]
             mac = "fa:16:3e:%02x:%02x:%02x" % (0x80 | (j >> 16), (j >> 8) & 0xFF, j & 0xFF)
             ip = str(net.cidr.network_address + 10 + j % per_net)
-            want = {(b, 0, rf"in_port={ofports[ifname(j)]}\b"), (b, 40, rf"dl_dst={mac}\b")}
-            want |= {(ob, 40, rf"dl_dst={mac}\b") for ob in present[k] if ob != b}
+            want = {(b, CLASSIFY, rf"in_port={ofports[ifname(j)]}\b"),
+                    (b, L2_LOOKUP, rf"dl_dst={mac}\b")}
+            want |= {(ob, L2_LOOKUP, rf"dl_dst={mac}\b") for ob in present[k] if ob != b}
             marks = [len(m.events) for m in monitors]
             t0 = time.monotonic()
             cloud.api.create("ports", network_id=net.id, mac_address=mac, name=f"p{j}",

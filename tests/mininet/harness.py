@@ -49,12 +49,12 @@ from typing import Any, Callable, Iterable, Optional
 
 import requests
 
+from controller.pipeline import COOKIE_SPACE, COOKIE_SPACE_MASK  # noqa: F401 (re-exported)
+
 REPO = Path(__file__).resolve().parents[2]
 REGISTRY = Path("/run/vmflow-harness")
 PREFIX_RE = re.compile(r"^vmf[0-9a-f]{4}-")
 OFCTL = ["ovs-ofctl", "-O", "OpenFlow13"]
-COOKIE_SPACE = 0x766D << 48
-COOKIE_SPACE_MASK = 0xFFFF << 48
 PHYSNET = "physnet1"
 
 

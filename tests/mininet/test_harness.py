@@ -11,6 +11,7 @@ import subprocess
 
 import pytest
 
+from controller.pipeline import COOKIE_APP_SHIFT, COOKIE_SPACE, table_id
 from harness import (OFCTL, REGISTRY, Cloud, Network, Vm, random_mac, sh, sweep_stale,
                      wait_for)
 
@@ -111,13 +112,14 @@ def test_wait_for_reports_timeout():
 def test_flow_monitor_reports_changes_as_they_happen(bare):
     cloud = bare
     h = cloud.add_host("h1", register=False, connect=False)
-    sh(OFCTL + ["add-flow", h.bridge, "cookie=0x766d000100000000,table=40,priority=5,"
+    ours, lookup = f"cookie={COOKIE_SPACE | 1 << COOKIE_APP_SHIFT:#x}", table_id("l2_lookup")
+    sh(OFCTL + ["add-flow", h.bridge, f"{ours},table={lookup},priority=5,"
                 "dl_dst=02:00:00:00:00:01,actions=drop"])
     with cloud.flow_monitor(h) as mon:
         assert mon.changes() == []      # the initial table is not a change
-        sh(OFCTL + ["--bundle", "add-flow", h.bridge, "cookie=0x766d000100000000,table=40,"
+        sh(OFCTL + ["--bundle", "add-flow", h.bridge, f"{ours},table={lookup},"
                     "priority=5,dl_dst=02:00:00:00:00:02,actions=drop"])
-        sh(OFCTL + ["add-flow", h.bridge, "cookie=0x99,table=40,priority=5,"
+        sh(OFCTL + ["add-flow", h.bridge, f"cookie=0x99,table={lookup},priority=5,"
                     "dl_dst=02:00:00:00:00:03,actions=drop"])
         wait_for(lambda: len(mon.changes(ours=False)) == 2, 5, 0.05, "two monitor events")
         ours = mon.changes()

@@ -14,7 +14,6 @@ import os
 import random
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,29 +24,29 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from apps.base import SwitchView  # noqa: E402
+from apps.base import APP_IDS, SwitchView  # noqa: E402
 from apps.l2 import L2App  # noqa: E402
 from controller.compiler import FlowCompiler, SwitchFlows  # noqa: E402
+from controller.pipeline import (COOKIE_APP_SHIFT, COOKIE_SPACE, COOKIE_SPACE_MASK,  # noqa: E402
+                                 table_id)
+from harness import free_port  # noqa: E402  (tests/mininet is on sys.path: tests/conftest.py)
 from topology.store import SqliteStore  # noqa: E402
 from topology.view import TopologyView, interface_name  # noqa: E402
 
 pytestmark = pytest.mark.mininet
 OFCTL = ["ovs-ofctl", "-O", "OpenFlow13"]
+# l2 owns app id 1 (apps/base.py APP_IDS); foreign flows use a cookie outside our space.
+L2_COOKIE = COOKIE_SPACE | (APP_IDS["l2"] << COOKIE_APP_SHIFT)
+OUTPUT = table_id("output")
 
 
 def sh(*cmd: str) -> str:
     return subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def our_flows(bridge: str) -> list[str]:
     """Our flows as ovs-ofctl prints them, without counters, sorted."""
-    out = sh(*OFCTL, "dump-flows", bridge, "--no-stats", "cookie=0x766d000000000000/0xffff000000000000")
+    out = sh(*OFCTL, "dump-flows", bridge, "--no-stats", f"cookie={COOKIE_SPACE:#x}/{COOKIE_SPACE_MASK:#x}")
     return sorted(line.strip() for line in out.splitlines() if "cookie=" in line)
 
 
@@ -171,7 +170,7 @@ def rig(tmp_path):
 
 def l2_only(flows):
     """Flows owned by l2 (cookie app 1): other apps loaded by the controller add theirs."""
-    return sorted(f for f in flows if "cookie=0x766d0001" in f)
+    return sorted(f for f in flows if f"cookie={L2_COOKIE >> COOKIE_APP_SHIFT:#x}" in f)
 
 
 def test_switch_gets_desired_flows_restart_sends_none_and_audit_repairs(rig):
@@ -199,17 +198,17 @@ def test_switch_gets_desired_flows_restart_sends_none_and_audit_repairs(rig):
     assert our_flows(rig.bridge) == installed
 
     # Drift: delete one of ours, add one in our cookie space; the audit repairs both.
-    sh(*OFCTL, "del-flows", rig.bridge, "table=60,reg7=1")
+    sh(*OFCTL, "del-flows", rig.bridge, f"table={OUTPUT},reg7=1")
     sh(*OFCTL, "add-flow", rig.bridge,
-       "table=60,priority=7,cookie=0x766d000100000042,reg7=99,actions=output:1")
-    sh(*OFCTL, "add-flow", rig.bridge, "table=60,priority=7,cookie=0x42,reg7=98,actions=drop")
+       f"table={OUTPUT},priority=7,cookie={L2_COOKIE | 0x42:#x},reg7=99,actions=output:1")
+    sh(*OFCTL, "add-flow", rig.bridge, f"table={OUTPUT},priority=7,cookie=0x42,reg7=98,actions=drop")
     deadline = time.time() + 10
     while time.time() < deadline and our_flows(rig.bridge) != installed:
         time.sleep(0.2)
     assert our_flows(rig.bridge) == installed
     assert rig.switch()["repairs"] >= 2
     # the foreign flow (cookie outside our space) is left alone
-    assert "cookie=0x42" in sh(*OFCTL, "dump-flows", rig.bridge, "table=60")
+    assert "cookie=0x42" in sh(*OFCTL, "dump-flows", rig.bridge, f"table={OUTPUT}")
 
 
 def test_store_change_reaches_the_switch(rig):
