@@ -20,66 +20,44 @@ the same on every controller run.
 
 An unknown target gets no answer, and is counted. So is a request for the
 requester's own address (duplicate address detection must not see a
-conflict) and a gratuitous request (sender address == target address).
-ARP replies and gratuitous ARP from VMs are not requests: port_security
-checks their sender and they are forwarded like any other packet.
+conflict).
+
+A gratuitous request (sender address == target address, `arping -U`) that
+announces one of the port's own addresses (fixed IPs, single-address pairs)
+is not the proxy's to answer: it is how a VM (or keepalived moving a VIP)
+tells its neighbours, so a services flow per own address, above the
+to-controller flow, sends it on into the network. port_security has already
+checked the sender is the port's. Any other gratuitous request reaches the
+controller, which drops and counts it ("gratuitous"). ARP replies (including
+`arping -A` announcements) are not requests: port_security checks their
+sender and they are forwarded like any other packet.
+
+Below all of these, l2 drops every other ARP request from a VM, so ARP
+fails closed when this app or its flows are missing.
 
 Everything that decides an answer is a pure function of bytes and
 documents; ArpApp only wires those to packet-ins and counts outcomes.
 """
 from __future__ import annotations
 
-import socket
 from typing import Iterable, Mapping, Optional
 
 import dpkt
-import netaddr
 
+from apps.addresses import ipv4_packed, mac_bytes, own_ipv4s, pair_ipv4s
 from apps.base import App, PacketIn, PacketOut, SwitchView
-from apps.l2 import local_ofport
-from controller.flow import Flow, flow, to_controller
+from apps.l2 import ETH_ARP, is_local
+from controller.flow import Flow, flow, goto, to_controller
 from topology.store.base import Document
 from topology.view import TopologyView
 
-ETH_TYPE_ARP = 0x0806
+ETH_TYPE_ARP = ETH_ARP
 ARP_REQUEST = 1
 ARP_REPLY = 2
 SERVICES_PRIORITY = 100
-
-
-def mac_bytes(mac: str) -> bytes:
-    return bytes.fromhex(mac.replace(":", "").replace("-", ""))
-
-
-def is_vm_port(port: Document) -> bool:
-    """A port a VM plugs into a switch (not a DHCP port or router interface)."""
-    return not (port.get("device_owner") or "").startswith("network:")
-
-
-def is_local(view: TopologyView, sw: SwitchView, port: Document) -> bool:
-    """The port is a VM port plugged into this switch (decided as l2 decides it)."""
-    return is_vm_port(port) and local_ofport(view, sw, port) is not None
-
-
-def _ipv4_packed(text: str) -> Optional[bytes]:
-    try:
-        return socket.inet_pton(socket.AF_INET, text)
-    except (OSError, TypeError, ValueError):
-        return None
-
-
-def _pair_address(pair: Mapping) -> Optional[bytes]:
-    """The single IPv4 address an allowed address pair names, if it names one."""
-    text = str(pair.get("ip_address") or "")
-    if "/" in text:
-        try:
-            net = netaddr.IPNetwork(text)
-        except (netaddr.AddrFormatError, ValueError, TypeError):
-            return None
-        if net.version != 4 or net.prefixlen != 32:
-            return None
-        text = str(net.ip)
-    return _ipv4_packed(text)
+# Above SERVICES_PRIORITY so an announcement is not sent to the controller;
+# below metadata's 110 (its flow only matches 169.254.169.254, never an own address).
+ANNOUNCE_PRIORITY = 105
 
 
 def address_table(view: TopologyView, network_id: str) -> dict[bytes, bytes]:
@@ -101,13 +79,11 @@ def address_table(view: TopologyView, network_id: str) -> dict[bytes, bytes]:
         except ValueError:
             continue
         for fip in p.get("fixed_ips") or ():
-            ip = _ipv4_packed(fip.get("ip_address") or "")
+            ip = ipv4_packed(fip.get("ip_address") or "")
             if ip is not None:
                 fixed.setdefault(ip, port_mac)
-        for pair in p.get("allowed_address_pairs") or ():
-            ip = _pair_address(pair)
-            if ip is None:
-                continue
+        for pair, text in pair_ipv4s(p):
+            ip = ipv4_packed(text)
             try:
                 pair_mac = mac_bytes(pair["mac_address"]) if pair.get("mac_address") else port_mac
             except ValueError:
@@ -157,13 +133,20 @@ def arp_reply(frame: bytes, table: Mapping[bytes, bytes],
 
 def arp_request_flows(app_id: int, view: TopologyView, sw: SwitchView,
                       port: Document) -> list[Flow]:
-    """A local VM port's ARP requests go to the controller through its meter."""
+    """A local VM port's ARP requests go to the controller through its meter;
+    its gratuitous requests for its own addresses go on into the network."""
     if port.get("_key") is None or not is_local(view, sw, port):
         return []
     key = port["_key"]
-    return [flow(app_id, "services", SERVICES_PRIORITY,
-                 {"reg6": key, "eth_type": ETH_TYPE_ARP, "arp_op": ARP_REQUEST},
-                 *to_controller(key))]
+    flows = [flow(app_id, "services", SERVICES_PRIORITY,
+                  {"reg6": key, "eth_type": ETH_TYPE_ARP, "arp_op": ARP_REQUEST},
+                  *to_controller(key))]
+    for ip in own_ipv4s(port):
+        flows.append(flow(app_id, "services", ANNOUNCE_PRIORITY,
+                          {"reg6": key, "eth_type": ETH_TYPE_ARP, "arp_op": ARP_REQUEST,
+                           "arp_spa": ip, "arp_tpa": ip},
+                          goto("egress_firewall")))
+    return flows
 
 
 class AddressCache:

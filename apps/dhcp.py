@@ -40,8 +40,10 @@ import dpkt
 import netaddr
 
 from apps import dhcp_options as o
-from apps.arp import is_local, mac_bytes
+from apps.addresses import ipv4 as _ipv4
+from apps.addresses import mac_bytes
 from apps.base import App, PacketIn, PacketOut, SwitchView
+from apps.l2 import is_local
 from controller.flow import Flow, flow, to_controller
 from topology.store.base import Document
 from topology.view import TopologyView
@@ -133,10 +135,6 @@ def parse_request(frame: bytes) -> tuple[Optional[Request], str]:
     return Request(msg_type=mt[0], xid=hdr.xid, flags=hdr.flags,
                    ciaddr=struct.pack("!I", hdr.ciaddr), giaddr=struct.pack("!I", hdr.giaddr),
                    chaddr=bytes(hdr.chaddr[:6]), options=options), "ok"
-
-
-def _ipv4(text) -> Optional[str]:
-    return str(text) if o.is_ipv4(text) else None
 
 
 def find_lease(view: TopologyView, port: Optional[Document]) -> tuple[Optional[Lease], str]:

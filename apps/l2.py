@@ -7,14 +7,19 @@ ingress_firewall). Every MAC is known from the store, so there is no
 learning: an unknown destination hits l2_lookup's table-miss drop, whose
 packet counter is the "unknown destination" count.
 
-Helpers `local_ofport` and `uplink_ofport` are public so the packet-in apps
-(arp, dhcp, metadata) decide "is this port here" exactly as l2 does.
+ARP fails closed: l2 owns a low-priority services flow dropping every ARP
+request from a VM, so only the arp app's (and metadata's) higher per-port
+flows let one through, to the controller or, for a port announcing its own
+address, to the network. Without those apps no ARP request reaches a VM.
+
+Which ports get VM-port flows is decided once, here, by `is_local` (see its
+doc); arp, dhcp and metadata call it so that all apps agree.
 """
 from __future__ import annotations
 
-import ipaddress
 from typing import Iterable, Optional
 
+from apps.addresses import ipv4_cidr
 from apps.base import App, SwitchView
 from controller.flow import (Flow, apply, flow, goto, output, pop_vlan, push_vlan,
                              set_field, write_metadata)
@@ -28,6 +33,7 @@ MULTICAST = ("01:00:00:00:00:00", "01:00:00:00:00:00")
 
 # Priorities, per table: specific matches above defaults.
 PRIO_DEFAULT = 0
+PRIO_ARP_REQUEST_DROP = 10     # services: below arp (100) and metadata (110)
 PRIO_FLOOD = 50
 PRIO_MATCH = 100
 
@@ -54,6 +60,21 @@ def local_ofport(view: TopologyView, sw: SwitchView, port: Document) -> Optional
     return sw.ofport(interface_name(port))
 
 
+def is_local(view: TopologyView, sw: SwitchView, port: Document) -> bool:
+    """The one rule for "this port gets VM-port flows on this switch" (l2's
+    classification and port security, and arp/dhcp/metadata's services
+    flows): the port is plugged into this switch (bound to its host, its
+    interface present), and it and its network are enabled.
+
+    device_owner does not matter, except network:dhcp: that port is served
+    by the controller and never plugged (see `forwards`). A router
+    interface, once something plugs it, is an endpoint on the bridge like a
+    VM's vNIC, so it is treated as one rather than silently left without ARP
+    and DHCP service.
+    """
+    return local_ofport(view, sw, port) is not None
+
+
 def uplink_ofport(sw: SwitchView, network: Document) -> Optional[int]:
     """The switch port of the network's physical network on this host."""
     if sw.host is None:
@@ -77,17 +98,6 @@ def _to_uplink(network: Document, uplink: int) -> tuple:
     return (output(uplink),)
 
 
-def _ipv4(text: str) -> Optional[str]:
-    """An IPv4 address or CIDR in canonical text; None for IPv6 (not forwarded yet)."""
-    try:
-        net = ipaddress.ip_network(text, strict=False)
-    except ValueError:
-        return None
-    if net.version != 4:
-        return None
-    return str(net.network_address) if net.prefixlen == 32 else str(net)
-
-
 class L2App(App):
     name = "l2"
 
@@ -104,6 +114,12 @@ class L2App(App):
             return
         yield flow(a, "port_security", PRIO_DEFAULT, {})
         yield flow(a, "services", PRIO_DEFAULT, {}, goto("egress_firewall"))
+        # Fail closed: an ARP request no app claimed (arp app absent, or its
+        # flows missing) would otherwise flood the network. Only VM traffic
+        # reaches services (uplink traffic skips to l2_lookup), so no reg6
+        # match is needed to spare requests from other hosts.
+        yield flow(a, "services", PRIO_ARP_REQUEST_DROP,
+                   {"eth_type": ETH_ARP, "arp_op": 1})
         yield flow(a, "egress_firewall", PRIO_DEFAULT, {}, goto("routing"))
         yield flow(a, "routing", PRIO_DEFAULT, {}, goto("l2_lookup"))
         yield flow(a, "l2_lookup", PRIO_DEFAULT, {})
@@ -175,11 +191,11 @@ class L2App(App):
         # (MAC, IPv4 address or CIDR) pairs the port may send from.
         allowed: set[tuple[str, str]] = set()
         for fixed in port.get("fixed_ips") or ():
-            ip = _ipv4(fixed.get("ip_address", ""))
+            ip = ipv4_cidr(fixed.get("ip_address", ""))
             if ip:
                 allowed.add((mac, ip))
         for pair in port.get("allowed_address_pairs") or ():
-            ip = _ipv4(pair.get("ip_address", ""))
+            ip = ipv4_cidr(pair.get("ip_address", ""))
             if ip:
                 allowed.add(((pair.get("mac_address") or mac).lower(), ip))
         for src_mac, ip in sorted(allowed):

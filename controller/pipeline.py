@@ -45,8 +45,12 @@ PIPELINE: tuple[Table, ...] = (
     Table("services", 10,
           "Conversations the controller answers itself: ARP requests (ARP proxy), "
           "DHCP client packets, and TCP to 169.254.169.254:80 (metadata) go to the "
-          "controller through a per-port meter. DHCP server packets (udp source "
-          "port 67) sent by a VM are dropped. Everything else goes on."),
+          "controller through a per-port meter. A gratuitous ARP request announcing "
+          "one of the port's own addresses (sender == target == that address) goes "
+          "on, to be flooded in its network. Any other ARP request is dropped by a "
+          "low-priority flow, so ARP fails closed if the proxy's flows are missing. "
+          "DHCP server packets (udp source port 67) sent by a VM are dropped. "
+          "Everything else goes on. Only VM traffic gets here (reg6 != 0)."),
     Table("egress_firewall", 20,
           "The sending VM's outbound security-group rules, in the conntrack zone of "
           "its vNIC. Until the stateful firewall exists this stage passes all."),

@@ -27,8 +27,9 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Iterable, Optional
 
+from apps.addresses import fixed_ipv4s, mac_bytes
 from apps.base import App, PacketIn, PacketOut, SwitchView
-from apps.l2 import local_ofport
+from apps.l2 import is_local
 from apps.metadata import documents, packets
 from apps.metadata.http import HttpSession, Request, Response
 from apps.metadata.tcp import Limits, TcpStack
@@ -56,14 +57,6 @@ class ConnCtx:
     vm_ip: str
 
 
-def port_ipv4s(port: Document) -> set[str]:
-    return {f.get("ip_address") for f in port.get("fixed_ips") or () if isinstance(f, dict)}
-
-
-def is_vm_port(port: Document) -> bool:
-    return not (port.get("device_owner") or "").startswith("network:")
-
-
 def limits_from_conf(conf) -> Limits:
     m = conf.metadata
     return Limits(max_connections=m.max_connections,
@@ -81,7 +74,7 @@ class MetadataApp(App):
             mac = getattr(conf.metadata, "mac", None) or DEFAULT_MAC
             limits = limits or limits_from_conf(conf)
         self.mac_text = mac
-        self.mac = packets.mac_bytes(mac)
+        self.mac = mac_bytes(mac)
         self.clock = clock
         self.tokens = TokenIssuer(secret)
         self.stack = TcpStack(self._handler_for, limits or Limits(), rng=rng, count=self._count)
@@ -93,7 +86,7 @@ class MetadataApp(App):
     # -- flows -------------------------------------------------------------
     def port_flows(self, view: TopologyView, sw: SwitchView, port: Document) -> Iterable[Flow]:
         key = port.get("_key")
-        if key is None or not is_vm_port(port) or local_ofport(view, sw, port) is None:
+        if key is None or not is_local(view, sw, port):
             return []
         return [
             flow(self.app_id, "services", TCP_PRIORITY,
@@ -122,7 +115,7 @@ class MetadataApp(App):
             if port is None:
                 self._count("metadata.drop.unknown_port")
                 return []
-            ips = port_ipv4s(port)
+            ips = set(fixed_ipv4s(port))
             if isinstance(parsed, packets.ArpRequest):
                 if parsed.sender_ip not in ips:
                     self._count("metadata.drop.arp_spoofed_sender")
@@ -134,7 +127,7 @@ class MetadataApp(App):
                 self._count("metadata.drop.spoofed_source")
                 return []
             try:
-                vm_mac = packets.mac_bytes(port.get("mac_address") or "")
+                vm_mac = mac_bytes(port.get("mac_address") or "")
             except ValueError:
                 vm_mac = parsed.src_mac
             ctx = ConnCtx(pkt.dpid, pkt.in_port, port["id"], vm_mac, parsed.src_ip)

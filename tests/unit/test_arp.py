@@ -66,7 +66,8 @@ def test_port_flows_only_for_local_vm_ports():
     view = make_view()
     app = ArpApp()
     sw1 = switch(view, 1)
-    flows = list(app.port_flows(view, sw1, view.ports["port-vm1-aaaaaaaa"]))
+    flows = [f for f in app.port_flows(view, sw1, view.ports["port-vm1-aaaaaaaa"])
+             if f.priority == 100]
     assert len(flows) == 1
     f = flows[0]
     assert f.table == "services" and f.cookie == app_cookie(APP_IDS["arp"])
@@ -74,8 +75,8 @@ def test_port_flows_only_for_local_vm_ports():
     assert f.instructions == (("meter", 5), ("apply", ("output", "controller")))
     assert list(app.port_flows(view, sw1, view.ports["port-vm2-bbbbbbbb"])) == []   # on h2
     assert list(app.port_flows(view, sw1, view.ports["port-dhcp-cccccc"])) == []    # not plugged
-    assert [dict(f.match)["reg6"] for f in app.port_flows(view, switch(view, 2),
-                                                          view.ports["port-vm2-bbbbbbbb"])] == [6]
+    assert {dict(f.match)["reg6"] for f in app.port_flows(view, switch(view, 2),
+                                                          view.ports["port-vm2-bbbbbbbb"])} == {6}
     unplugged = switch(view, 1)
     unplugged.ports_by_name.clear()
     assert list(app.port_flows(view, unplugged, view.ports["port-vm1-aaaaaaaa"])) == []
@@ -106,3 +107,28 @@ def test_app_sees_store_changes():
     view.apply(Change(2, "ports", new["id"], "put", new))
     outs = list(app.packet_in(packet_in(view, arp_request(target_ip="10.0.0.9"))))
     assert dpkt.ethernet.Ethernet(outs[0].data).data.sha == mac("fa:16:3e:00:00:09")
+
+
+def test_gratuitous_requests_for_own_addresses_go_on_into_the_network():
+    """One flow per own address (fixed IP, single-address pairs; a /24 pair
+    is a range, not an address), above the to-controller flow."""
+    view = make_view()
+    flows = list(ArpApp().port_flows(view, switch(view, 1), view.ports["port-vm1-aaaaaaaa"]))
+    announce = sorted((f for f in flows if f.priority != 100), key=lambda f: dict(f.match)["arp_spa"])
+    assert [dict(f.match) for f in announce] == [
+        {"reg6": 5, "eth_type": 0x0806, "arp_op": 1, "arp_spa": a, "arp_tpa": a}
+        for a in ("10.0.0.100", "10.0.0.101", VM_IP)]
+    assert all(f.table == "services" and f.priority > 100 for f in announce)
+    assert all(f.instructions == (("goto", "egress_firewall"),) for f in announce)
+    # The metadata app's ARP flow (110) only matches 169.254.169.254: no overlap.
+    assert all(dict(f.match)["arp_tpa"] != "169.254.169.254" for f in announce)
+
+
+def test_router_interface_plugged_here_gets_flows_like_a_vm():
+    """The single "is this port local" rule (apps/l2.is_local): device_owner
+    does not matter once a port is plugged into this switch."""
+    router = port_doc("port-rtr-dddddddd", 8, "fa:16:3e:00:00:08", "10.0.0.1",
+                      owner="network:router_interface_distributed", device="r1")
+    view = make_view(extra_ports=[router])
+    flows = list(ArpApp().port_flows(view, switch(view, 1), view.ports["port-rtr-dddddddd"]))
+    assert {dict(f.match)["reg6"] for f in flows} == {8} and len(flows) == 2

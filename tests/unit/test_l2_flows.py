@@ -152,6 +152,7 @@ def test_default_chain_passes_the_empty_stages_and_drops_unknown_destinations():
     view = make_view()
     flows = {f.table: f for f in desired(view, plugged_switch(view, 0xA1)) if f.priority == 0}
     assert flows["services"].instructions == (("goto", "egress_firewall"),)
+    assert flows["services"].match == ()
     assert flows["egress_firewall"].instructions == (("goto", "routing"),)
     assert flows["routing"].instructions == (("goto", "l2_lookup"),)
     assert flows["ingress_firewall"].instructions == (("goto", "output"),)
@@ -170,3 +171,16 @@ def test_flows_are_identical_across_runs():
     a = sorted(desired(make_view(), plugged_switch(make_view(), 0xA1)), key=repr)
     b = sorted(desired(make_view(), plugged_switch(make_view(), 0xA1)), key=repr)
     assert a == b and a
+
+
+def test_arp_requests_from_vms_fail_closed_in_services():
+    """Below the arp app's per-port flows (100), l2 drops every ARP request
+    that reaches services; other ARP (replies) passes the default."""
+    flows = find(desired(make_view(), plugged_switch(make_view(), 0xA1)), "services")
+    drop = [f for f in flows if f.priority != 0]
+    assert [(dict(f.match), f.instructions) for f in drop] == [
+        ({"eth_type": 0x0806, "arp_op": 1}, ())]
+    assert 0 < drop[0].priority < 100
+    # Only VM traffic reaches services: the uplink's classify flows skip it.
+    uplink = find(desired(make_view(), plugged_switch(make_view(), 0xA1)), "classify", in_port=100)
+    assert uplink and all(("goto", "l2_lookup") in f.instructions for f in uplink)
