@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Iterable, Optional
 
 from apps.base import App, SwitchView
+from controller import pipeline
 from controller.codec import canonical
 from controller.flow import Flow
 from topology.view import TopologyView
@@ -85,8 +86,12 @@ class FlowCompiler:
     def __init__(self, apps: Iterable[App]):
         self.apps = list(apps)
         self.errors = 0
+        self.app_errors: dict[str, int] = {}   # app name -> failed computations
 
-    def compute(self, view: TopologyView, sw: SwitchView, scope: Scope, doc) -> tuple[Flow, ...]:
+    def compute(self, view: TopologyView, sw: SwitchView, scope: Scope, doc,
+                prev: tuple[Flow, ...] = ()) -> tuple[Flow, ...]:
+        """The scope's flows from every app; `prev` is what the scope had
+        before, whose flows an app that fails now keeps."""
         out: list[Flow] = []
         for app in self.apps:
             try:
@@ -98,10 +103,17 @@ class FlowCompiler:
                     flows = app.port_flows(view, sw, doc)
                 out.extend(canonical(f) for f in flows)
             except Exception:
-                # One app's bug must not take the others' flows away; its
-                # scope keeps nothing from it and the error is counted.
+                # One app's bug must not take the others' flows away, nor its
+                # own: an empty result would have the reconciler delete them
+                # from the switch (ARP fail-open). The scope keeps that app's
+                # previous flows (told apart by the app id in the cookie)
+                # until it computes again; the error is counted.
                 self.errors += 1
-                LOG.exception("app %s failed computing %s on %016x", app.name, scope, sw.dpid)
+                self.app_errors[app.name] = self.app_errors.get(app.name, 0) + 1
+                kept = [f for f in prev if _app_id_of(f.cookie) == app.app_id]
+                out.extend(kept)
+                LOG.exception("app %s failed computing %s on %016x; keeping its %d previous "
+                              "flow(s) there", app.name, scope, sw.dpid, len(kept))
         # Apps are pure and deterministic, so an unchanged scope yields an
         # equal tuple and the memo comparison in set_scope is cheap.
         return tuple(out)
@@ -119,7 +131,8 @@ class FlowCompiler:
         for scope in [s for s in memo.by_scope if s not in scopes]:
             changed |= memo.drop_scope(scope)
         for scope, doc in scopes.items():
-            changed |= memo.set_scope(scope, self.compute(view, sw, scope, doc))
+            changed |= memo.set_scope(scope, self.compute(view, sw, scope, doc,
+                                                          memo.by_scope.get(scope, ())))
         memo.seen = {scope: _network_of(scope, doc) for scope, doc in scopes.items()}
         return changed
 
@@ -147,12 +160,14 @@ class FlowCompiler:
                     done.add(s)
             elif now and (not was or net in dirty.networks or net in dirty.network_scopes):
                 network = view.networks[net]
-                changed |= memo.set_scope(scope, self.compute(view, sw, scope, network))
+                changed |= memo.set_scope(scope, self.compute(view, sw, scope, network,
+                                                              memo.by_scope.get(scope, ())))
                 memo.seen[scope] = net
                 if not was or net in dirty.networks:
                     for port in view.ports_by_network.get(net, {}).values():
                         ps = ("port", port["id"])
-                        changed |= memo.set_scope(ps, self.compute(view, sw, ps, port))
+                        changed |= memo.set_scope(ps, self.compute(view, sw, ps, port,
+                                                                   memo.by_scope.get(ps, ())))
                         memo.seen[ps] = net
                         done.add(ps)
         for pid in dirty.ports:
@@ -161,12 +176,17 @@ class FlowCompiler:
                 continue
             doc = view.ports.get(pid)
             if doc is not None and doc["network_id"] in here:
-                changed |= memo.set_scope(scope, self.compute(view, sw, scope, doc))
+                changed |= memo.set_scope(scope, self.compute(view, sw, scope, doc,
+                                                              memo.by_scope.get(scope, ())))
                 memo.seen[scope] = doc["network_id"]
             elif scope in memo.seen:
                 changed |= memo.drop_scope(scope)
                 del memo.seen[scope]
         return changed
+
+
+def _app_id_of(cookie: int) -> int:
+    return (cookie & pipeline.COOKIE_APP_MASK) >> pipeline.COOKIE_APP_SHIFT
 
 
 def _network_of(scope: Scope, doc) -> Optional[str]:

@@ -23,22 +23,34 @@ from topology.store import open_store
 
 LOG = logging.getLogger(__name__)
 
-# (module, class) of every app; l2 is required, the others load when present.
-APPS = (("apps.l2", "L2App", True),
-        ("apps.arp", "ArpApp", False),
-        ("apps.dhcp", "DhcpApp", False),
-        ("apps.metadata", "MetadataApp", False))
+# App name ([controller] apps) -> (module, class).
+APPS = {"l2": ("apps.l2", "L2App"),
+        "arp": ("apps.arp", "ArpApp"),
+        "dhcp": ("apps.dhcp", "DhcpApp"),
+        "metadata": ("apps.metadata", "MetadataApp")}
+
+
+class AppLoadError(Exception):
+    """A configured app cannot run: the controller must not start without it
+    (a controller silently missing ARP or DHCP looks healthy and is not)."""
 
 
 def load_apps(conf) -> list:
+    names = [n.strip() for n in conf.controller.apps if n.strip()]
+    if not names:
+        raise AppLoadError("[controller] apps is empty: nothing would program the switches")
     apps = []
-    for module, cls, required in APPS:
+    for name in names:
+        if name not in APPS:
+            raise AppLoadError(f"[controller] apps: unknown app {name!r} "
+                               f"(known: {', '.join(APPS)})")
+        module, cls = APPS[name]
         try:
-            apps.append(getattr(importlib.import_module(module), cls)(conf))
+            app = getattr(importlib.import_module(module), cls)(conf)
         except Exception as e:
-            if required:
-                raise
-            LOG.warning("app %s.%s not loaded: %s", module, cls, e)
+            raise AppLoadError(f"app {name} ({module}.{cls}) failed to load: "
+                               f"{type(e).__name__}: {e}") from e
+        apps.append(app)
     LOG.info("apps: %s", ", ".join(a.name for a in apps))
     return apps
 
@@ -78,7 +90,12 @@ def serve(conf) -> int:
 
     from controller import ofapp
 
-    ctl = build_controller(conf)
+    try:
+        ctl = build_controller(conf)
+    except AppLoadError as e:
+        LOG.error("controller not started: %s", e)
+        print(f"vmflow controller: {e}", file=sys.stderr)
+        return 2
     ofapp.CORE = ctl
     os_ken.cfg.CONF(args=["--ofp-listen-host", host, "--ofp-tcp-listen-port", str(port)],
                     project="os_ken", default_config_files=[])
