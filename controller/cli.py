@@ -95,9 +95,14 @@ def run_up(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    names = dict(zip(children, ("api", "controller")))
     try:
         while not stopping and all(c.poll() is None for c in children):
             time.sleep(0.2)
+        for c in children:
+            if not stopping and c.returncode is not None:
+                LOG.error("vmflow up: %s (pid %d) exited with %s; stopping the other",
+                          names[c], c.pid, _exit_text(c.returncode))
     finally:
         for c in children:
             if c.poll() is None:
@@ -110,7 +115,17 @@ def run_up(args: argparse.Namespace) -> int:
                 c.kill()
                 c.wait()
     failed = [c.returncode for c in children if c.returncode not in (0, -signal.SIGTERM)]
-    return 0 if stopping and not failed else (failed[0] if failed else 1)
+    if stopping and not failed:
+        return 0
+    # A child killed by a signal reports -N; exit as a shell would (128+N).
+    code = failed[0] if failed else 1
+    return 128 - code if code < 0 else code
+
+
+def _exit_text(returncode: int) -> str:
+    if returncode < 0:
+        return f"signal {signal.Signals(-returncode).name}"
+    return f"status {returncode}"
 
 
 def main(argv=None) -> int:
