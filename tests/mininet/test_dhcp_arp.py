@@ -27,7 +27,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import Cloud, random_mac, wait_for
+from controller.pipeline import table_id
+from harness import OFCTL, Cloud, random_mac, sh, wait_for
 
 pytestmark = pytest.mark.mininet
 
@@ -106,6 +107,36 @@ for _ in range(30):
         s.send(f)
     time.sleep(0.1)
 print("forged", flush=True)
+"""
+
+
+# A DHCPOFFER-like reply from udp 67 (what a rogue DHCP server sends), then a
+# datagram to the same address from another source port (the control).
+ROGUE = r"""
+import socket, sys
+import dpkt
+mac = bytes.fromhex(sys.argv[1].replace(":", ""))
+offer = dpkt.dhcp.DHCP(op=2, xid=0x1234, yiaddr=0x0a0000fe, chaddr=mac + b"\0" * 10,
+                       opts=[(53, b"\x02"), (54, socket.inet_aton(sys.argv[2]))])
+for sport in (67, int(sys.argv[3])):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, b"eth0")
+    s.bind(("", sport))
+    for _ in range(3):
+        s.sendto(bytes(offer), ("255.255.255.255", 68))
+    s.close()
+print("sent", flush=True)
+"""
+
+BROADCAST = r"""
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, b"eth0")
+for _ in range(3):
+    s.sendto(b"vmflow", ("255.255.255.255", int(sys.argv[1])))
 """
 
 
@@ -289,6 +320,107 @@ def test_arp_proxy_across_hosts(cloud):
     assert not [line for line in cap_c.lines if "Request" in line], cap_c.lines
     assert not [line for line in cap_b.lines if "Request" in line], cap_b.lines
     assert a.ping(b) and a.ping(c)
+
+
+def port_key(vm) -> int:
+    """The port key the classify flow loads into reg6 for this VM's ofport."""
+    out = sh(OFCTL + ["--no-names", "dump-flows", vm.host.bridge,
+                      f"table={table_id('classify')},in_port={vm.ofport}"])
+    m = re.search(r"(?:set_field:|load:)(0x[0-9a-f]+|\d+)->(?:reg6|NXM_NX_REG6\[\])", out)
+    assert m, out
+    return int(m.group(1), 0)
+
+
+def broadcast(vm, port: int) -> None:
+    r = vm.run([sys.executable, "-c", BROADCAST, str(port)], timeout=15)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def arp_requests(lines) -> list[str]:
+    return [line for line in lines if "Request" in line]
+
+
+def test_arp_requests_fail_closed_without_the_proxy_flow(cloud):
+    """With the proxy's flow for the sender deleted from the switch, its ARP
+    requests still reach no VM: l2's low-priority services drop catches
+    them. The same capture does see the sender's UDP broadcast (control)."""
+    s = cloud.add_vm(cloud.h1, cloud.n2, "fs", ip="10.0.2.41")
+    t = cloud.add_vm(cloud.h1, cloud.n2, "ft", ip="10.0.2.42")
+    u = cloud.add_vm(cloud.h2, cloud.n2, "fu", ip="10.0.2.43")
+    synced(cloud)
+    s.wait_ping(u)
+    key = port_key(s)
+    sh(OFCTL + ["--strict", "del-flows", s.host.bridge,
+                f"table={table_id('services')},priority=100,reg6={key},arp,arp_op=1"])
+    left = sh(OFCTL + ["--no-names", "dump-flows", s.host.bridge,
+                       f"table={table_id('services')},reg6={key},arp"])
+    # Only metadata's flow (for 169.254.169.254) still sends the port's ARP up.
+    assert not [line for line in left.splitlines()
+                if "CONTROLLER" in line and "169.254.169.254" not in line], left
+    port = 41000 + os.getpid() % 10000
+    with t.capture(f"arp or udp port {port}") as cap_t, \
+            u.capture(f"arp or udp port {port}") as cap_u:
+        time.sleep(0.3)
+        s.arp_flush()
+        s.run(["arping", "-c", "3", "-w", "3", "-i", "eth0", t.ip], timeout=15)
+        broadcast(s, port)
+        time.sleep(0.5)
+    for cap in (cap_t, cap_u):
+        assert not arp_requests(cap.lines), cap.lines
+        assert len([line for line in cap.lines if f"{s.ip}." in line and f".{port}:" in line]) == 3, \
+            cap.lines
+    # Control: it is l2's drop flow that stopped them. Without it too, the
+    # request floods to the neighbour. (Only s lacks a proxy flow, so no
+    # other VM of the module is affected until the audit restores both.)
+    sh(OFCTL + ["--strict", "del-flows", s.host.bridge,
+                f"table={table_id('services')},priority=10,arp,arp_op=1"])
+    with t.capture("arp") as cap_t:
+        time.sleep(0.3)
+        s.run(["arping", "-c", "2", "-w", "2", "-i", "eth0", t.ip], timeout=15)
+        time.sleep(0.5)
+    assert [line for line in arp_requests(cap_t.lines) if f"tell {s.ip}" in line], cap_t.lines
+
+
+def test_gratuitous_arp_for_own_address_reaches_neighbours(cloud):
+    """arping -U (request, sender == target == own address) announces the
+    VM's address: its neighbours on both hosts see it; the controller does
+    not swallow it."""
+    g = cloud.add_vm(cloud.h1, cloud.n2, "ga", ip="10.0.2.51")
+    n = cloud.add_vm(cloud.h1, cloud.n2, "gn", ip="10.0.2.52")
+    r = cloud.add_vm(cloud.h2, cloud.n2, "gr", ip="10.0.2.53")
+    synced(cloud)
+    g.wait_ping(r)
+    with n.capture("arp") as cap_n, r.capture("arp") as cap_r:
+        time.sleep(0.3)
+        g.run(["arping", "-U", "-c", "3", "-w", "3", "-i", "eth0", "-S", g.ip, g.ip], timeout=15)
+        time.sleep(0.5)
+    for cap in (cap_n, cap_r):
+        announced = [line for line in arp_requests(cap.lines)
+                     if re.search(rf"who-has {re.escape(g.ip)} (\(\S+\) )?tell {re.escape(g.ip)}\b",
+                                  line) and g.mac in line]
+        assert len(announced) == 3, cap.lines
+
+
+def test_dhcp_server_packets_from_a_vm_are_dropped(cloud, tmp_path):
+    """A rogue VM's DHCPOFFER (udp 67 -> 68) reaches no neighbour; its
+    datagram to the same port from another source port does (control)."""
+    rogue = cloud.add_vm(cloud.h1, cloud.n1, "rg", ip="10.0.0.210")
+    near = cloud.add_vm(cloud.h1, cloud.n1, "rn", ip="10.0.0.211")
+    far = cloud.add_vm(cloud.h2, cloud.n1, "rf", ip="10.0.0.212")
+    synced(cloud)
+    rogue.wait_ping(far)
+    sport = 41000 + os.getpid() % 10000
+    script = tmp_path / "rogue.py"
+    script.write_text(ROGUE)
+    with near.capture("udp") as cap_near, far.capture("udp") as cap_far:
+        time.sleep(0.3)
+        r = rogue.run([sys.executable, str(script), rogue.mac, rogue.ip, str(sport)], timeout=15)
+        assert r.returncode == 0 and "sent" in r.stdout, r.stdout + r.stderr
+        time.sleep(0.5)
+    for cap in (cap_near, cap_far):
+        assert not [line for line in cap.lines if f"{rogue.ip}.67 >" in line], cap.lines
+        assert len([line for line in cap.lines
+                    if f"{rogue.ip}.{sport} > 255.255.255.255.68" in line]) == 3, cap.lines
 
 
 def neighbour(vm, ip) -> str:
