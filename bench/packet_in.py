@@ -289,6 +289,12 @@ class Switch(asyncio.Protocol):
         return fut
 
 
+def proc_cpu(pid: int) -> float:
+    """User + system CPU seconds of a process, all its threads."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 # -- the runs ---------------------------------------------------------------------
 async def run_clients(items, concurrency: int, one):
     """Run one(item) for every item, `concurrency` at a time; latencies and wall time."""
@@ -403,8 +409,12 @@ async def main_async(args) -> int:
         await asyncio.sleep(1)   # let the initial sync's tail settle
         results = {"arp": [], "dhcp": []}
         for _ in range(args.rounds):
-            results["arp"].append(await bench_arp(sw, clients, args.concurrency))
-            results["dhcp"].append(await bench_dhcp(sw, clients, args.concurrency))
+            for name, fn in (("arp", bench_arp), ("dhcp", bench_dhcp)):
+                # CPU seconds of each side, so a low rate can be put on the controller or on us
+                c0, b0 = proc_cpu(proc.pid), time.process_time()
+                r = await fn(sw, clients, args.concurrency)
+                r["ctl_cpu"], r["bench_cpu"] = proc_cpu(proc.pid) - c0, time.process_time() - b0
+                results[name].append(r)
         ok = True
         for name, goal, unit in (("dhcp", 500, "4-way exchanges/s"), ("arp", 2000, "replies/s")):
             runs = results[name]
@@ -416,7 +426,9 @@ async def main_async(args) -> int:
                   f"p50 {r['p50'] * 1e3:.2f} ms, p99 {r['p99'] * 1e3:.2f} ms; "
                   f"{args.clients} distinct clients, {args.concurrency} at a time; "
                   f"median of {args.rounds} rounds (rates: "
-                  f"{', '.join(format(x['rate'], ',.0f') for x in runs)})", flush=True)
+                  f"{', '.join(format(x['rate'], ',.0f') for x in runs)}); CPU per request: "
+                  f"controller {r['ctl_cpu'] / r['n'] * 1e3:.2f} ms, "
+                  f"bench {r['bench_cpu'] / r['n'] * 1e3:.2f} ms", flush=True)
         if sw.unhandled:
             print(f"messages the simulated switch ignored: {sw.unhandled}")
         return 0 if ok else 1
