@@ -132,3 +132,22 @@ def test_router_interface_plugged_here_gets_flows_like_a_vm():
     view = make_view(extra_ports=[router])
     flows = list(ArpApp().port_flows(view, switch(view, 1), view.ports["port-rtr-dddddddd"]))
     assert {dict(f.match)["reg6"] for f in flows} == {8} and len(flows) == 2
+
+
+def test_shared_address_conversions_are_strict():
+    """apps/addresses.py: one copy of the conversions l2, arp, dhcp and
+    metadata use; junk is absent (None / ValueError), never guessed."""
+    import pytest
+
+    from apps.addresses import ipv4, ipv4_cidr, mac_bytes, own_ipv4s, single_ipv4
+    assert mac_bytes("FA-16-3E-00-00-05") == mac(VM_MAC)
+    for bad in ("fa:16:3e:00:00", "fa:16:3e:00:00:05:06", "zz:16:3e:00:00:05", ""):
+        with pytest.raises(ValueError):
+            mac_bytes(bad)
+    assert ipv4("10.0.0.5") == "10.0.0.5"
+    assert [ipv4(t) for t in ("10.1", "10.0.0.05", "fe80::1", "10.0.0.0/24", None)] == [None] * 5
+    assert ipv4_cidr("10.0.1.7/24") == "10.0.1.0/24" and ipv4_cidr("10.0.0.9/32") == "10.0.0.9"
+    assert [ipv4_cidr(t) for t in ("10.0.0.1/33", "fe80::/64", "10.0.0.1/x")] == [None] * 3
+    assert single_ipv4("10.0.0.9/32") == "10.0.0.9" and single_ipv4("10.0.1.0/24") is None
+    p = make_view().ports["port-vm1-aaaaaaaa"]
+    assert own_ipv4s(p) == [VM_IP, "10.0.0.100", "10.0.0.101"]
