@@ -26,6 +26,7 @@ from typing import Any, Callable, Iterable, Optional
 
 from apps.base import App, SwitchView
 from controller.compiler import Dirty, FlowCompiler, SwitchFlows
+from controller.events import SwitchEvents
 from controller.reconciler import ChannelError, MeterSpec, SwitchReconciler
 from topology.store.base import Change, HistoryCompacted, Store, StoreError
 from topology.view import TopologyView, interface_name
@@ -82,7 +83,8 @@ class Controller:
         self.counters: Counter = Counter()
         self.store_ok = False
         self._store_error_logged = False
-        self._events: queue.Queue = queue.Queue()
+        # Coalesced per switch, so bounded without losing what matters (events.py).
+        self._events = SwitchEvents()
         self._recompute_all = False
         self.pending_events = 0   # switch events queued or being applied (status "synced")
         self._pending_lock = threading.Lock()
@@ -120,8 +122,8 @@ class Controller:
 
     def _event(self, ev: tuple) -> None:
         with self._pending_lock:
-            self.pending_events += 1
-        self._events.put(ev)
+            # Events this one superseded will never be applied: no longer pending.
+            self.pending_events += 1 - self._events.put(ev)
 
     def count(self, name: str, n: int = 1) -> None:
         with self.lock:
