@@ -25,6 +25,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import dpkt  # noqa: E402
 import netaddr  # noqa: E402
 
+from apps.addresses import mac_bytes  # noqa: E402
 from apps.arp import ArpApp  # noqa: E402
 from apps.base import PacketIn, SwitchView  # noqa: E402
 from apps.dhcp import DhcpApp  # noqa: E402
@@ -76,10 +77,6 @@ def build_view(clients: int) -> tuple[TopologyView, list[dict]]:
         "hosts": {"h1": {"name": "h1", "datapath_id": "1"}},
     }
     return TopologyView(1, data), ports
-
-
-def mac_bytes(mac: str) -> bytes:
-    return bytes.fromhex(mac.replace(":", ""))
 
 
 def dhcp_frame(mac: str, msg_type: int, xid: int, options=()) -> bytes:
