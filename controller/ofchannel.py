@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import struct
 import threading
 import time
 from collections import Counter
@@ -32,6 +33,15 @@ UNSOLICITED_LOG_S = 10.0
 # Distinct (type, code) pairs counted one by one; beyond, they share one
 # "other" count, so even a switch inventing codes keeps the counter small.
 MAX_ERROR_KINDS = 64
+
+# A PACKET_OUT with one output action and no buffer, packed in one call:
+# os-ken's OFPPacketOut + OFPActionOutput objects and their serialize()
+# cost more than the app that answered the packet (bench/RESULTS.md).
+# ofp_header, ofp_packet_out (buffer_id, in_port, actions_len), one
+# ofp_action_output (type, len, port, max_len); the frame follows.
+# tests/unit/test_ofchannel.py checks it byte for byte against os-ken.
+_PACKET_OUT = struct.Struct("!BBHI" "IIH6x" "HHIH6x")
+_PACKET_OUT_ACTIONS_LEN = 16
 
 
 class _Waiter:
@@ -145,11 +155,19 @@ class OFChannel:
             w.done.set()
 
     def packet_out(self, port: int, data: bytes) -> None:
-        ofp, parser = self.ofp, self.parser
-        msg = parser.OFPPacketOut(self.dp, buffer_id=ofp.OFP_NO_BUFFER,
-                                  in_port=ofp.OFPP_CONTROLLER,
-                                  actions=[parser.OFPActionOutput(port, 0)], data=data)
-        self.send(msg)
+        """Send `data` out of `port`; the switch's error for it, if any, is
+        counted as unsolicited (deliver_error)."""
+        ofp = self.ofp
+        with self._lock:
+            # The same xid sequence as send()/set_xid, so a packet-out never
+            # shares an xid with a request someone waits on.
+            xid = self.dp.xid = (self.dp.xid + 1) & ofp.MAX_XID
+        buf = _PACKET_OUT.pack(ofp.OFP_VERSION, ofp.OFPT_PACKET_OUT,
+                               _PACKET_OUT.size + len(data), xid,
+                               ofp.OFP_NO_BUFFER, ofp.OFPP_CONTROLLER, _PACKET_OUT_ACTIONS_LEN,
+                               ofp.OFPAT_OUTPUT, _PACKET_OUT_ACTIONS_LEN, port, 0) + data
+        if not self.dp.send(buf):
+            raise ChannelError(f"switch {self.dp.id:016x} disconnected")
 
     def _barrier(self) -> None:
         self._request(self.parser.OFPBarrierRequest(self.dp))

@@ -3,6 +3,8 @@ waits on; every other error is counted and logged (rate-limited), not stored."""
 from __future__ import annotations
 
 import logging
+import struct
+from types import SimpleNamespace
 
 import pytest
 from os_ken.ofproto import ofproto_v1_3, ofproto_v1_3_parser
@@ -34,6 +36,14 @@ class FakeDatapath:
         self.sent.append(msg)
         if self.respond is not None:
             self.respond(msg)
+        return True
+
+    def send(self, buf):
+        """Raw bytes (packet_out packs its own); respond() gets the xid and bytes."""
+        raw = SimpleNamespace(xid=struct.unpack_from("!I", buf, 4)[0], buf=bytes(buf))
+        self.sent.append(raw)
+        if self.respond is not None:
+            self.respond(raw)
         return True
 
 
@@ -96,6 +106,41 @@ def test_packet_out_refused_by_the_switch_is_counted():
     ch.deliver_error(error(refused[0], type_=OFP.OFPET_BAD_ACTION, code=OFP.OFPBAC_BAD_OUT_PORT))
     assert ch.unsolicited_errors == {
         f"type={OFP.OFPET_BAD_ACTION},code={OFP.OFPBAC_BAD_OUT_PORT}": 1}
+
+
+@pytest.mark.parametrize("port,data", [
+    (3, b"\x00" * 60),
+    (OFP.OFPP_MAX, bytes(range(256)) * 5 + b"odd"),
+    (1, b""),
+])
+def test_packet_out_bytes_are_exactly_os_kens(port, data):
+    """The hand-packed PACKET_OUT equals os-ken's serialisation of the same
+    message (buffer none, in_port CONTROLLER, one output action, max_len 0)."""
+    dp = FakeDatapath()
+    dp.xid = 41
+    OFChannel(dp).packet_out(port, data)
+    ref = PARSER.OFPPacketOut(dp, buffer_id=OFP.OFP_NO_BUFFER, in_port=OFP.OFPP_CONTROLLER,
+                              actions=[PARSER.OFPActionOutput(port, 0)], data=data)
+    ref.set_xid(42)
+    ref.serialize()
+    assert dp.sent[0].buf == bytes(ref.buf)
+
+
+def test_packet_out_xids_share_the_requests_sequence_and_wrap():
+    dp = FakeDatapath()
+    ch = OFChannel(dp)
+    dp.xid = OFP.MAX_XID - 1
+    ch.packet_out(1, b"a")
+    ch.packet_out(1, b"b")
+    ch.send(PARSER.OFPBarrierRequest(dp))
+    assert [m.xid for m in dp.sent] == [OFP.MAX_XID, 0, 1]
+
+
+def test_packet_out_to_a_closed_datapath_raises():
+    dp = FakeDatapath()
+    dp.send = lambda buf: False
+    with pytest.raises(ChannelError, match="disconnected"):
+        OFChannel(dp).packet_out(1, b"x")
 
 
 def test_meter_mod_error_still_fails_the_batch_and_leaves_nothing_watched():
