@@ -5,6 +5,15 @@ controller it reports to is handed over through the module-level CORE,
 set by runtime.serve() before run_apps. Handlers here never block: replies
 are matched to waiting workers by xid (ofchannel.py), everything else is
 queued for the core or the dispatcher.
+
+Packet-ins skip os-ken's per-app event queue: os-ken hands every event to
+an app through a queue and a thread of the app's own, and the dispatcher
+(dispatch.py) has its bounded queue and thread anyway, so packet-ins went
+through two handoffs where one does. `_send_event` (called in the
+datapath's receive thread) hands them straight to the dispatcher's
+non-blocking submit. That also keeps a packet-in flood from filling
+os-ken's queue, whose semaphore would block the receive thread and with it
+the replies the reconciler waits on.
 """
 from __future__ import annotations
 
@@ -39,6 +48,15 @@ class VmflowOFApp(app_manager.OSKenApp):
         self.core = CORE
         self.channels: dict[int, OFChannel] = {}
         self._lock = threading.Lock()
+
+    def _send_event(self, ev, state):
+        # os-ken only sends us the events our handlers registered for, in
+        # the states they registered (get_observers), so a packet-in here is
+        # one _packet_in wants, in MAIN_DISPATCHER.
+        if ev.__class__ is ofp_event.EventOFPPacketIn:
+            self._packet_in(ev)
+        else:
+            super()._send_event(ev, state)
 
     def _channel(self, dp):
         with self._lock:
