@@ -146,6 +146,11 @@ class OFChannel:
                   "request): %s; %d more since the last such message",
                   self.dp.id, msg.xid, _describe(msg), suppressed)
 
+    def unsolicited_snapshot(self) -> dict[str, int]:
+        """A copy of unsolicited_errors; the event thread adds to it under the lock."""
+        with self._lock:
+            return dict(self.unsolicited_errors)
+
     def close(self) -> None:
         """The switch went away: fail every pending request at once."""
         with self._lock:
