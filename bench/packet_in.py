@@ -1,6 +1,7 @@
-"""Packet-in services through the real controller: ARP, DHCP (and metadata).
+"""Packet-in services through the real controller: ARP, DHCP and metadata.
 
     .venv/bin/python bench/packet_in.py [--clients 1000] [--concurrency 20]
+        [--metadata-clients 20] [--metadata-mode close|keepalive|both]
 
 Unlike bench/dhcp_arp.py and bench/metadata.py, which call the apps in-process,
 this runs the real `vmflow controller` process (os-ken's OpenFlow channel, the
@@ -24,12 +25,24 @@ what the controller can do, not what a VM is allowed to send.
 
 Each client (a distinct VM port with its own MAC and address) has one request
 outstanding at a time; --concurrency clients run at once.
+
+Metadata: --metadata-clients VMs (each with its own instance) talk TCP to
+169.254.169.254:80 through PACKET_IN/PACKET_OUT, with bench/metadata.py's
+client (real Ethernet/IPv4/TCP frames, every answer checked). In "close" mode
+each request is a connection of its own, as `curl URL` in a loop: SYN,
+SYN-ACK, ACK + GET, the answer, ACKs, FIN both ways; in "keepalive" mode
+each client sends its requests back to back on one connection. A request's
+latency runs from its first segment (the SYN, in close mode) to the last
+byte of the answer; the next request starts once the client has sent its
+FIN (close) or at once (keepalive). Each round makes as many requests as
+there are --clients.
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
 import os
+import random
 import signal
 import socket
 import struct
@@ -49,6 +62,7 @@ from os_ken.ofproto import ofproto_v1_3_parser as parser  # noqa: E402
 
 from controller.pipeline import table_id  # noqa: E402
 from dhcp_arp import arp_frame, dhcp_frame, offered, pct  # noqa: E402
+from metadata import Client as MetadataClient  # noqa: E402
 from topology.store import SqliteStore  # noqa: E402
 from topology.view import interface_name  # noqa: E402
 
@@ -123,6 +137,7 @@ class Switch(asyncio.Protocol):
         self.meters: dict[int, bytes] = {}
         self.bundles: dict[int, list[bytes]] = {}
         self.waiters: dict[int, asyncio.Future] = {}   # out port -> packet-out data
+        self.listeners: dict[int, asyncio.Queue] = {}   # out port -> every packet-out's data
         self.connected = asyncio.get_event_loop().create_future()
         self.unhandled: dict[int, int] = {}
         self.packet_outs = 0
@@ -185,6 +200,9 @@ class Switch(asyncio.Protocol):
         atype, _alen, out_port = struct.unpack_from("!HHI", m, at)
         data = m[at + actions_len:]
         self.packet_outs += 1
+        if atype == ofp.OFPAT_OUTPUT and out_port in self.listeners:
+            self.listeners[out_port].put_nowait(data)
+            return
         f = self.waiters.pop(out_port, None) if atype == ofp.OFPAT_OUTPUT else None
         if f is not None and not f.done():
             f.set_result(data)
@@ -281,12 +299,15 @@ class Switch(asyncio.Protocol):
     def packet_in(self, in_port: int, cookie: int, data: bytes) -> asyncio.Future:
         fut = asyncio.get_event_loop().create_future()
         self.waiters[in_port] = fut
+        self.send_packet_in(in_port, cookie, data)
+        return fut
+
+    def send_packet_in(self, in_port: int, cookie: int, data: bytes) -> None:
         match = bytearray()
         mlen = parser.OFPMatch(in_port=in_port).serialize(match, 0)
         body = struct.pack(ofp.OFP_PACKET_IN_PACK_STR, ofp.OFP_NO_BUFFER, len(data),
                            ofp.OFPR_ACTION, SERVICES, cookie) + bytes(match[:mlen]) + b"\0\0" + data
         self.send(msg(ofp.OFPT_PACKET_IN, self.next_xid(), body))
-        return fut
 
 
 def proc_cpu(pid: int) -> float:
@@ -349,12 +370,62 @@ async def bench_dhcp(sw: Switch, clients: list[dict], conc: int) -> dict:
     return {"rate": n / wall, "p50": pct(lat, 0.5), "p99": pct(lat, 0.99), "n": n}
 
 
+async def bench_metadata(sw: Switch, clients: list[dict], n: int, keepalive: bool) -> dict:
+    """`n` requests over len(clients) concurrent metadata clients."""
+    remaining = [n]
+    errors: list[str] = []
+
+    async def one_client(c: dict) -> list[float]:
+        mc = MetadataClient(c["i"], c["port"], keepalive)
+        # Rounds must not reuse a connection (source port, ISN) of an earlier
+        # one: the server may still hold it (TIME_WAIT, an idle keep-alive).
+        mc.rng = random.Random()
+        mc.sport = c.get("meta_sport", mc.sport)
+        mc.new_connection()
+        inbox: asyncio.Queue = asyncio.Queue()
+        sw.listeners[c["ofport"]] = inbox
+
+        def send(frames):
+            for f in frames:
+                sw.send_packet_in(c["ofport"], c["meta_cookie"], f)
+
+        while remaining[0] > 0:
+            remaining[0] -= 1
+            send(mc.start())
+            done = False
+            # Close mode: the request is done at the answer's last byte, the
+            # connection once the client has answered the server's FIN.
+            while not done or (not keepalive and mc.state != "syn"):
+                data = await asyncio.wait_for(inbox.get(), 5)
+                t = dpkt.ethernet.Ethernet(data).data.data
+                if t.dport != mc.sport:
+                    continue   # the last ACK of the client's previous connection
+                frames, finished = mc.receive(data)
+                done |= finished
+                send(frames)
+        del sw.listeners[c["ofport"]]
+        c["meta_sport"] = mc.sport
+        if mc.errors:
+            errors.append(f"client {c['i']}: {mc.errors} wrong answers")
+        return mc.latencies
+
+    t0 = time.perf_counter()
+    lat = [x for ls in await asyncio.gather(*(one_client(c) for c in clients)) for x in ls]
+    wall = time.perf_counter() - t0
+    if errors:
+        raise SystemExit(f"metadata: {'; '.join(errors)}")
+    return {"rate": len(lat) / wall, "p50": pct(lat, 0.5), "p99": pct(lat, 0.99), "n": len(lat)}
+
+
 ARP_REQUEST = {"eth_type": 0x0806, "arp_op": 1}
 DHCP_CLIENT = {"eth_type": 0x0800, "ip_proto": 17, "udp_src": 68, "udp_dst": 67}
+METADATA_TCP = {"eth_type": 0x0800, "ip_proto": 6, "ipv4_dst": "169.254.169.254", "tcp_dst": 80}
+COOKIES = (("arp_cookie", ARP_REQUEST), ("dhcp_cookie", DHCP_CLIENT),
+           ("meta_cookie", METADATA_TCP))
 
 
 async def wait_for_flows(sw: Switch, clients: list[dict], timeout: float) -> None:
-    """Wait for every port's ARP and DHCP services flows; note their cookies.
+    """Wait for every port's ARP, DHCP and metadata services flows; note their cookies.
     Matched exactly (reg6 = the port's key plus the packet's fields), so an
     ARP announcement flow (with arp_spa/arp_tpa) is not taken for the proxy's."""
     deadline = time.monotonic() + timeout
@@ -364,10 +435,10 @@ async def wait_for_flows(sw: Switch, clients: list[dict], timeout: float) -> Non
             c = by_key.get(match.pop("reg6", None))
             if c is None:
                 continue
-            for name, want in (("arp_cookie", ARP_REQUEST), ("dhcp_cookie", DHCP_CLIENT)):
+            for name, want in COOKIES:
                 if match == want:
                     c[name] = cookie
-        missing = sum("arp_cookie" not in c or "dhcp_cookie" not in c for c in clients)
+        missing = sum(any(name not in c for name, _ in COOKIES) for c in clients)
         if not missing:
             return
         if time.monotonic() > deadline:
@@ -382,8 +453,11 @@ async def main_async(args) -> int:
     ports = fill_store(str(db), args.clients)
     names = [interface_name(p) for p in ports] + ["uplink"]
     clients = [{"i": i, "key": p["_key"], "mac_address": p["mac_address"],
-                "ip": p["fixed_ips"][0]["ip_address"], "ofport": i + 1}
+                "ip": p["fixed_ips"][0]["ip_address"], "ofport": i + 1, "port": p}
                for i, p in enumerate(ports)]
+    # fill_store gives an instance to every even-numbered port only.
+    meta_clients = clients[0:2 * args.metadata_clients:2]
+    meta_modes = {"close": [False], "keepalive": [True], "both": [False, True]}[args.metadata_mode]
     ofp_port = free_port()
     (tmp / "vmflow.conf").write_text("[DEFAULT]\nlog_level = WARNING\n")
     log = open(tmp / "controller.log", "w")
@@ -407,16 +481,28 @@ async def main_async(args) -> int:
         print(f"controller installed {len(sw.flows)} flows and {len(sw.meters)} meters "
               f"for {len(clients)} ports in {time.monotonic() - t0:.1f} s", flush=True)
         await asyncio.sleep(1)   # let the initial sync's tail settle
-        results = {"arp": [], "dhcp": []}
+        runs = [("arp", lambda: bench_arp(sw, clients, args.concurrency)),
+                ("dhcp", lambda: bench_dhcp(sw, clients, args.concurrency))]
+        for keep in meta_modes:
+            runs.append((f"metadata-{'keepalive' if keep else 'close'}",
+                         lambda keep=keep: bench_metadata(sw, meta_clients, len(clients), keep)))
+        results = {name: [] for name, _ in runs}
         for _ in range(args.rounds):
-            for name, fn in (("arp", bench_arp), ("dhcp", bench_dhcp)):
+            for name, fn in runs:
                 # CPU seconds of each side, so a low rate can be put on the controller or on us
                 c0, b0 = proc_cpu(proc.pid), time.process_time()
-                r = await fn(sw, clients, args.concurrency)
+                r = await fn()
                 r["ctl_cpu"], r["bench_cpu"] = proc_cpu(proc.pid) - c0, time.process_time() - b0
                 results[name].append(r)
         ok = True
-        for name, goal, unit in (("dhcp", 500, "4-way exchanges/s"), ("arp", 2000, "replies/s")):
+        # (result, goal, unit, distinct clients, clients at a time)
+        goals = [("dhcp", 500, "4-way exchanges/s", len(clients), args.concurrency),
+                 ("arp", 2000, "replies/s", len(clients), args.concurrency)]
+        # Issue 5's goal is for curl-like clients, a connection per request;
+        # keep-alive is reported against the same figure for comparison.
+        goals += [(name, 300, "requests/s", len(meta_clients), len(meta_clients))
+                  for name in results if name.startswith("metadata")]
+        for name, goal, unit, distinct, conc in goals:
             runs = results[name]
             runs.sort(key=lambda r: r["rate"])
             r = runs[len(runs) // 2]
@@ -424,7 +510,7 @@ async def main_async(args) -> int:
             ok &= r["rate"] >= goal
             print(f"{name}: {r['rate']:,.0f} {unit} (goal {goal}: {verdict}); "
                   f"p50 {r['p50'] * 1e3:.2f} ms, p99 {r['p99'] * 1e3:.2f} ms; "
-                  f"{args.clients} distinct clients, {args.concurrency} at a time; "
+                  f"{distinct} distinct clients, {conc} at a time; "
                   f"median of {args.rounds} rounds (rates: "
                   f"{', '.join(format(x['rate'], ',.0f') for x in runs)}); CPU per request: "
                   f"controller {r['ctl_cpu'] / r['n'] * 1e3:.2f} ms, "
@@ -454,6 +540,9 @@ def main(argv=None) -> int:
     ap.add_argument("--concurrency", type=int, default=20,
                     help="clients with a request outstanding at once")
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--metadata-clients", type=int, default=20,
+                    help="concurrent metadata clients (distinct VMs with instances)")
+    ap.add_argument("--metadata-mode", choices=["close", "keepalive", "both"], default="both")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (store, controller log)")
     args = ap.parse_args(argv)
     return asyncio.run(main_async(args))
