@@ -41,6 +41,9 @@ class TopologyView:
     def _reindex(self) -> None:
         self.ports_by_network: dict[str, dict[str, Document]] = defaultdict(dict)
         self.ports_by_host: dict[str, dict[str, Document]] = defaultdict(dict)
+        # Packet-in handling looks ports up per packet: these keep it O(1).
+        self.port_by_interface: dict[tuple[str, str], Document] = {}
+        self.dhcp_port_by_network: dict[str, Document] = {}
         self.subnets_by_network: dict[str, dict[str, Document]] = defaultdict(dict)
         self.host_by_name: dict[str, Document] = {}
         self.host_by_dpid: dict[int, Document] = {}
@@ -56,12 +59,20 @@ class TopologyView:
         host = p.get("binding:host_id")
         if host:
             self.ports_by_host[host][p["id"]] = p
+            self.port_by_interface[(host, interface_name(p))] = p
+        if p.get("device_owner") == "network:dhcp":
+            self.dhcp_port_by_network[p["network_id"]] = p
 
     def _unindex_port(self, p: Document) -> None:
         self.ports_by_network[p["network_id"]].pop(p["id"], None)
         host = p.get("binding:host_id")
         if host:
             self.ports_by_host[host].pop(p["id"], None)
+            key = (host, interface_name(p))
+            if self.port_by_interface.get(key) is p:
+                del self.port_by_interface[key]
+        if self.dhcp_port_by_network.get(p["network_id"]) is p:
+            del self.dhcp_port_by_network[p["network_id"]]
 
     def _index_host(self, h: Document) -> None:
         self.host_by_name[h["name"]] = h
@@ -134,8 +145,9 @@ class TopologyView:
         device = port.get("device_id")
         return self.instances.get(device) if device else None
 
+    def port_on_host(self, host_name: str, interface: str) -> Optional[Document]:
+        """The port bound to this host whose switch-side interface has this name."""
+        return self.port_by_interface.get((host_name, interface))
+
     def dhcp_port(self, network_id: str) -> Optional[Document]:
-        for p in self.ports_by_network.get(network_id, {}).values():
-            if p.get("device_owner") == "network:dhcp":
-                return p
-        return None
+        return self.dhcp_port_by_network.get(network_id)
