@@ -4,7 +4,9 @@ Threads (os-ken's hub is native threads, so these are plain threads):
 
     core      follows the store and the switch events; applies them to the
               TopologyView and recomputes the touched scopes (compiler.py),
-              all under `self.lock`
+              all under `self.lock`. Every store_poll_interval it asks the
+              store's cheap change hint, and reads the change feed only
+              when the hint moved
     worker    one per connected switch: copies that switch's desired set
               under the lock and reconciles it (reconciler.py). One worker
               per switch serialises everything sent to it
@@ -35,6 +37,10 @@ LOG = logging.getLogger(__name__)
 
 RETRY_MIN_S = 0.2
 RETRY_MAX_S = 10.0
+# The change feed is read at least this often whatever the store's change
+# hint says, a safety net for a store whose hint misses a write.
+FEED_READ_MAX_S = 1.0
+FEED_BATCH = 10000   # changes read from the feed at most at once
 
 
 class Switch:
@@ -86,6 +92,8 @@ class Controller:
         # Coalesced per switch, so bounded without losing what matters (events.py).
         self._events = SwitchEvents()
         self._recompute_all = False
+        self._hint: Any = None            # the store's change hint before the last feed read
+        self._next_feed_read = 0.0        # monotonic time of the next unconditional feed read
         self.pending_events = 0   # switch events queued or being applied (status "synced")
         self._pending_lock = threading.Lock()
         self._stop = threading.Event()
@@ -145,6 +153,14 @@ class Controller:
             if self._stop.is_set():
                 return
             try:
+                read_feed = False
+                now = time.monotonic()
+                if now >= next_poll:
+                    next_poll = now + self.poll_interval
+                    read_feed = self._store_moved(now)
+                if not read_feed and not self._recompute_all and not any(
+                        ev is not None for ev in events):
+                    continue   # nothing to do: leave the lock to the workers
                 with self.lock:
                     dirty: dict[int, Dirty] = {}
                     if self._recompute_all:
@@ -153,9 +169,8 @@ class Controller:
                     for ev in events:
                         if ev is not None:
                             self._on_switch_event(ev, dirty)
-                    if time.monotonic() >= next_poll:
+                    if read_feed:
                         self._poll_store(dirty)
-                        next_poll = time.monotonic() + self.poll_interval
                     self._recompute(dirty)
             except Exception:
                 # The loop must survive anything. What this round touched is
@@ -163,10 +178,37 @@ class Controller:
                 self.counters["core_errors"] += 1
                 self._recompute_all = True
                 LOG.exception("controller core loop")
-                time.sleep(self.poll_interval)
+                time.sleep(max(self.poll_interval, 0.05))
             finally:
                 with self._pending_lock:
                     self.pending_events -= sum(1 for ev in events if ev is not None)
+
+    def _store_moved(self, now: float) -> bool:
+        """Whether to read the change feed now: when the store's change hint
+        moved, or FEED_READ_MAX_S after the last read; after a failed read,
+        RETRY_MIN_S after it."""
+        hint = None
+        if not self.store_ok:
+            due = now >= self._next_feed_read
+        elif now >= self._next_feed_read:
+            due = True
+        else:
+            try:
+                hint = self.store.change_hint()
+            except StoreError:
+                return True   # the feed read fails too, and says why
+            due = hint != self._hint
+        if due:
+            # The hint as it was before this read: a write committed during
+            # the read moves it again, so it is read next time.
+            if hint is None:
+                try:
+                    hint = self.store.change_hint()
+                except StoreError:
+                    pass
+            self._hint = hint
+            self._next_feed_read = now + FEED_READ_MAX_S
+        return due
 
     def _on_switch_event(self, ev: tuple, dirty: dict[int, Dirty]) -> None:
         kind, dpid = ev[0], ev[1]
@@ -229,14 +271,16 @@ class Controller:
                 self._resync(dirty)
                 return
             try:
-                changes = self.store.changes_since(self.view.revision)
+                changes = self.store.changes_since(self.view.revision, FEED_BATCH)
             except HistoryCompacted:
                 LOG.warning("change feed compacted past revision %d; resyncing", self.view.revision)
                 self.counters["resyncs"] += 1
                 self._resync(dirty)
                 return
         except StoreError as e:
-            # Keep the last view and every installed flow; try again next poll.
+            # Keep the last view and every installed flow; try again soon.
+            self._next_feed_read = time.monotonic() + RETRY_MIN_S
+            self._hint = None
             self.counters["store_errors"] += 1
             if not self._store_error_logged:
                 LOG.error("store unreachable (flows left as they are): %s", e)
@@ -250,6 +294,8 @@ class Controller:
         for change in changes:
             self._apply(change, dirty)
             self.counters["changes"] += 1
+        if len(changes) >= FEED_BATCH:
+            self._next_feed_read = 0.0   # more may wait behind a hint that will not move again
 
     def _resync(self, dirty: dict[int, Dirty]) -> None:
         rev, data = self.store.snapshot()

@@ -49,8 +49,11 @@ API_OPTS = [
 CONTROLLER_OPTS = [
     cfg.IntOpt("audit_interval", default=60, min=1,
                help="Seconds between full re-reads of every switch's flows to repair drift."),
-    cfg.FloatOpt("store_poll_interval", default=0.05, min=0.005,
-                 help="Seconds between polls of the store's change feed."),
+    cfg.FloatOpt("store_poll_interval", default=0.005, min=0.001,
+                 help="Seconds between checks of the store's cheap change hint (SQLite: "
+                      "PRAGMA data_version); the change feed itself is read only when "
+                      "the hint moved, and at least once a second. The delay between "
+                      "an API write and the controller noticing it is at most this."),
     cfg.IntOpt("controller_rate_pps", default=200, min=1,
                help="Packets per second each VM port may send to the controller "
                     "(ARP, DHCP, metadata); the rest is dropped by an OpenFlow meter."),

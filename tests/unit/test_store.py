@@ -64,6 +64,27 @@ def test_one_revision_per_transaction_and_feed(store):
     assert snap_rev == rev + 2 and set(data["networks"]) == {"n1"}
 
 
+def test_change_hint_moves_on_every_commit_and_only_then(store, tmp_path):
+    """The controller reads the feed only when the hint moves: it must move for
+    commits from this store object, another one (another process) alike."""
+    hint = store.change_hint()
+    assert store.change_hint() == hint
+    with store.read() as r:
+        r.revision()
+    assert store.change_hint() == hint                  # a read is not a change
+    with store.transaction() as txn:
+        txn.put("networks", "n1", {"id": "n1"})
+    moved = store.change_hint()
+    assert moved != hint
+    other = SqliteStore(str(tmp_path / "s.db"))
+    try:
+        with other.transaction() as txn:
+            txn.put("networks", "n2", {"id": "n2"})
+    finally:
+        other.close()
+    assert store.change_hint() != moved
+
+
 def test_claims(store):
     with store.transaction() as txn:
         txn.claim("mac", "m1", "port:a")

@@ -126,6 +126,16 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def revision(self) -> int: ...
 
+    def change_hint(self) -> Any:
+        """A cheap value that moves whenever a write may have committed.
+
+        A follower polls it often and reads the change feed only when it
+        differs from the value it saw before its last read, so noticing a
+        change soon costs next to nothing while nothing changes. It may move
+        without a change (a needless read), never stay put across one.
+        """
+        return self.revision()
+
     @abc.abstractmethod
     def changes_since(self, revision: int, limit: int = 10000) -> list[Change]:
         """Changes with a revision above `revision`, oldest first.

@@ -262,6 +262,22 @@ class SqliteStore(Store):
         except sqlite3.Error as e:
             raise StoreError(str(e)) from e
 
+    def change_hint(self) -> int:
+        # PRAGMA data_version moves when another connection commits (any
+        # process), reading only the WAL index in shared memory: a few
+        # microseconds. It never moves for its own connection's commits, so
+        # it is asked on a connection of its own that never writes.
+        conn = getattr(self._local, "hint_conn", None)
+        try:
+            if conn is None or self._local.hint_pid != os.getpid():
+                conn = sqlite3.connect(self.path, timeout=self.busy_timeout_s,
+                                       isolation_level=None, check_same_thread=True)
+                self._local.hint_conn = conn
+                self._local.hint_pid = os.getpid()
+            return conn.execute("PRAGMA data_version").fetchone()[0]
+        except sqlite3.Error as e:
+            raise StoreError(str(e)) from e
+
     def changes_since(self, revision: int, limit: int = 10000) -> list[Change]:
         try:
             with self.read() as r:
@@ -301,6 +317,10 @@ class SqliteStore(Store):
             conn.close()
             os.close(self._local.lock_fd)
             self._local.conn = None
+        hint_conn = getattr(self._local, "hint_conn", None)
+        if hint_conn is not None:
+            hint_conn.close()
+            self._local.hint_conn = None
 
 
 def open_store(url: str) -> Store:
