@@ -4,11 +4,15 @@ A switch's desired set is the union of its scopes' flows (apps/base.py):
 ("switch",), ("network", id) for every network with a port bound to the
 switch's host, and ("port", id) for every port of those networks. Each
 scope's flows are kept, so a change recomputes only the scopes it touches
-and the desired set is patched, not rebuilt. Pure: no OpenFlow here.
+and the desired set is patched, not rebuilt: only the keys where a scope's
+old and new flows differ are touched, and those keys are what the switch's
+next sync is handed (take_delta), so the cost of a change does not grow
+with the size of the switch's tables. Pure: no OpenFlow here.
 """
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Iterable, Optional
 
@@ -54,24 +58,64 @@ def scopes_of(view: TopologyView, sw: SwitchView) -> dict[Scope, Optional[dict]]
     return scopes
 
 
+FlowKey = tuple   # Flow.key: (table, priority, match)
+
+
 class SwitchFlows:
-    """One switch's memo: flows per scope and their union keyed by identity."""
+    """One switch's memo: flows per scope, their union keyed by identity, and
+    which keys of that union changed since the reconciler last took them.
+
+    Two scopes may produce a flow with the same key. The key stays desired
+    while any of them still produces it; should their flows differ, the one
+    of the smallest scope wins, so the union never depends on the order the
+    scopes were computed in.
+    """
 
     def __init__(self) -> None:
         self.by_scope: dict[Scope, tuple[Flow, ...]] = {}
-        self.desired: dict[tuple, Flow] = {}
+        self.desired: dict[FlowKey, Flow] = {}
         # Scopes present on the switch -> their network id (None: switch scope).
         self.seen: dict[Scope, Optional[str]] = {}
+        # Who produces each desired key: one scope (the common case), or,
+        # for keys two or more scopes produce, every such scope's flow.
+        self._owner: dict[FlowKey, Scope] = {}
+        self._shared: dict[FlowKey, dict[Scope, Flow]] = {}
+        # Meter id -> how many desired flows use it (the meters to install).
+        self.meter_refs: Counter = Counter()
+        # Keys and meter ids changed since the last take; None until the
+        # first take_all, as nothing short of the whole set is of use before.
+        self._changed: Optional[dict[FlowKey, None]] = None
+        self._changed_meters: set[int] = set()
 
     def set_scope(self, scope: Scope, flows: tuple[Flow, ...]) -> bool:
         old = self.by_scope.get(scope, ())
         if old == flows:
             return False
-        for f in old:
-            if self.desired.get(f.key) == f:
-                del self.desired[f.key]
-        for f in flows:
-            self.desired[f.key] = f
+        # Only what differs between the scope's old and new flows is touched.
+        new_by_key = {f.key: f for f in flows}
+        if old:
+            old_by_key = {f.key: f for f in old}
+            for k in old_by_key:
+                if k not in new_by_key:
+                    self._release(k, scope)
+            for k, f in new_by_key.items():
+                if old_by_key.get(k) != f:
+                    self._claim(k, scope, f)
+        else:
+            # A new scope (every scope of a full computation): keys no other
+            # scope has, the common case, skip the general path.
+            owner, desired, changed = self._owner, self.desired, self._changed
+            for k, f in new_by_key.items():
+                if k in owner or k in self._shared:
+                    self._claim(k, scope, f)
+                    continue
+                owner[k] = scope
+                desired[k] = f
+                for ins in f.instructions:
+                    if ins[0] == "meter":
+                        self._count_meter(ins[1], +1)
+                if changed is not None:
+                    changed[k] = None
         if flows:
             self.by_scope[scope] = flows
         else:
@@ -80,6 +124,80 @@ class SwitchFlows:
 
     def drop_scope(self, scope: Scope) -> bool:
         return self.set_scope(scope, ())
+
+    def _claim(self, key: FlowKey, scope: Scope, f: Flow) -> None:
+        shared = self._shared.get(key) if self._shared else None
+        if shared is None:
+            owner = self._owner.get(key)
+            if owner is None or owner == scope:
+                self._owner[key] = scope
+                self._set(key, f)
+                return
+            shared = self._shared[key] = {owner: self.desired[key]}
+            del self._owner[key]
+        shared[scope] = f
+        self._set(key, shared[min(shared)])
+
+    def _release(self, key: FlowKey, scope: Scope) -> None:
+        shared = self._shared.get(key) if self._shared else None
+        if shared is None:
+            del self._owner[key]
+            self._set(key, None)
+            return
+        del shared[scope]
+        if len(shared) == 1:
+            ((last, f),) = shared.items()
+            del self._shared[key]
+            self._owner[key] = last
+            self._set(key, f)
+        else:
+            self._set(key, shared[min(shared)])
+
+    def _set(self, key: FlowKey, f: Optional[Flow]) -> None:
+        cur = self.desired.get(key)
+        if cur is f or (cur is not None and f is not None and cur == f):
+            return
+        if cur is not None:
+            for m in _meters_of(cur):
+                self._count_meter(m, -1)
+        if f is None:
+            del self.desired[key]
+        else:
+            self.desired[key] = f
+            for m in _meters_of(f):
+                self._count_meter(m, +1)
+        if self._changed is not None:
+            self._changed[key] = None
+
+    def _count_meter(self, meter_id: int, n: int) -> None:
+        left = self.meter_refs[meter_id] + n
+        if left:
+            self.meter_refs[meter_id] = left
+        else:
+            del self.meter_refs[meter_id]
+        if self._changed is not None and left == (1 if n > 0 else 0):
+            self._changed_meters.add(meter_id)   # came into use, or went out of it
+
+    def take_all(self) -> dict[FlowKey, Flow]:
+        """A copy of the whole desired set; changes are tracked from here on."""
+        self._changed = {}
+        self._changed_meters = set()
+        return dict(self.desired)
+
+    def take_delta(self) -> Optional[tuple[dict[FlowKey, Optional[Flow]], dict[int, bool]]]:
+        """What changed since the last take: ({key: flow, or None if no longer
+        desired}, {meter id: still used}); None if only take_all will do."""
+        if self._changed is None:
+            return None
+        flows = {k: self.desired.get(k) for k in self._changed}
+        meters = {m: m in self.meter_refs for m in sorted(self._changed_meters)}
+        self._changed = {}
+        self._changed_meters = set()
+        return flows, meters
+
+
+def _meters_of(f: Flow) -> list[int]:
+    return [ins[1] for ins in f.instructions if ins[0] == "meter"]
 
 
 class FlowCompiler:

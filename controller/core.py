@@ -7,9 +7,10 @@ Threads (os-ken's hub is native threads, so these are plain threads):
               all under `self.lock`. Every store_poll_interval it asks the
               store's cheap change hint, and reads the change feed only
               when the hint moved
-    worker    one per connected switch: copies that switch's desired set
-              under the lock and reconciles it (reconciler.py). One worker
-              per switch serialises everything sent to it
+    worker    one per connected switch: takes what changed in that switch's
+              desired set under the lock (all of it after a (re)read) and
+              reconciles it (reconciler.py). One worker per switch
+              serialises everything sent to it
     audit     every audit_interval asks every worker to re-read its switch
     status    writes the status file (status.py) every status_interval
     dispatch  packet-ins to apps (dispatch.py)
@@ -375,13 +376,24 @@ class Controller:
                     return
                 reread, audit = sw.want_reread, sw.want_audit
                 sw.want_sync = sw.want_reread = sw.want_audit = False
+            rec = sw.reconciler
+            delta = desired = None
             with self.lock:
                 ready = self.view is not None
-                desired = dict(sw.memo.desired)
+                if ready:
+                    # Only this thread drops the belief, so it is still
+                    # there when the delta is applied.
+                    if not (reread or audit or rec.installed is None or rec.meters is None):
+                        delta = sw.memo.take_delta()
+                    if delta is None:
+                        desired = sw.memo.take_all()
             if not ready:
                 continue   # never sync before the first view: that would flush the switch
             try:
-                sent = sw.reconciler.sync(desired, reread=reread, audit=audit)
+                if delta is not None:
+                    sent = rec.sync_delta(*delta)
+                else:
+                    sent = rec.sync(desired, reread=reread, audit=audit)
                 if sent:
                     LOG.info("switch %016x: %d change(s) sent", sw.dpid, sent)
                 backoff = RETRY_MIN_S

@@ -11,6 +11,11 @@ desired against that belief and sends:
 Meters are derived from the flows: every meter id a desired flow uses gets a
 meter with the configured rate, so apps never manage meters themselves.
 
+Between reads, a change need not diff whole tables: sync_delta() is handed
+only the keys (and meter ids) whose desired value changed and compares just
+those with the belief. Whole diffs happen where the belief is (re)built: on
+connect, after an error and at every audit.
+
 The switch is reached through a Channel (controller/ofchannel.py on a real
 switch, a fake in the unit tests).
 """
@@ -103,7 +108,10 @@ class SwitchReconciler:
     def _read(self, audit: bool) -> None:
         flows = self.channel.read_flows()
         meters = self.channel.read_meters()
-        fresh = {f.key: f for f in flows}
+        self._believe({f.key: f for f in flows}, meters, audit)
+
+    def _believe(self, fresh: dict[tuple, Flow], meters: dict[int, MeterSpec],
+                 audit: bool) -> None:
         self.stats["reads"] += 1
         if audit and self.installed is not None:
             # Drift is what changed on the switch behind our back: the
@@ -133,34 +141,78 @@ class SwitchReconciler:
                 want_meters = {m: self.meter_spec for m in meters_used(desired.values())}
                 ops = diff_flows(desired, self.installed)
                 before, after = diff_meters(want_meters, self.meters)
-                if before:
-                    self.channel.meter_mods(before)
-                    self.stats["meter_mods"] += len(before)
-                    for _op, mid, spec in before:
-                        self.meters[mid] = spec
-                if ops:
-                    if LOG.isEnabledFor(logging.DEBUG):
-                        for op, f in ops:
-                            LOG.debug("switch %016x: %s %s (was %s)", self.dpid, op, f,
-                                      self.installed.get(f.key))
-                    self.channel.bundle(ops)
-                    self.stats["flow_mods"] += len(ops)
-                    self.stats["bundles"] += 1
-                    for op, f in ops:
-                        if op == "delete":
-                            self.installed.pop(f.key, None)
-                        else:
-                            self.installed[f.key] = f
-                if after:
-                    self.channel.meter_mods(after)
-                    self.stats["meter_mods"] += len(after)
-                    for _op, mid, _spec in after:
-                        self.meters.pop(mid, None)
-                self.last_sync = time.time()
-                self.in_sync = True
-                return len(ops) + len(before) + len(after)
+                return self._send(ops, before, after)
             except ChannelError:
-                self.stats["errors"] += 1
-                self.in_sync = False
-                self.invalidate()
+                self._failed()
                 raise
+
+    def sync_delta(self, flows: Mapping[tuple, Optional[Flow]],
+                   meters: Mapping[int, bool]) -> int:
+        """Apply a change of the desired set: flows maps each changed key to
+        its desired flow (None: no longer desired), meters each changed meter
+        id to whether a desired flow still uses it. Only those are compared
+        with the belief, which must exist (a whole sync builds it).
+        """
+        with self.lock:
+            if self.installed is None or self.meters is None:
+                raise RuntimeError(f"switch {self.dpid:016x}: no belief to patch; sync whole first")
+            try:
+                deletes: list[FlowOp] = []
+                ops: list[FlowOp] = []
+                for k, f in flows.items():
+                    cur = self.installed.get(k)
+                    if f is None:
+                        if cur is not None:
+                            deletes.append(("delete", cur))
+                    elif cur is None:
+                        ops.append(("add", f))
+                    elif cur != f:
+                        ops.append(("modify" if cur.cookie == f.cookie else "add", f))
+                before, after = [], []
+                for mid, used in meters.items():
+                    cur_spec = self.meters.get(mid)
+                    if used and cur_spec is None:
+                        before.append(("add", mid, self.meter_spec))
+                    elif used and cur_spec != self.meter_spec:
+                        before.append(("modify", mid, self.meter_spec))
+                    elif not used and cur_spec is not None:
+                        after.append(("delete", mid, None))
+                return self._send(deletes + ops, before, after)
+            except ChannelError:
+                self._failed()
+                raise
+
+    def _failed(self) -> None:
+        self.stats["errors"] += 1
+        self.in_sync = False
+        self.invalidate()
+
+    def _send(self, ops: list[FlowOp], before: list, after: list) -> int:
+        """Send meters, one bundle, then meter deletes; keep the belief as sent."""
+        assert self.installed is not None and self.meters is not None
+        if before:
+            self.channel.meter_mods(before)
+            self.stats["meter_mods"] += len(before)
+            for _op, mid, spec in before:
+                self.meters[mid] = spec
+        if ops:
+            if LOG.isEnabledFor(logging.DEBUG):
+                for op, f in ops:
+                    LOG.debug("switch %016x: %s %s (was %s)", self.dpid, op, f,
+                              self.installed.get(f.key))
+            self.channel.bundle(ops)
+            self.stats["flow_mods"] += len(ops)
+            self.stats["bundles"] += 1
+            for op, f in ops:
+                if op == "delete":
+                    self.installed.pop(f.key, None)
+                else:
+                    self.installed[f.key] = f
+        if after:
+            self.channel.meter_mods(after)
+            self.stats["meter_mods"] += len(after)
+            for _op, mid, _spec in after:
+                self.meters.pop(mid, None)
+        self.last_sync = time.time()
+        self.in_sync = True
+        return len(ops) + len(before) + len(after)

@@ -21,7 +21,7 @@ class FakeSwitch:
         self.fail_bundle = False
 
     def read_flows(self):
-        return [f for f in self.flows.values()
+        return [f for f in list(self.flows.values())
                 if f.cookie & pipeline.COOKIE_SPACE_MASK == pipeline.COOKIE_SPACE]
 
     def read_meters(self):
@@ -152,3 +152,28 @@ def test_goto_only_flows_compare_equal_after_sync():
     d = index(flow(1, "services", 0, {}, goto("egress_firewall")))
     rec.sync(d)
     assert SwitchReconciler(1, sw, SPEC).sync(d) == 0
+
+
+def test_delta_compares_only_the_keys_it_is_given():
+    sw = FakeSwitch()
+    rec = SwitchReconciler(1, sw, SPEC)
+    rec.sync(index(*(fl(n) for n in range(1, 200))))
+    sw.log.clear()
+    del sw.flows[fl(9).key]               # drift a delta does not look at
+    ctl = flow(2, "services", 100, {"reg6": 7}, *to_controller(7))
+    sent = rec.sync_delta({fl(5).key: fl(5, port=77), fl(6).key: None, fl(7).key: fl(7),
+                           ctl.key: ctl}, {7: True})
+    assert sent == 4
+    assert sw.log == [("meter", "add", 7), ("flow", "delete", fl(6).key),
+                      ("flow", "modify", fl(5).key), ("flow", "add", ctl.key)]
+    sw.log.clear()
+    assert rec.sync_delta({ctl.key: None}, {7: False}) == 2
+    assert sw.log == [("flow", "delete", ctl.key), ("meter", "delete", 7)]
+    assert fl(9).key not in sw.flows      # left for the next read to find
+
+
+def test_delta_needs_a_belief():
+    rec = SwitchReconciler(1, FakeSwitch(), SPEC)
+    with pytest.raises(RuntimeError):
+        rec.sync_delta({fl(1).key: fl(1)}, {})
+

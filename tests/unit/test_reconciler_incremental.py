@@ -2,11 +2,14 @@
 
 The core turns each store change into the scopes it touches; if that rule
 missed something, a switch's desired set would drift from what a restart
-computes. Random sequences of port, network and host changes check it.
+computes. Random sequences of port, network and host changes check it. The
+workers send only what changed in the desired set (SwitchFlows.take_delta),
+so the switches themselves must end up equal to the full computation too.
 """
 from __future__ import annotations
 
 import random
+from collections import Counter
 
 import pytest
 from l2_fixtures import network, port
@@ -15,6 +18,8 @@ from test_reconciler_core import conf, ctl, h1_ports, settle, store, write  # no
 
 from apps.l2 import L2App
 from controller.compiler import FlowCompiler, SwitchFlows
+from controller.flow import apply, flow, output
+from controller.reconciler import meters_used
 
 
 def full(ctl, dpid):
@@ -54,3 +59,70 @@ def test_random_changes_keep_incremental_equal_to_full(ctl, store, seed):   # no
                 want = full(ctl, dpid)
                 assert ctl.switches[dpid].memo.desired == want, (seed, step)
                 assert fake.flows == want, (seed, step)
+
+
+# -- the memo's bookkeeping, on its own ------------------------------------------
+
+def _flow(key_n, content, meter=None):
+    ins = ((("meter", meter),) if meter else ()) + (apply(output(content)),)
+    return flow(1, "output", 100, {"reg7": key_n}, *ins)
+
+
+def _rebuild(memo):
+    """The union by the memo's rule: per key, the flow of the smallest scope producing it."""
+    best = {}
+    for scope in sorted(memo.by_scope, reverse=True):
+        for f in {f.key: f for f in memo.by_scope[scope]}.values():
+            best[f.key] = f
+    return best
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_memo_union_refcounts_and_deltas_match_a_rebuild(seed):
+    """Scopes that share keys (equal or conflicting flows), meters shared by
+    flows, scopes dropped and re-added: the union equals a rebuild whatever the
+    order, meter counts match it, and replaying the deltas on a copy of the
+    first take_all gives the same union and the same meters."""
+    rnd = random.Random(seed)
+    scopes = [("switch",), ("network", "n1"), ("network", "n2")] + \
+        [("port", f"p{i}") for i in range(6)]
+    memo = SwitchFlows()
+    replica = None
+    replica_meters: set = set()
+    for step in range(300):
+        scope = rnd.choice(scopes)
+        flows = tuple(_flow(rnd.randrange(12), rnd.randrange(3),
+                            rnd.choice([None, None, 1, 2, 3]))
+                      for _ in range(rnd.randrange(0, 5)))
+        memo.set_scope(scope, flows)
+        want = _rebuild(memo)
+        assert memo.desired == want, step
+        used = Counter(m for f in want.values() for m in meters_used([f]))
+        assert memo.meter_refs == used, step
+        if step == 20:
+            replica = memo.take_all()
+            replica_meters = set(memo.meter_refs)
+        elif replica is not None and rnd.random() < 0.3:
+            delta = memo.take_delta()
+            assert delta is not None
+            changed, meters = delta
+            for k, f in changed.items():
+                if f is None:
+                    replica.pop(k, None)
+                else:
+                    replica[k] = f
+            for m, still in meters.items():
+                (replica_meters.add if still else replica_meters.discard)(m)
+            assert replica == memo.desired, step
+            assert replica_meters == set(memo.meter_refs), step
+
+
+def test_memo_has_no_delta_before_the_first_take_all():
+    memo = SwitchFlows()
+    memo.set_scope(("switch",), (_flow(1, 1),))
+    assert memo.take_delta() is None
+    assert memo.take_all() == {_flow(1, 1).key: _flow(1, 1)}
+    assert memo.take_delta() == ({}, {})
+    memo.set_scope(("port", "p"), (_flow(1, 1), _flow(2, 2, meter=5)))   # key 1 now shared
+    memo.set_scope(("switch",), ())                                      # still wanted by p
+    assert memo.take_delta() == ({_flow(2, 2).key: _flow(2, 2, meter=5)}, {5: True})
