@@ -11,7 +11,10 @@ Threads (os-ken's hub is native threads, so these are plain threads):
               desired set under the lock (all of it after a (re)read) and
               reconciles it (reconciler.py). One worker per switch
               serialises everything sent to it
-    audit     every audit_interval asks every worker to re-read its switch
+    audit     every audit_interval re-reads the switches one at a time,
+              outside the workers, and hands each reading to its worker,
+              which repairs from it in one short sync; so a change does not
+              wait for the audit's reads
     status    writes the status file (status.py) every status_interval
     dispatch  packet-ins to apps (dispatch.py)
 
@@ -30,7 +33,7 @@ from typing import Any, Callable, Iterable, Optional
 from apps.base import App, SwitchView
 from controller.compiler import Dirty, FlowCompiler, SwitchFlows
 from controller.events import SwitchEvents
-from controller.reconciler import ChannelError, MeterSpec, SwitchReconciler
+from controller.reconciler import ChannelError, MeterSpec, Reading, SwitchReconciler
 from topology.store.base import Change, HistoryCompacted, Store, StoreError
 from topology.view import TopologyView, interface_name
 
@@ -57,16 +60,22 @@ class Switch:
         self.want_sync = False
         self.want_reread = False
         self.want_audit = False
+        self.reading: Optional[Reading] = None   # the audit's read, for the worker to adopt
         self.busy = True            # from connect until the first sync succeeds
         self.connected = True
         self.connected_at = time.time()
         self.thread: Optional[threading.Thread] = None
 
-    def poke(self, *, reread: bool = False, audit: bool = False) -> None:
+    def poke(self, *, reread: bool = False, audit: bool = False,
+             reading: Optional[Reading] = None) -> None:
         with self.cond:
             self.want_sync = True
             self.want_reread |= reread
             self.want_audit |= audit
+            if reading is not None:
+                if self.reading is not None:
+                    self.reconciler.discard(self.reading)
+                self.reading = reading
             self.busy = True
             self.cond.notify()
 
@@ -374,8 +383,9 @@ class Controller:
                     sw.cond.wait()
                 if not sw.connected:
                     return
-                reread, audit = sw.want_reread, sw.want_audit
+                reread, audit, reading = sw.want_reread, sw.want_audit, sw.reading
                 sw.want_sync = sw.want_reread = sw.want_audit = False
+                sw.reading = None
             rec = sw.reconciler
             delta = desired = None
             with self.lock:
@@ -383,17 +393,21 @@ class Controller:
                 if ready:
                     # Only this thread drops the belief, so it is still
                     # there when the delta is applied.
-                    if not (reread or audit or rec.installed is None or rec.meters is None):
+                    if not (reread or audit or reading is not None or rec.installed is None
+                            or rec.meters is None):
                         delta = sw.memo.take_delta()
                     if delta is None:
                         desired = sw.memo.take_all()
             if not ready:
-                continue   # never sync before the first view: that would flush the switch
+                # Never sync before the first view: that would flush the switch.
+                if reading is not None:
+                    rec.discard(reading)
+                continue
             try:
                 if delta is not None:
                     sent = rec.sync_delta(*delta)
                 else:
-                    sent = rec.sync(desired, reread=reread, audit=audit)
+                    sent = rec.sync(desired, reread=reread, audit=audit, reading=reading)
                 if sent:
                     LOG.info("switch %016x: %d change(s) sent", sw.dpid, sent)
                 backoff = RETRY_MIN_S
@@ -419,11 +433,32 @@ class Controller:
             self.audit()
 
     def audit(self) -> None:
-        """Ask every switch to be re-read and repaired."""
+        """Re-read every switch, one at a time, and have its worker repair it.
+
+        The read (fetching and decoding every flow-stats entry, the slow
+        part) happens here, outside the worker and its sync lock, so changes
+        keep reaching the switch meanwhile; the worker then adopts the
+        reading and repairs in one short sync. A switch without a belief
+        yet, or whose read fails, is left to its worker to read itself.
+        """
         with self.lock:
             switches = list(self.switches.values())
         for sw in switches:
-            sw.poke(audit=True)
+            if self._stop.is_set():
+                return
+            if not sw.connected:
+                continue
+            if sw.reconciler.installed is None:
+                sw.poke(audit=True)
+                continue
+            try:
+                reading = sw.reconciler.read()
+            except Exception as e:
+                LOG.warning("switch %016x: audit read failed (%s); its worker reads again",
+                            sw.dpid, e)
+                sw.poke(audit=True)
+                continue
+            sw.poke(audit=True, reading=reading)
 
     # -- status ---------------------------------------------------------------
     def status(self) -> dict[str, Any]:

@@ -1,9 +1,10 @@
 """A Channel (controller/reconciler.py) over a live os-ken datapath.
 
-Requests are sent from the switch's worker thread and block until the
+Requests are sent from the switch's worker thread (and the audit thread's
+reads, which may interleave with a worker's bundle) and block until the
 reply; os-ken's event thread hands replies and errors in via `deliver()` and
 `deliver_error()`, matched by xid. Blocking in the event thread itself would
-deadlock, which is why only workers call these methods.
+deadlock, which is why only those threads call these methods.
 
 An error is kept only for an xid someone waits on: a request's waiter, or
 the xids a meter-mod batch or bundle watches until its barrier/commit. Any

@@ -16,6 +16,13 @@ only the keys (and meter ids) whose desired value changed and compares just
 those with the belief. Whole diffs happen where the belief is (re)built: on
 connect, after an error and at every audit.
 
+The audit's read (thousands of flow-stats entries to fetch and decode) can
+run outside the sync lock, so changes keep reaching the switch meanwhile:
+read() returns a Reading, the reconciler notes every key it changes while
+that reading is open, and sync(reading=...) adopts it, keeping the belief
+for the keys it changed itself since the read began (the read may predate
+them), then repairs with one whole diff.
+
 The switch is reached through a Channel (controller/ofchannel.py on a real
 switch, a fake in the unit tests).
 """
@@ -88,6 +95,18 @@ def diff_meters(desired: Mapping[int, MeterSpec], installed: Mapping[int, MeterS
     return before, after
 
 
+class Reading:
+    """A switch's flows and meters read outside the sync lock, and what the
+    reconciler itself changed on the switch while it was open."""
+
+    def __init__(self, valid: bool) -> None:
+        self.flows: Optional[dict[tuple, Flow]] = None
+        self.meters: Optional[dict[int, MeterSpec]] = None
+        self.keys: set[tuple] = set()
+        self.meter_ids: set[int] = set()
+        self.valid = valid   # False once the belief it would patch is dropped
+
+
 class SwitchReconciler:
     def __init__(self, dpid: int, channel: Channel, meter_spec: MeterSpec):
         self.dpid = dpid
@@ -100,11 +119,74 @@ class SwitchReconciler:
                       "repairs": 0, "audits": 0, "errors": 0}
         self.last_sync: Optional[float] = None
         self.in_sync = False
+        self._readings: list[Reading] = []   # open readings, noting our changes
 
     def invalidate(self) -> None:
+        with self.lock:
+            self._invalidate()
+
+    def _invalidate(self) -> None:
         self.installed = None
         self.meters = None
+        for r in self._readings:
+            r.valid = False
 
+    # -- reading outside the lock (the audit) --------------------------------
+    def read(self) -> Reading:
+        """Read the switch without holding up syncs; adopt it with sync(reading=...).
+
+        Only worth it while a belief exists: without one, the reading is
+        marked invalid and sync reads again itself.
+        """
+        with self.lock:
+            reading = Reading(valid=self.installed is not None and self.meters is not None)
+            self._readings.append(reading)
+        try:
+            flows = self.channel.read_flows()
+            reading.meters = self.channel.read_meters()
+        except BaseException:
+            self.discard(reading)
+            raise
+        reading.flows = {f.key: f for f in flows}
+        return reading
+
+    def discard(self, reading: Reading) -> None:
+        """Stop noting changes for a reading that will not be adopted."""
+        with self.lock:
+            self._close(reading)
+
+    def _close(self, reading: Reading) -> None:
+        if reading in self._readings:
+            self._readings.remove(reading)
+
+    def _noted(self, keys: Iterable[tuple], meter_ids: Iterable[int]) -> None:
+        if self._readings:
+            keys, meter_ids = list(keys), list(meter_ids)
+            for r in self._readings:
+                r.keys.update(keys)
+                r.meter_ids.update(meter_ids)
+
+    def _adopt(self, reading: Reading, audit: bool) -> None:
+        assert self.installed is not None and self.meters is not None
+        assert reading.flows is not None and reading.meters is not None
+        fresh, meters = reading.flows, reading.meters
+        # What we changed since the read began: the switch has what we sent
+        # (its bundle was committed), whatever the read saw.
+        for k in reading.keys:
+            cur = self.installed.get(k)
+            if cur is None:
+                fresh.pop(k, None)
+            else:
+                fresh[k] = cur
+        for mid in reading.meter_ids:
+            spec = self.meters.get(mid)
+            if spec is None:
+                meters.pop(mid, None)
+            else:
+                meters[mid] = spec
+        self._believe(fresh, meters, audit)
+
+    # -- reading under the lock ----------------------------------------------
     def _read(self, audit: bool) -> None:
         flows = self.channel.read_flows()
         meters = self.channel.read_meters()
@@ -126,16 +208,25 @@ class SwitchReconciler:
         self.meters = meters
 
     def sync(self, desired: Mapping[tuple, Flow], *, reread: bool = False,
-             audit: bool = False) -> int:
+             audit: bool = False, reading: Optional[Reading] = None) -> int:
         """Make the switch match desired; return the number of messages sent.
 
-        ChannelError leaves the belief invalidated, so the next sync re-reads.
+        With a reading (from read()) the switch is not read again here,
+        unless the reading can no longer be trusted. ChannelError leaves the
+        belief invalidated, so the next sync re-reads.
         """
         with self.lock:
             try:
                 if audit:
                     self.stats["audits"] += 1
-                if reread or audit or self.installed is None or self.meters is None:
+                adopted = False
+                if reading is not None:
+                    self._close(reading)
+                    if reading.valid and self.installed is not None and self.meters is not None:
+                        self._adopt(reading, audit)
+                        adopted = True
+                if not adopted and (reread or audit or self.installed is None
+                                    or self.meters is None):
                     self._read(audit)
                 assert self.installed is not None and self.meters is not None
                 want_meters = {m: self.meter_spec for m in meters_used(desired.values())}
@@ -185,7 +276,7 @@ class SwitchReconciler:
     def _failed(self) -> None:
         self.stats["errors"] += 1
         self.in_sync = False
-        self.invalidate()
+        self._invalidate()
 
     def _send(self, ops: list[FlowOp], before: list, after: list) -> int:
         """Send meters, one bundle, then meter deletes; keep the belief as sent."""
@@ -195,6 +286,7 @@ class SwitchReconciler:
             self.stats["meter_mods"] += len(before)
             for _op, mid, spec in before:
                 self.meters[mid] = spec
+            self._noted((), (mid for _op, mid, _spec in before))
         if ops:
             if LOG.isEnabledFor(logging.DEBUG):
                 for op, f in ops:
@@ -208,11 +300,14 @@ class SwitchReconciler:
                     self.installed.pop(f.key, None)
                 else:
                     self.installed[f.key] = f
+            self._noted((f.key for _op, f in ops), ())
         if after:
             self.channel.meter_mods(after)
             self.stats["meter_mods"] += len(after)
             for _op, mid, _spec in after:
                 self.meters.pop(mid, None)
+            # Deleting a meter deletes the flows using it; none are desired.
+            self._noted((), (mid for _op, mid, _spec in after))
         self.last_sync = time.time()
         self.in_sync = True
         return len(ops) + len(before) + len(after)

@@ -177,3 +177,34 @@ def test_delta_needs_a_belief():
     with pytest.raises(RuntimeError):
         rec.sync_delta({fl(1).key: fl(1)}, {})
 
+
+def test_reading_adopted_keeps_what_was_sent_while_it_was_open():
+    """The audit reads outside the sync lock; changes sent meanwhile are not undone."""
+    sw = FakeSwitch()
+    rec = SwitchReconciler(1, sw, SPEC)
+    desired = index(fl(1), fl(2), fl(3))
+    rec.sync(desired)
+    del sw.flows[fl(1).key]                    # drift, seen by the read
+    reading = rec.read()
+    rec.sync_delta({fl(2).key: None, fl(4).key: fl(4)}, {})   # sent after the read
+    desired = index(fl(1), fl(3), fl(4))
+    sw.log.clear()
+    assert rec.sync(desired, audit=True, reading=reading) == 1
+    assert sw.log == [("flow", "add", fl(1).key)]
+    assert sw.flows == desired and rec.installed == desired
+    assert rec.stats["repairs"] == 1 and rec.stats["audits"] == 1
+
+
+def test_reading_voided_by_an_error_is_not_adopted():
+    sw = FakeSwitch()
+    rec = SwitchReconciler(1, sw, SPEC)
+    rec.sync(index(fl(1)))
+    reading = rec.read()
+    sw.fail_bundle = True
+    with pytest.raises(ChannelError):
+        rec.sync_delta({fl(2).key: fl(2)}, {})
+    sw.fail_bundle = False
+    reads = rec.stats["reads"]
+    assert rec.sync(index(fl(1), fl(2)), audit=True, reading=reading) == 1
+    assert rec.stats["reads"] == reads + 1     # read again, not the stale reading
+    assert sw.flows == index(fl(1), fl(2))

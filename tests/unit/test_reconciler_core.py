@@ -2,6 +2,7 @@
 store follower, the compiler and the reconciler against fake switches."""
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
@@ -128,6 +129,46 @@ def test_unclaimed_switch_is_listed_then_claimed_by_a_new_host(ctl, store):
     st = settle(ctl, store)
     assert st["unclaimed"] == []
     assert "fa:16:3e:00:00:07" in macs_forwarded(sw)
+
+
+class SlowReadSwitch(FakeSwitch):
+    """A switch whose flow read blocks, once armed, until released."""
+
+    def __init__(self):
+        super().__init__()
+        self.armed = False
+        self.reading = threading.Event()
+        self.release = threading.Event()
+
+    def read_flows(self):
+        if self.armed:
+            self.reading.set()
+            self.release.wait(30)
+        return super().read_flows()
+
+
+def test_a_change_is_not_held_back_by_the_audit_reading_the_switch(ctl, store):
+    sw = SlowReadSwitch()
+    ctl.switch_connected(0xA1, sw, h1_ports())
+    settle(ctl, store)
+    sw.armed = True
+    audit = threading.Thread(target=ctl.audit, daemon=True)
+    audit.start()
+    assert sw.reading.wait(10)
+    write(store, "ports", port(5, "n1", "h2"))          # while the read is blocked
+    deadline = time.time() + 10
+    while "fa:16:3e:00:00:05" not in macs_forwarded(sw) and time.time() < deadline:
+        time.sleep(0.01)
+    assert "fa:16:3e:00:00:05" in macs_forwarded(sw)
+    assert audit.is_alive() and not sw.release.is_set()  # the read is still under way
+    sw.armed = False
+    sw.release.set()
+    audit.join(10)
+    st = settle(ctl, store)
+    # The reading predates the new flow; adopting it must not take the flow away.
+    assert "fa:16:3e:00:00:05" in macs_forwarded(sw)
+    assert st["switches"]["00000000000000a1"]["repairs"] == 0
+    assert st["switches"]["00000000000000a1"]["audits"] == 1
 
 
 def test_store_outage_leaves_switches_alone(ctl, store, monkeypatch):

@@ -4,7 +4,8 @@ The core turns each store change into the scopes it touches; if that rule
 missed something, a switch's desired set would drift from what a restart
 computes. Random sequences of port, network and host changes check it. The
 workers send only what changed in the desired set (SwitchFlows.take_delta),
-so the switches themselves must end up equal to the full computation too.
+so the switches themselves must end up equal to the full computation too,
+with audits reading the switches meanwhile.
 """
 from __future__ import annotations
 
@@ -59,6 +60,27 @@ def test_random_changes_keep_incremental_equal_to_full(ctl, store, seed):   # no
                 want = full(ctl, dpid)
                 assert ctl.switches[dpid].memo.desired == want, (seed, step)
                 assert fake.flows == want, (seed, step)
+
+
+def test_random_changes_with_audits_keep_switches_equal_to_full(ctl, store):   # noqa: F811
+    """The audit's reads run beside the workers' delta syncs; neither undoes the other."""
+    rnd = random.Random(7)
+    sws = {0xA1: FakeSwitch(), 0xA2: FakeSwitch()}
+    ctl.switch_connected(0xA1, sws[0xA1], h1_ports())
+    ctl.switch_connected(0xA2, sws[0xA2], {"up2": 100})
+    settle(ctl, store)
+    for step in range(30):
+        n = rnd.randrange(1, 9)
+        write(store, "ports", port(n, "n1", rnd.choice(["h1", "h2", None]),
+                                   admin_state_up=rnd.random() > 0.2))
+        if step % 3 == 0:
+            ctl.audit()
+        if step % 5 == 4:
+            settle(ctl, store)
+            for dpid, fake in sws.items():
+                want = full(ctl, dpid)
+                assert fake.flows == want, (step, dpid)
+                assert ctl.switches[dpid].reconciler.installed == want, (step, dpid)
 
 
 # -- the memo's bookkeeping, on its own ------------------------------------------
