@@ -48,6 +48,7 @@ class SwitchView:
     dpid: int
     host: Optional[Document]             # the host that claims this datapath, if any
     ports_by_name: dict[str, int] = field(default_factory=dict)   # interface name -> ofport
+    _name_by_ofport: dict[int, str] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def host_name(self) -> Optional[str]:
@@ -55,6 +56,16 @@ class SwitchView:
 
     def ofport(self, name: str) -> Optional[int]:
         return self.ports_by_name.get(name)
+
+    def interface_at(self, ofport: int) -> Optional[str]:
+        """The interface name at an ofport, for every packet-in: a reverse
+        map checked against ports_by_name on each hit and rebuilt when stale,
+        so it stays right however ports_by_name was changed."""
+        name = self._name_by_ofport.get(ofport)
+        if name is None or self.ports_by_name.get(name) != ofport:
+            self._name_by_ofport = {p: n for n, p in self.ports_by_name.items()}
+            name = self._name_by_ofport.get(ofport)
+        return name
 
 
 @dataclass(frozen=True)

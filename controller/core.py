@@ -485,11 +485,8 @@ class Controller:
         host = sw.view.host
         if host is None:
             return sw.view, None
-        names = [n for n, p in sw.view.ports_by_name.items() if p == ofport]
-        for port in self.view.ports_on_host(host["name"]):
-            if interface_name(port) in names:
-                return sw.view, port
-        return sw.view, None
+        name = sw.view.interface_at(ofport)
+        return sw.view, (self.view.port_on_host(host["name"], name) if name else None)
 
     def call_later(self, seconds: float, fn: Callable[[], Any]) -> threading.Timer:
         def run():

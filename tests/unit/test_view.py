@@ -33,3 +33,14 @@ def test_dhcp_port_is_indexed_per_network():
     assert view.dhcp_port("n1") is None
     view.apply(Change(3, "ports", "dhcp2", "put", port("dhcp2", owner="network:dhcp")))
     assert view.dhcp_port("n1")["id"] == "dhcp2"
+
+
+def test_switch_interface_at_stays_right_when_ports_change_underneath():
+    from apps.base import SwitchView
+    sw = SwitchView(dpid=1, host=None, ports_by_name={"tapa": 1, "tapb": 2})
+    assert sw.interface_at(2) == "tapb"
+    sw.ports_by_name["tapc"] = 2          # a replug reuses the ofport
+    del sw.ports_by_name["tapb"]
+    assert sw.interface_at(2) == "tapc"
+    sw.ports_by_name.clear()
+    assert sw.interface_at(1) is None
