@@ -55,12 +55,19 @@ class Attr:
         return self.default() if callable(self.default) else self.default
 
 
-def parse_create(attrs: dict[str, Attr], body: Any, resource: str) -> dict[str, Any]:
-    """Clean values for every attribute, defaults filled in (except REQUIRED ones missing)."""
+def _known_attributes(attrs: dict[str, Attr], body: Any, resource: str) -> dict[str, Any]:
+    """The body as an object, refused whole if it names an attribute Neutron
+    would not recognise (as Neutron does, rather than ignoring it)."""
     body = _object(body, resource)
     unknown = set(body) - set(attrs)
     if unknown:
         raise Unrecognized(unknown)
+    return body
+
+
+def parse_create(attrs: dict[str, Attr], body: Any, resource: str) -> dict[str, Any]:
+    """Clean values for every attribute, defaults filled in (except REQUIRED ones missing)."""
+    body = _known_attributes(attrs, body, resource)
     out = {}
     for name, attr in attrs.items():
         if name in body:
@@ -76,10 +83,7 @@ def parse_create(attrs: dict[str, Attr], body: Any, resource: str) -> dict[str, 
 
 def parse_update(attrs: dict[str, Attr], body: Any, resource: str) -> dict[str, Any]:
     """Clean values for the attributes given; read-only ones are refused."""
-    body = _object(body, resource)
-    unknown = set(body) - set(attrs)
-    if unknown:
-        raise Unrecognized(unknown)
+    body = _known_attributes(attrs, body, resource)
     out = {}
     for name, value in body.items():
         if not attrs[name].put:
