@@ -80,11 +80,13 @@ class SwitchFlows:
         # for keys two or more scopes produce, every such scope's flow.
         self._owner: dict[FlowKey, Scope] = {}
         self._shared: dict[FlowKey, dict[Scope, Flow]] = {}
-        # Meter id -> how many desired flows use it (the meters to install).
-        self.meter_refs: Counter = Counter()
-        # Keys and meter ids changed since the last take; None until the
-        # first take_all, as nothing short of the whole set is of use before.
+        # Keys changed since the last take; meter id -> how many desired
+        # flows use it (the meters to install), and the ids whose use began
+        # or ended since the last take. None until the first take_all: until
+        # then only the whole set is of use, and a full computation is
+        # spared the bookkeeping.
         self._changed: Optional[dict[FlowKey, None]] = None
+        self._meter_refs: Optional[Counter] = None
         self._changed_meters: set[int] = set()
 
     def set_scope(self, scope: Scope, flows: tuple[Flow, ...]) -> bool:
@@ -92,8 +94,8 @@ class SwitchFlows:
         if old == flows:
             return False
         # Only what differs between the scope's old and new flows is touched.
-        new_by_key = {f.key: f for f in flows}
         if old:
+            new_by_key = {f.key: f for f in flows}
             old_by_key = {f.key: f for f in old}
             for k in old_by_key:
                 if k not in new_by_key:
@@ -105,17 +107,17 @@ class SwitchFlows:
             # A new scope (every scope of a full computation): keys no other
             # scope has, the common case, skip the general path.
             owner, desired, changed = self._owner, self.desired, self._changed
-            for k, f in new_by_key.items():
+            for f in flows:
+                k = f.key
                 if k in owner or k in self._shared:
-                    self._claim(k, scope, f)
+                    self._claim(k, scope, f)   # also a key repeated in this scope: last wins
                     continue
                 owner[k] = scope
                 desired[k] = f
-                for ins in f.instructions:
-                    if ins[0] == "meter":
-                        self._count_meter(ins[1], +1)
                 if changed is not None:
                     changed[k] = None
+                    for m in _meters_of(f):
+                        self._count_meter(m, +1)
         if flows:
             self.by_scope[scope] = flows
         else:
@@ -157,29 +159,40 @@ class SwitchFlows:
         cur = self.desired.get(key)
         if cur is f or (cur is not None and f is not None and cur == f):
             return
-        if cur is not None:
-            for m in _meters_of(cur):
-                self._count_meter(m, -1)
         if f is None:
             del self.desired[key]
         else:
             self.desired[key] = f
-            for m in _meters_of(f):
-                self._count_meter(m, +1)
         if self._changed is not None:
             self._changed[key] = None
+            if cur is not None:
+                for m in _meters_of(cur):
+                    self._count_meter(m, -1)
+            if f is not None:
+                for m in _meters_of(f):
+                    self._count_meter(m, +1)
 
     def _count_meter(self, meter_id: int, n: int) -> None:
-        left = self.meter_refs[meter_id] + n
+        refs = self._meter_refs
+        assert refs is not None
+        left = refs[meter_id] + n
         if left:
-            self.meter_refs[meter_id] = left
+            refs[meter_id] = left
         else:
-            del self.meter_refs[meter_id]
-        if self._changed is not None and left == (1 if n > 0 else 0):
+            del refs[meter_id]
+        if left == (1 if n > 0 else 0):
             self._changed_meters.add(meter_id)   # came into use, or went out of it
+
+    def meters(self) -> set[int]:
+        """Meter ids the desired flows use."""
+        if self._meter_refs is not None:
+            return set(self._meter_refs)
+        return {m for f in self.desired.values() for m in _meters_of(f)}
 
     def take_all(self) -> dict[FlowKey, Flow]:
         """A copy of the whole desired set; changes are tracked from here on."""
+        if self._meter_refs is None:
+            self._meter_refs = Counter(m for f in self.desired.values() for m in _meters_of(f))
         self._changed = {}
         self._changed_meters = set()
         return dict(self.desired)
@@ -189,8 +202,9 @@ class SwitchFlows:
         desired}, {meter id: still used}); None if only take_all will do."""
         if self._changed is None:
             return None
+        assert self._meter_refs is not None
         flows = {k: self.desired.get(k) for k in self._changed}
-        meters = {m: m in self.meter_refs for m in sorted(self._changed_meters)}
+        meters = {m: m in self._meter_refs for m in sorted(self._changed_meters)}
         self._changed = {}
         self._changed_meters = set()
         return flows, meters
