@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from controller.pipeline import table_id
+from controller.pipeline import COOKIE_SPACE, table_id
 from harness import OFCTL, Cloud, Host, Network, Vm, flows, parse_ping, sh, wait_for
 
 pytestmark = pytest.mark.mininet
@@ -369,12 +369,14 @@ def test_audit_repairs_hand_edited_flows(cloud_factory):
     repairs_before = cloud.switch_status(h1)["repairs"]
     # Delete the flow forwarding to y over the uplink; add a stranger in our
     # cookie space; add a foreign flow (cookie outside our space) that must stay.
-    l2 = [l for l in before if y.mac in l and "table=40" in l]
+    lookup, output = table_id("l2_lookup"), table_id("output")
+    l2 = [l for l in before if y.mac in l and f"table={lookup}," in l]
     assert len(l2) == 1, before
     sh(["ovs-ofctl", "-O", "OpenFlow13", "--strict", "del-flows", h1.bridge,
-        f"table=40,priority=100,metadata={_field(l2[0], 'metadata')},dl_dst={y.mac}"])
-    intruder = "cookie=0x766d00ff00000001,table=40,priority=300,dl_dst=02:00:00:00:00:99,actions=drop"
-    foreign = "cookie=0x1234,table=60,priority=1,dl_dst=02:00:00:00:00:98,actions=drop"
+        f"table={lookup},priority=100,metadata={_field(l2[0], 'metadata')},dl_dst={y.mac}"])
+    intruder = (f"cookie={COOKIE_SPACE | 0xFF00000001:#x},table={lookup},priority=300,"
+                "dl_dst=02:00:00:00:00:99,actions=drop")
+    foreign = f"cookie=0x1234,table={output},priority=1,dl_dst=02:00:00:00:00:98,actions=drop"
     sh(["ovs-ofctl", "-O", "OpenFlow13", "add-flow", h1.bridge, intruder])
     sh(["ovs-ofctl", "-O", "OpenFlow13", "add-flow", h1.bridge, foreign])
     edited = flows(h1.bridge)

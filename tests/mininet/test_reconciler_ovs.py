@@ -180,7 +180,7 @@ def test_switch_gets_desired_flows_restart_sends_none_and_audit_repairs(rig):
     assert len(l2_only(installed)) == len(desired)
     assert sw["flow_mods"] == sw["installed_flows"] == sw["desired_flows"] == len(installed)
     # VLAN translation in and the remote port's tagged output, as OVS prints them
-    assert any("dl_vlan=101 actions=pop_vlan,write_metadata:0x1,goto_table:40" in f
+    assert any(f"dl_vlan=101 actions=pop_vlan,write_metadata:0x1,goto_table:{table_id('l2_lookup')}" in f
                for f in installed)
     assert any("dl_dst=fa:16:3e:00:01:03 actions=push_vlan:0x8100,set_field:4197->vlan_vid"
                in f for f in installed)
