@@ -314,8 +314,9 @@ def test_host_created_after_its_bridge_connected(topo):
     late = cloud.add_vm(h3, topo.n1, "late")
     # The bridge is connected, the port exists, but no host claims the datapath.
     assert late.no_ping(topo.a, count=2)
-    unclaimed = cloud.unclaimed_datapaths()
-    assert h3.dpid in unclaimed, f"unclaimed datapath {h3.dpid_hex} not listed: {unclaimed}"
+    # The status file is rewritten once a second: poll it, as for the claim below.
+    wait_for(lambda: h3.dpid in cloud.unclaimed_datapaths(), 5, 0.1,
+             lambda: f"unclaimed datapath {h3.dpid_hex} to be listed: {cloud.unclaimed_datapaths()}")
     h3.register()
     late.wait_ping(topo.a, 5.0)
     late.wait_ping(topo.c, 5.0)
