@@ -48,6 +48,7 @@ from apps.addresses import ipv4_packed, mac_bytes, own_ipv4s, pair_ipv4s
 from apps.base import App, PacketIn, PacketOut, SwitchView
 from apps.l2 import ETH_ARP, is_local
 from controller.flow import Flow, flow, goto, to_controller
+from controller.pipeline import REG_IN_PORT_KEY
 from topology.store.base import Document
 from topology.view import TopologyView
 
@@ -139,11 +140,11 @@ def arp_request_flows(app_id: int, view: TopologyView, sw: SwitchView,
         return []
     key = port["_key"]
     flows = [flow(app_id, "services", SERVICES_PRIORITY,
-                  {"reg6": key, "eth_type": ETH_TYPE_ARP, "arp_op": ARP_REQUEST},
+                  {REG_IN_PORT_KEY: key, "eth_type": ETH_TYPE_ARP, "arp_op": ARP_REQUEST},
                   *to_controller(key))]
     for ip in own_ipv4s(port):
         flows.append(flow(app_id, "services", ANNOUNCE_PRIORITY,
-                          {"reg6": key, "eth_type": ETH_TYPE_ARP, "arp_op": ARP_REQUEST,
+                          {REG_IN_PORT_KEY: key, "eth_type": ETH_TYPE_ARP, "arp_op": ARP_REQUEST,
                            "arp_spa": ip, "arp_tpa": ip},
                           goto("egress_firewall")))
     return flows

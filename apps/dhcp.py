@@ -45,6 +45,7 @@ from apps.addresses import mac_bytes
 from apps.base import App, PacketIn, PacketOut, SwitchView
 from apps.l2 import is_local
 from controller.flow import Flow, flow, to_controller
+from controller.pipeline import REG_IN_PORT_KEY
 from topology.store.base import Document
 from topology.view import TopologyView
 
@@ -262,7 +263,7 @@ def dhcp_flows(app_id: int, view: TopologyView, sw: SwitchView, port: Document) 
         return []
     key = port["_key"]
     return [flow(app_id, "services", SERVICES_PRIORITY,
-                 {"reg6": key, "eth_type": ETH_TYPE_IP, "ip_proto": IPPROTO_UDP,
+                 {REG_IN_PORT_KEY: key, "eth_type": ETH_TYPE_IP, "ip_proto": IPPROTO_UDP,
                   "udp_src": CLIENT_PORT, "udp_dst": SERVER_PORT},
                  *to_controller(key))]
 

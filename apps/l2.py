@@ -23,6 +23,7 @@ from apps.addresses import ipv4_cidr
 from apps.base import App, SwitchView
 from controller.flow import (Flow, apply, flow, goto, output, pop_vlan, push_vlan,
                              set_field, write_metadata)
+from controller.pipeline import REG_IN_PORT_KEY, REG_OUT_PORT_KEY
 from topology.store.base import Document
 from topology.view import TopologyView, interface_name
 
@@ -175,17 +176,17 @@ class L2App(App):
         a = self.app_id
         pkey, nkey = port["_key"], network["_key"]
         yield flow(a, "classify", PRIO_MATCH, {"in_port": ofport},
-                   apply(set_field("reg6", pkey)), write_metadata(nkey), goto("port_security"))
+                   apply(set_field(REG_IN_PORT_KEY, pkey)), write_metadata(nkey), goto("port_security"))
         yield from self._port_security(port)
         yield flow(a, "l2_lookup", PRIO_MATCH, {"metadata": nkey, "eth_dst": port["mac_address"]},
-                   apply(set_field("reg7", pkey)), goto("ingress_firewall"))
-        yield flow(a, "output", PRIO_MATCH, {"reg7": pkey}, apply(output(ofport)))
+                   apply(set_field(REG_OUT_PORT_KEY, pkey)), goto("ingress_firewall"))
+        yield flow(a, "output", PRIO_MATCH, {REG_OUT_PORT_KEY: pkey}, apply(output(ofport)))
 
     def _port_security(self, port: Document) -> Iterable[Flow]:
         a = self.app_id
         pkey = port["_key"]
         if port.get("port_security_enabled", True) is False:
-            yield flow(a, "port_security", PRIO_MATCH, {"reg6": pkey}, goto("services"))
+            yield flow(a, "port_security", PRIO_MATCH, {REG_IN_PORT_KEY: pkey}, goto("services"))
             return
         mac = port["mac_address"].lower()
         # (MAC, IPv4 address or CIDR) pairs the port may send from.
@@ -200,18 +201,18 @@ class L2App(App):
                 allowed.add(((pair.get("mac_address") or mac).lower(), ip))
         for src_mac, ip in sorted(allowed):
             yield flow(a, "port_security", PRIO_MATCH,
-                       {"reg6": pkey, "eth_src": src_mac, "eth_type": ETH_IP, "ipv4_src": ip},
+                       {REG_IN_PORT_KEY: pkey, "eth_src": src_mac, "eth_type": ETH_IP, "ipv4_src": ip},
                        goto("services"))
             yield flow(a, "port_security", PRIO_MATCH,
-                       {"reg6": pkey, "eth_src": src_mac, "eth_type": ETH_ARP,
+                       {REG_IN_PORT_KEY: pkey, "eth_src": src_mac, "eth_type": ETH_ARP,
                         "arp_sha": src_mac, "arp_spa": ip},
                        goto("services"))
         # A VM without an address yet: DHCP DISCOVER/REQUEST and ARP probes.
         yield flow(a, "port_security", PRIO_MATCH,
-                   {"reg6": pkey, "eth_src": mac, "eth_type": ETH_IP, "ipv4_src": "0.0.0.0",
+                   {REG_IN_PORT_KEY: pkey, "eth_src": mac, "eth_type": ETH_IP, "ipv4_src": "0.0.0.0",
                     "ip_proto": 17, "udp_src": 68, "udp_dst": 67},
                    goto("services"))
         yield flow(a, "port_security", PRIO_MATCH,
-                   {"reg6": pkey, "eth_src": mac, "eth_type": ETH_ARP,
+                   {REG_IN_PORT_KEY: pkey, "eth_src": mac, "eth_type": ETH_ARP,
                     "arp_sha": mac, "arp_spa": "0.0.0.0"},
                    goto("services"))

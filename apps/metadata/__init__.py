@@ -35,6 +35,7 @@ from apps.metadata.http import HttpSession, Request, Response
 from apps.metadata.tcp import Limits, TcpStack
 from apps.metadata.tokens import TokenIssuer
 from controller.flow import Flow, flow, to_controller
+from controller.pipeline import REG_IN_PORT_KEY
 from topology.store.base import Document
 from topology.view import TopologyView
 
@@ -90,11 +91,11 @@ class MetadataApp(App):
             return []
         return [
             flow(self.app_id, "services", TCP_PRIORITY,
-                 {"reg6": key, "eth_type": packets.ETH_IP, "ip_proto": 6,
+                 {REG_IN_PORT_KEY: key, "eth_type": packets.ETH_IP, "ip_proto": 6,
                   "ipv4_dst": packets.METADATA_IP, "tcp_dst": packets.METADATA_PORT},
                  *to_controller(key)),
             flow(self.app_id, "services", ARP_PRIORITY,
-                 {"reg6": key, "eth_type": packets.ETH_ARP, "arp_op": 1,
+                 {REG_IN_PORT_KEY: key, "eth_type": packets.ETH_ARP, "arp_op": 1,
                   "arp_tpa": packets.METADATA_IP},
                  *to_controller(key)),
         ]
