@@ -52,8 +52,6 @@ from topology.view import TopologyView
 LOG = logging.getLogger(__name__)
 
 DISCOVER, OFFER, REQUEST, DECLINE, ACK, NAK, RELEASE, INFORM = 1, 2, 3, 4, 5, 6, 7, 8
-MSG_NAMES = {1: "discover", 2: "offer", 3: "request", 4: "decline", 5: "ack", 6: "nak",
-             7: "release", 8: "inform"}
 BOOTREQUEST, BOOTREPLY = 1, 2
 CLIENT_PORT, SERVER_PORT = 68, 67
 BROADCAST_FLAG = 0x8000

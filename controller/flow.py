@@ -27,7 +27,7 @@ An empty instruction tuple drops the packet.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping
+from typing import Any, Mapping
 
 from controller import pipeline
 
@@ -106,7 +106,3 @@ def to_controller(port_key: int) -> tuple[tuple, tuple]:
     flow(app_id, "services", 100, match, *to_controller(port["_key"])).
     """
     return (meter(port_key), apply(output("controller")))
-
-
-def index_by_key(flows: Iterable[Flow]) -> dict[tuple, Flow]:
-    return {f.key: f for f in flows}

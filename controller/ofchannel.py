@@ -89,7 +89,7 @@ class OFChannel:
             for x in xids:
                 self._watched.pop(x, None)
 
-    def _request(self, msg, *, expect_reply: bool = True) -> list:
+    def _request(self, msg) -> list:
         waiter = _Waiter()
         with self._lock:
             self.dp.set_xid(msg)

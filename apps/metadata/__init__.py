@@ -74,7 +74,6 @@ class MetadataApp(App):
         if conf is not None:
             mac = getattr(conf.metadata, "mac", None) or DEFAULT_MAC
             limits = limits or limits_from_conf(conf)
-        self.mac_text = mac
         self.mac = mac_bytes(mac)
         self.clock = clock
         self.tokens = TokenIssuer(secret)

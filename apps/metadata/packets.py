@@ -47,10 +47,6 @@ class Refused:
 Parsed = Union[ArpRequest, TcpPacket, Refused]
 
 
-def mac_text(mac: bytes) -> str:
-    return ":".join(f"{b:02x}" for b in mac)
-
-
 def _cksum_ok(data: bytes) -> bool:
     return dpkt.in_cksum(data) == 0
 

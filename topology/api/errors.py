@@ -53,11 +53,6 @@ class InUse(ApiError):
     type = "HTTPConflict"
 
 
-class ServiceUnavailable(ApiError):
-    status = falcon.HTTP_503
-    type = "HTTPServiceUnavailable"
-
-
 def not_found(resource: str, id: str) -> NotFound:
     """NetworkNotFound, PortNotFound, ...: Neutron's per-resource 404."""
     name = resource.replace("_", " ").title().replace(" ", "")

@@ -22,7 +22,7 @@ from __future__ import annotations
 import abc
 import contextlib
 from dataclasses import dataclass
-from typing import Any, Iterator, Optional
+from typing import Any, Optional
 
 Document = dict[str, Any]
 
@@ -149,11 +149,3 @@ class Store(abc.ABC):
 
     def close(self) -> None:
         pass
-
-    def iter_changes(self, revision: int) -> Iterator[Change]:
-        while True:
-            batch = self.changes_since(revision)
-            if not batch:
-                return
-            yield from batch
-            revision = batch[-1].revision
