@@ -318,7 +318,8 @@ class FlowCompiler:
 
 
 def _app_id_of(cookie: int) -> int:
-    return (cookie & pipeline.COOKIE_APP_MASK) >> pipeline.COOKIE_APP_SHIFT
+    decoded = pipeline.decode_cookie(cookie)
+    return decoded[0] if decoded else -1
 
 
 def _network_of(scope: Scope, doc) -> Optional[str]:

@@ -49,9 +49,8 @@ class AppRuntime:
 
 
 def app_id_of(cookie: int) -> Optional[int]:
-    if cookie & pipeline.COOKIE_SPACE_MASK != pipeline.COOKIE_SPACE:
-        return None
-    return (cookie & pipeline.COOKIE_APP_MASK) >> pipeline.COOKIE_APP_SHIFT
+    decoded = pipeline.decode_cookie(cookie)
+    return decoded[0] if decoded else None
 
 
 class Dispatcher:

@@ -21,6 +21,20 @@ and actions inside "apply" are:
     ("set_field", field, value)
     ("push_vlan",)              ethertype 0x8100
     ("pop_vlan",)
+    ("dec_ttl",)
+    ("resubmit", "table_name")              Nicira resubmit(,table)
+    ("move", src_field, src_ofs, dst_field, dst_ofs, n_bits)   Nicira reg_move
+    ("conjunction", conj_id, clause, n_clauses)  clause 1-based, as ovs-ofctl shows
+    ("ct", commit, zone, table, nat, exec)  Nicira ct:
+        commit  bool
+        zone    int (immediate) or a field name ("reg5"): the zone from its low 16 bits
+        table   "table_name" to recirculate to, or None
+        nat     None; ("nat",) plain (reverse) NAT; or
+                ("src" | "dst", ip_min, ip_max, port_min, port_max), ips as
+                dotted text, ip_max and the ports 0 when not given
+        exec    tuple of ("set_field", "ct_mark" | "ct_label", value) run on commit
+    ("ct_clear",)
+    ("group", group_id)
 
 An empty instruction tuple drops the packet.
 """
@@ -52,8 +66,8 @@ class Flow:
         return (self.table, self.priority, self.match)
 
 
-def app_cookie(app_id: int) -> int:
-    return pipeline.COOKIE_SPACE | (app_id << pipeline.COOKIE_APP_SHIFT)
+def app_cookie(app_id: int, kind: str | None = None, key: int = 0) -> int:
+    return pipeline.make_cookie(app_id, kind, key)
 
 
 def flow(app_id: int, table: str, priority: int, match: Mapping[str, Any],

@@ -90,13 +90,57 @@ def table_name(number: int) -> str | None:
 REG_IN_PORT_KEY = "reg6"
 REG_OUT_PORT_KEY = "reg7"
 
-# Every flow vmflow owns carries this in the top 16 bits of its cookie; the
-# owning app's id sits in the next 16 bits. Flows outside this space belong to
-# someone else and are left alone.
+# The cookie names who wanted a flow, so `ovs-ofctl dump-flows` and
+# `vmflow explain` read like a map:
+#
+#   bits 63-48  0x766d ("vm"): vmflow's space. Flows outside it belong to
+#               someone else and are left alone.
+#   bits 47-40  the owning app's id (apps/base.py APP_IDS)
+#   bits 39-32  the kind of resource that wanted the flow (RESOURCE_KINDS)
+#   bits 31-0   that resource's key, a small integer the store allocates once
+#               (`_key` in the stored body), so a restart changes nothing
 COOKIE_SPACE = 0x766D << 48
 COOKIE_SPACE_MASK = 0xFFFF << 48
-COOKIE_APP_SHIFT = 32
-COOKIE_APP_MASK = 0xFFFF << COOKIE_APP_SHIFT
+COOKIE_APP_SHIFT = 40
+COOKIE_APP_MASK = 0xFF << COOKIE_APP_SHIFT
+COOKIE_KIND_SHIFT = 32
+COOKIE_KIND_MASK = 0xFF << COOKIE_KIND_SHIFT
+COOKIE_KEY_MASK = 0xFFFFFFFF
+
+# Resource kind ids in cookies -> the store kind whose `_key` follows. Never
+# reuse a retired id; 0 means "no resource" (per-switch defaults).
+RESOURCE_KINDS: dict[int, str] = {
+    1: "ports",
+    2: "networks",
+    3: "security_groups",
+    4: "security_group_rules",
+    5: "routers",
+    6: "floatingips",
+    7: "qos_policies",
+    8: "address_groups",
+    9: "hosts",
+    10: "port_forwardings",
+}
+RESOURCE_KIND_IDS: dict[str, int] = {v: k for k, v in RESOURCE_KINDS.items()}
+
+
+def make_cookie(app_id: int, kind: str | None = None, key: int = 0) -> int:
+    """The cookie of a flow app `app_id` wants for resource (kind, key)."""
+    kind_id = RESOURCE_KIND_IDS[kind] if kind else 0
+    if not 0 <= app_id <= 0xFF or not 0 <= key <= COOKIE_KEY_MASK:
+        raise ValueError(f"cookie out of range: app {app_id}, key {key}")
+    return (COOKIE_SPACE | (app_id << COOKIE_APP_SHIFT) | (kind_id << COOKIE_KIND_SHIFT)
+            | key)
+
+
+def decode_cookie(cookie: int) -> tuple[int, str | None, int] | None:
+    """(app id, resource kind or None, key) of a vmflow cookie; None if foreign."""
+    if cookie & COOKIE_SPACE_MASK != COOKIE_SPACE:
+        return None
+    kind_id = (cookie & COOKIE_KIND_MASK) >> COOKIE_KIND_SHIFT
+    return ((cookie & COOKIE_APP_MASK) >> COOKIE_APP_SHIFT,
+            RESOURCE_KINDS.get(kind_id, f"kind{kind_id}") if kind_id else None,
+            cookie & COOKIE_KEY_MASK)
 
 
 def describe() -> str:
