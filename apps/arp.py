@@ -45,8 +45,9 @@ from typing import Iterable, Mapping, Optional
 import dpkt
 
 from apps.addresses import ipv4_packed, mac_bytes, own_ipv4s, pair_ipv4s
-from apps.base import App, PacketIn, PacketOut, SwitchView
-from apps.l2 import ETH_ARP, is_local
+from controller.app import App, PacketIn, PacketOut, SwitchView
+from apps.l2 import ETH_ARP
+from controller.locality import is_local
 from controller.flow import Flow, flow, goto, to_controller
 from controller.pipeline import REG_IN_PORT_KEY
 from topology.store.base import Document
@@ -141,12 +142,12 @@ def arp_request_flows(app_id: int, view: TopologyView, sw: SwitchView,
     key = port["_key"]
     flows = [flow(app_id, "services", SERVICES_PRIORITY,
                   {REG_IN_PORT_KEY: key, "eth_type": ETH_TYPE_ARP, "arp_op": ARP_REQUEST},
-                  *to_controller(key))]
+                  *to_controller(key), owner=("ports", key))]
     for ip in own_ipv4s(port):
         flows.append(flow(app_id, "services", ANNOUNCE_PRIORITY,
                           {REG_IN_PORT_KEY: key, "eth_type": ETH_TYPE_ARP, "arp_op": ARP_REQUEST,
                            "arp_spa": ip, "arp_tpa": ip},
-                          goto("egress_firewall")))
+                          goto("egress_firewall"), owner=("ports", key)))
     return flows
 
 

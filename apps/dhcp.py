@@ -42,8 +42,8 @@ import netaddr
 from apps import dhcp_options as o
 from apps.addresses import ipv4 as _ipv4
 from apps.addresses import mac_bytes
-from apps.base import App, PacketIn, PacketOut, SwitchView
-from apps.l2 import is_local
+from controller.app import App, PacketIn, PacketOut, SwitchView
+from controller.locality import is_local
 from controller.flow import Flow, flow, to_controller
 from controller.pipeline import REG_IN_PORT_KEY
 from topology.store.base import Document
@@ -263,7 +263,7 @@ def dhcp_flows(app_id: int, view: TopologyView, sw: SwitchView, port: Document) 
     return [flow(app_id, "services", SERVICES_PRIORITY,
                  {REG_IN_PORT_KEY: key, "eth_type": ETH_TYPE_IP, "ip_proto": IPPROTO_UDP,
                   "udp_src": CLIENT_PORT, "udp_dst": SERVER_PORT},
-                 *to_controller(key))]
+                 *to_controller(key), owner=("ports", key))]
 
 
 def server_drop_flows(app_id: int) -> list[Flow]:

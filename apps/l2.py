@@ -1,9 +1,9 @@
 """L2: classification, baseline port security, VLAN translation, forwarding.
 
-Implements the table docs of controller/pipeline.py for classify,
-port_security, l2_lookup and output, and the pass-through defaults of the
-stages other apps fill in (services, egress_firewall, routing,
-ingress_firewall). Every MAC is known from the store, so there is no
+Implements the stage docs of controller/pipeline.py for classify,
+port_security, l2_lookup and output; the table misses come from the
+pipeline's declaration. l2_lookup only decides (a port key, or the uplink,
+in reg7); output turns that into an ofport and a VLAN tag. Every MAC is known from the store, so there is no
 learning: an unknown destination hits l2_lookup's table-miss drop, whose
 packet counter is the "unknown destination" count.
 
@@ -12,20 +12,21 @@ request from a VM, so only the arp app's (and metadata's) higher per-port
 flows let one through, to the controller or, for a port announcing its own
 address, to the network. Without those apps no ARP request reaches a VM.
 
-Which ports get VM-port flows is decided once, here, by `is_local` (see its
-doc); arp, dhcp and metadata call it so that all apps agree.
+Which ports get VM-port flows, and which switch port is a network's uplink,
+is decided once, in controller/locality.py, so that all apps agree.
 """
 from __future__ import annotations
 
-from typing import Iterable, Optional
+from typing import Iterable
 
 from apps.addresses import ipv4_cidr
-from apps.base import App, SwitchView
-from controller.flow import (Flow, apply, flow, goto, output, pop_vlan, push_vlan,
+from controller.app import App, SwitchView
+from controller.flow import (Flow, apply, flow, goto, output, pop_vlan, push_vlan, resubmit,
                              set_field, write_metadata)
-from controller.pipeline import REG_IN_PORT_KEY, REG_OUT_PORT_KEY
+from controller.locality import forwards, is_active, local_ofport, uplink_ofport
+from controller.pipeline import OUT_KEY_UPLINK, REG_IN_PORT_KEY, REG_OUT_PORT_KEY
 from topology.store.base import Document
-from topology.view import TopologyView, interface_name
+from topology.view import TopologyView
 
 OFPVID_PRESENT = 0x1000
 ETH_IP = 0x0800
@@ -37,54 +38,6 @@ PRIO_DEFAULT = 0
 PRIO_ARP_REQUEST_DROP = 10     # services: below arp (100) and metadata (110)
 PRIO_FLOOD = 50
 PRIO_MATCH = 100
-
-
-def is_active(doc: Optional[Document]) -> bool:
-    return bool(doc) and doc.get("admin_state_up", True) is not False
-
-
-def forwards(view: TopologyView, port: Document) -> bool:
-    """Does this port get forwarding flows anywhere? The DHCP port is served
-    by the controller itself and is plugged into no bridge."""
-    if not is_active(port) or port.get("device_owner") == "network:dhcp":
-        return False
-    return is_active(view.networks.get(port["network_id"]))
-
-
-def local_ofport(view: TopologyView, sw: SwitchView, port: Document) -> Optional[int]:
-    """The ofport a VM port is plugged into on this switch, if it is bound
-    here, enabled and its interface is present; otherwise None."""
-    if sw.host is None or port.get("binding:host_id") != sw.host_name:
-        return None
-    if not forwards(view, port):
-        return None
-    return sw.ofport(interface_name(port))
-
-
-def is_local(view: TopologyView, sw: SwitchView, port: Document) -> bool:
-    """The one rule for "this port gets VM-port flows on this switch" (l2's
-    classification and port security, and arp/dhcp/metadata's services
-    flows): the port is plugged into this switch (bound to its host, its
-    interface present), and it and its network are enabled.
-
-    device_owner does not matter, except network:dhcp: that port is served
-    by the controller and never plugged (see `forwards`). A router
-    interface, once something plugs it, is an endpoint on the bridge like a
-    VM's vNIC, so it is treated as one rather than silently left without ARP
-    and DHCP service.
-    """
-    return local_ofport(view, sw, port) is not None
-
-
-def uplink_ofport(sw: SwitchView, network: Document) -> Optional[int]:
-    """The switch port of the network's physical network on this host."""
-    if sw.host is None:
-        return None
-    physnet = network.get("provider:physical_network")
-    if not physnet:
-        return None
-    iface = (sw.host.get("physical_networks") or {}).get(physnet)
-    return sw.ofport(iface) if iface else None
 
 
 def _is_vlan(network: Document) -> bool:
@@ -105,55 +58,50 @@ class L2App(App):
     def __init__(self, conf=None):
         self.conf = conf
 
-    # -- per switch: the defaults of every table ------------------------
+    # -- per switch ----------------------------------------------------------
     def switch_flows(self, view: TopologyView, sw: SwitchView) -> Iterable[Flow]:
-        a = self.app_id
-        # Empty instructions drop: classify's miss drops anything not from a
-        # known VM port or uplink; on a switch no host claims, that is all.
-        yield flow(a, "classify", PRIO_DEFAULT, {})
+        # Table misses come from the pipeline's declaration (compiler).
         if sw.host is None:
             return
-        yield flow(a, "port_security", PRIO_DEFAULT, {})
-        yield flow(a, "services", PRIO_DEFAULT, {}, goto("egress_firewall"))
         # Fail closed: an ARP request no app claimed (arp app absent, or its
         # flows missing) would otherwise flood the network. Only VM traffic
         # reaches services (uplink traffic skips to l2_lookup), so no reg6
         # match is needed to spare requests from other hosts.
-        yield flow(a, "services", PRIO_ARP_REQUEST_DROP,
+        yield flow(self.app_id, "services", PRIO_ARP_REQUEST_DROP,
                    {"eth_type": ETH_ARP, "arp_op": 1})
-        yield flow(a, "egress_firewall", PRIO_DEFAULT, {}, goto("routing"))
-        yield flow(a, "routing", PRIO_DEFAULT, {}, goto("l2_lookup"))
-        yield flow(a, "l2_lookup", PRIO_DEFAULT, {})
-        yield flow(a, "ingress_firewall", PRIO_DEFAULT, {}, goto("output"))
-        yield flow(a, "output", PRIO_DEFAULT, {})
 
-    # -- per network: VLAN translation in, and flooding ------------------
+    # -- per network: VLAN translation in and out, and flooding --------------
     def network_flows(self, view: TopologyView, sw: SwitchView, network: Document) -> Iterable[Flow]:
         if sw.host is None or not is_active(network):
             return
         a = self.app_id
         key = network["_key"]
+        owner = ("networks", key)
         uplink = uplink_ofport(sw, network)
         if uplink is not None:
             if _is_vlan(network):
                 vid = OFPVID_PRESENT | int(network["provider:segmentation_id"])
                 yield flow(a, "classify", PRIO_MATCH, {"in_port": uplink, "vlan_vid": vid},
-                           apply(pop_vlan()), write_metadata(key), goto("l2_lookup"))
+                           apply(pop_vlan()), write_metadata(key), goto("l2_lookup"), owner=owner)
             elif network.get("provider:network_type") == "flat":
                 # vlan_vid 0 = OFPVID_NONE: untagged frames only.
                 yield flow(a, "classify", PRIO_MATCH, {"in_port": uplink, "vlan_vid": 0},
-                           write_metadata(key), goto("l2_lookup"))
-        local = sorted(p for p in (local_ofport(view, sw, port)
-                                   for port in view.ports_by_network.get(network["id"], {}).values())
-                       if p is not None)
-        actions = [output(p) for p in local]
+                           write_metadata(key), goto("l2_lookup"), owner=owner)
+            yield flow(a, "output", PRIO_MATCH, {"metadata": key, REG_OUT_PORT_KEY: OUT_KEY_UPLINK},
+                       apply(*_to_uplink(network, uplink)), owner=owner)
+        # A flood is one copy per receiver, each through its ingress_firewall
+        # like a unicast packet; the uplink's copy goes last, as the tag is
+        # pushed on the packet itself.
+        local = sorted(port["_key"] for port in view.ports_by_network.get(network["id"], {}).values()
+                       if local_ofport(view, sw, port) is not None)
+        actions = []
+        for pkey in local:
+            actions += [set_field(REG_OUT_PORT_KEY, pkey), resubmit("ingress_firewall")]
         if uplink is not None:
-            # The tag is pushed last, so only the uplink copy carries it. OVS
-            # never outputs to the ingress port, so a frame is not reflected.
-            actions += _to_uplink(network, uplink)
+            actions += [set_field(REG_OUT_PORT_KEY, OUT_KEY_UPLINK), resubmit("pre_output")]
         if actions:
             yield flow(a, "l2_lookup", PRIO_FLOOD, {"metadata": key, "eth_dst": MULTICAST},
-                       apply(*actions))
+                       apply(*actions), owner=owner)
 
     # -- per port: classification, port security, forwarding -------------
     def port_flows(self, view: TopologyView, sw: SwitchView, port: Document) -> Iterable[Flow]:
@@ -165,28 +113,32 @@ class L2App(App):
             yield from self._local_port(network, port, ofport)
             return
         host = port.get("binding:host_id")
-        if host and host != sw.host_name:
-            uplink = uplink_ofport(sw, network)
-            if uplink is not None:
-                yield flow(self.app_id, "l2_lookup", PRIO_MATCH,
-                           {"metadata": network["_key"], "eth_dst": port["mac_address"]},
-                           apply(*_to_uplink(network, uplink)))
+        if host and host != sw.host_name and uplink_ofport(sw, network) is not None:
+            yield flow(self.app_id, "l2_lookup", PRIO_MATCH,
+                       {"metadata": network["_key"], "eth_dst": port["mac_address"]},
+                       apply(set_field(REG_OUT_PORT_KEY, OUT_KEY_UPLINK)), goto("pre_output"),
+                       owner=("ports", port["_key"]))
 
     def _local_port(self, network: Document, port: Document, ofport: int) -> Iterable[Flow]:
         a = self.app_id
         pkey, nkey = port["_key"], network["_key"]
+        owner = ("ports", pkey)
         yield flow(a, "classify", PRIO_MATCH, {"in_port": ofport},
-                   apply(set_field(REG_IN_PORT_KEY, pkey)), write_metadata(nkey), goto("port_security"))
+                   apply(set_field(REG_IN_PORT_KEY, pkey)), write_metadata(nkey),
+                   goto("port_security"), owner=owner)
         yield from self._port_security(port)
         yield flow(a, "l2_lookup", PRIO_MATCH, {"metadata": nkey, "eth_dst": port["mac_address"]},
-                   apply(set_field(REG_OUT_PORT_KEY, pkey)), goto("ingress_firewall"))
-        yield flow(a, "output", PRIO_MATCH, {REG_OUT_PORT_KEY: pkey}, apply(output(ofport)))
+                   apply(set_field(REG_OUT_PORT_KEY, pkey)), goto("ingress_firewall"), owner=owner)
+        yield flow(a, "output", PRIO_MATCH, {REG_OUT_PORT_KEY: pkey}, apply(output(ofport)),
+                   owner=owner)
 
     def _port_security(self, port: Document) -> Iterable[Flow]:
         a = self.app_id
         pkey = port["_key"]
+        owner = ("ports", pkey)
         if port.get("port_security_enabled", True) is False:
-            yield flow(a, "port_security", PRIO_MATCH, {REG_IN_PORT_KEY: pkey}, goto("services"))
+            yield flow(a, "port_security", PRIO_MATCH, {REG_IN_PORT_KEY: pkey}, goto("services"),
+                       owner=owner)
             return
         mac = port["mac_address"].lower()
         # (MAC, IPv4 address or CIDR) pairs the port may send from.
@@ -202,17 +154,17 @@ class L2App(App):
         for src_mac, ip in sorted(allowed):
             yield flow(a, "port_security", PRIO_MATCH,
                        {REG_IN_PORT_KEY: pkey, "eth_src": src_mac, "eth_type": ETH_IP, "ipv4_src": ip},
-                       goto("services"))
+                       goto("services"), owner=owner)
             yield flow(a, "port_security", PRIO_MATCH,
                        {REG_IN_PORT_KEY: pkey, "eth_src": src_mac, "eth_type": ETH_ARP,
                         "arp_sha": src_mac, "arp_spa": ip},
-                       goto("services"))
+                       goto("services"), owner=owner)
         # A VM without an address yet: DHCP DISCOVER/REQUEST and ARP probes.
         yield flow(a, "port_security", PRIO_MATCH,
                    {REG_IN_PORT_KEY: pkey, "eth_src": mac, "eth_type": ETH_IP, "ipv4_src": "0.0.0.0",
                     "ip_proto": 17, "udp_src": 68, "udp_dst": 67},
-                   goto("services"))
+                   goto("services"), owner=owner)
         yield flow(a, "port_security", PRIO_MATCH,
                    {REG_IN_PORT_KEY: pkey, "eth_src": mac, "eth_type": ETH_ARP,
                     "arp_sha": mac, "arp_spa": "0.0.0.0"},
-                   goto("services"))
+                   goto("services"), owner=owner)

@@ -69,7 +69,7 @@ def main() -> None:
         t0 = time.perf_counter()
         for sw in sws:
             compiler.refresh(view, sw, memos[sw.dpid],
-                             Dirty(ports={port["id"]}, network_scopes={port["network_id"]}))
+                             Dirty(scopes={("port", port["id"]), ("network", port["network_id"])}))
         samples.append(time.perf_counter() - t0)
     samples.sort()
 

@@ -27,7 +27,7 @@ import netaddr  # noqa: E402
 
 from apps.addresses import mac_bytes  # noqa: E402
 from apps.arp import ArpApp  # noqa: E402
-from apps.base import PacketIn, SwitchView  # noqa: E402
+from controller.app import PacketIn, SwitchView  # noqa: E402
 from apps.dhcp import DhcpApp  # noqa: E402
 from topology.view import TopologyView  # noqa: E402
 

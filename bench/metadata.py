@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import dpkt  # noqa: E402
 
-from apps.base import PacketIn, SwitchView  # noqa: E402
+from controller.app import PacketIn, SwitchView  # noqa: E402
 from apps.metadata import MetadataApp  # noqa: E402
 from topology.config import new_conf  # noqa: E402
 from topology.view import TopologyView  # noqa: E402

@@ -13,7 +13,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from apps.base import SwitchView  # noqa: E402
+from controller.app import SwitchView  # noqa: E402
 from topology.view import TopologyView, interface_name  # noqa: E402
 
 

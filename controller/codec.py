@@ -32,6 +32,7 @@ _NAMED_PORTS = {"controller": 0xFFFFFFFD, "in_port": 0xFFFFFFF8, "local": 0xFFFF
 _PORT_NAMES = {v: k for k, v in _NAMED_PORTS.items()}
 
 OFPCML_NO_BUFFER = 0xFFFF
+NX_IN_PORT = 0xFFF8
 ALL_ONES64 = 0xFFFFFFFFFFFFFFFF
 
 
@@ -141,6 +142,10 @@ def encode_actions(parser, ofp, actions: Iterable[tuple]) -> list:
             out.append(parser.OFPActionPushVlan(0x8100))
         elif kind == "pop_vlan":
             out.append(parser.OFPActionPopVlan())
+        elif kind == "resubmit":
+            # Nicira's in_port is 16 bits: OpenFlow 1.0's OFPP_IN_PORT.
+            out.append(parser.NXActionResubmitTable(in_port=NX_IN_PORT,
+                                                    table_id=pipeline.table_id(a[1])))
         else:
             raise ValueError(f"unknown action {a!r}")
     return out
@@ -219,6 +224,8 @@ def _decode_action(ofp, a) -> tuple:
         return ("push_vlan",)
     if name == "OFPActionPopVlan":
         return ("pop_vlan",)
+    if name == "NXActionResubmitTable" and a.in_port == NX_IN_PORT:
+        return ("resubmit", pipeline.table_name(a.table_id) or f"table{a.table_id}")
     # Something we never send: keep it visible so the diff replaces the flow.
     return ("unknown", name, repr(a))
 

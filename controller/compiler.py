@@ -1,61 +1,57 @@
 """Desired flows per switch, memoised per scope.
 
-A switch's desired set is the union of its scopes' flows (apps/base.py):
-("switch",), ("network", id) for every network with a port bound to the
-switch's host, and ("port", id) for every port of those networks. Each
-scope's flows are kept, so a change recomputes only the scopes it touches
-and the desired set is patched, not rebuilt: only the keys where a scope's
-old and new flows differ are touched, and those keys are what the switch's
-next sync is handed (take_delta), so the cost of a change does not grow
-with the size of the switch's tables. Pure: no OpenFlow here.
+A switch's desired set is the union of its scopes' flows (controller/scopes.py
+declares the scope kinds: switch, network, port, ...). Each scope's flows are
+kept, so a change recomputes only the scopes it touches and the desired set
+is patched, not rebuilt: only the keys where a scope's old and new flows
+differ are touched, and those keys are what the switch's next sync is handed
+(take_delta), so the cost of a change does not grow with the size of the
+switch's tables. Pure: no OpenFlow here.
+
+Every flow an app returns is held to the pipeline's declaration
+(controller/pipeline.py): a stage it may not write, a priority outside its
+band, a goto the stage does not allow, or a flow two apps both want is
+counted and logged. The table misses come from the declaration itself.
 """
 from __future__ import annotations
 
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Iterable, Optional
+from typing import Callable, Iterable, Optional
 
-from apps.base import App, SwitchView
-from controller import pipeline
+from controller import pipeline, scopes
+from controller.app import App, SwitchView
 from controller.codec import canonical
-from controller.flow import Flow
+from controller.flow import Flow, flow, goto
+from controller.scopes import SWITCH_SCOPE, Scope
 from topology.view import TopologyView
 
 LOG = logging.getLogger(__name__)
-
-Scope = tuple  # ("switch",) | ("network", id) | ("port", id)
-SWITCH_SCOPE: Scope = ("switch",)
 
 
 @dataclass
 class Dirty:
     """What a batch of changes touched on one switch. all_=True recomputes everything."""
     all_: bool = False
-    networks: set = field(default_factory=set)        # network scope and all its ports' scopes
-    network_scopes: set = field(default_factory=set)  # the network scope only (e.g. flooding)
-    ports: set = field(default_factory=set)
+    scopes: set = field(default_factory=set)
 
     def merge(self, other: "Dirty") -> None:
         self.all_ |= other.all_
-        self.networks |= other.networks
-        self.network_scopes |= other.network_scopes
-        self.ports |= other.ports
+        self.scopes |= other.scopes
 
 
 def scopes_of(view: TopologyView, sw: SwitchView) -> dict[Scope, Optional[dict]]:
     """Every scope present on a switch, with its document."""
-    scopes: dict[Scope, Optional[dict]] = {SWITCH_SCOPE: None}
+    out: dict[Scope, Optional[dict]] = {SWITCH_SCOPE: None}
     if sw.host is None:
-        return scopes
-    for net_id in view.networks_on_host(sw.host_name):
-        network = view.networks.get(net_id)
-        if network is None:
-            continue  # a port whose network is gone: nothing to forward on
-        scopes[("network", net_id)] = network
-        for port in view.ports_by_network.get(net_id, {}).values():
-            scopes[("port", port["id"])] = port
-    return scopes
+        return out
+    for kind in scopes.KINDS.values():
+        if kind.name == "switch":
+            continue
+        for sid, doc in kind.on_switch(view, sw):
+            out[(kind.name, sid)] = doc
+    return out
 
 
 FlowKey = tuple   # Flow.key: (table, priority, match)
@@ -74,8 +70,8 @@ class SwitchFlows:
     def __init__(self) -> None:
         self.by_scope: dict[Scope, tuple[Flow, ...]] = {}
         self.desired: dict[FlowKey, Flow] = {}
-        # Scopes present on the switch -> their network id (None: switch scope).
-        self.seen: dict[Scope, Optional[str]] = {}
+        # Scopes present on the switch -> the scope they belong to (None: none).
+        self.seen: dict[Scope, Optional[Scope]] = {}
         # Who produces each desired key: one scope (the common case), or,
         # for keys two or more scopes produce, every such scope's flow.
         self._owner: dict[FlowKey, Scope] = {}
@@ -214,26 +210,63 @@ def _meters_of(f: Flow) -> list[int]:
     return [ins[1] for ins in f.instructions if ins[0] == "meter"]
 
 
+def miss_flows() -> tuple[Flow, ...]:
+    """Every stage's table miss, from the pipeline's declaration."""
+    out = []
+    for stage in pipeline.PIPELINE:
+        instructions = (goto(stage.miss),) if stage.miss else ()
+        out.append(canonical(flow(pipeline.PIPELINE_APP_ID, stage.name, 0, {}, *instructions)))
+    return tuple(out)
+
+
+MISSES = miss_flows()
+# A bridge no host claims forwards nothing: classify's miss alone.
+UNCLAIMED = tuple(f for f in MISSES if f.table == "classify")
+
+
 class FlowCompiler:
     def __init__(self, apps: Iterable[App]):
         self.apps = list(apps)
         self.errors = 0
         self.app_errors: dict[str, int] = {}   # app name -> failed computations
+        # Flows that break the pipeline's declaration, and keys two apps
+        # both produced in one scope: counted, logged once per shape.
+        self.violations = 0
+        self.conflicts = 0
+        self._checked: dict[tuple, list[str]] = {}
+
+    def _check(self, app: App, f: Flow) -> None:
+        shape = (app.name, f.table, f.priority,
+                 tuple(pipeline._targets(f.instructions)))
+        problems = self._checked.get(shape)
+        if problems is None:
+            problems = self._checked[shape] = pipeline.check(app.name, f.table, f.priority,
+                                                             f.instructions)
+            for p in problems:
+                LOG.error("pipeline declaration broken: %s", p)
+        if problems:
+            self.violations += 1
+
+    def _method(self, app: App, kind: str) -> Optional[Callable]:
+        return getattr(app, f"{kind}_flows", None)
 
     def compute(self, view: TopologyView, sw: SwitchView, scope: Scope, doc,
                 prev: tuple[Flow, ...] = ()) -> tuple[Flow, ...]:
         """The scope's flows from every app; `prev` is what the scope had
         before, whose flows an app that fails now keeps."""
         out: list[Flow] = []
+        kind = scope[0]
+        if kind == "switch":
+            out.extend(MISSES if sw.host is not None else UNCLAIMED)
         for app in self.apps:
+            method = self._method(app, kind)
+            if method is None:
+                continue
             try:
-                if scope[0] == "switch":
-                    flows = app.switch_flows(view, sw)
-                elif scope[0] == "network":
-                    flows = app.network_flows(view, sw, doc)
-                else:
-                    flows = app.port_flows(view, sw, doc)
-                out.extend(canonical(f) for f in flows)
+                for f in (method(view, sw) if kind == "switch" else method(view, sw, doc)):
+                    f = canonical(f)
+                    self._check(app, f)
+                    out.append(f)
             except Exception:
                 # One app's bug must not take the others' flows away, nor its
                 # own: an empty result would have the reconciler delete them
@@ -242,13 +275,27 @@ class FlowCompiler:
                 # until it computes again; the error is counted.
                 self.errors += 1
                 self.app_errors[app.name] = self.app_errors.get(app.name, 0) + 1
+                out = [f for f in out if _app_id_of(f.cookie) != app.app_id]
                 kept = [f for f in prev if _app_id_of(f.cookie) == app.app_id]
                 out.extend(kept)
                 LOG.exception("app %s failed computing %s on %016x; keeping its %d previous "
                               "flow(s) there", app.name, scope, sw.dpid, len(kept))
+        if len(self.apps) > 1:
+            self._conflicts(scope, out)
         # Apps are pure and deterministic, so an unchanged scope yields an
         # equal tuple and the memo comparison in set_scope is cheap.
         return tuple(out)
+
+    def _conflicts(self, scope: Scope, flows: list[Flow]) -> None:
+        """Two apps wanting the same (table, priority, match) is a design
+        error: which one wins would depend on app order. Counted and logged."""
+        seen: dict[tuple, int] = {}
+        for f in flows:
+            other = seen.setdefault(f.key, f.cookie)
+            if other != f.cookie and _app_id_of(other) != _app_id_of(f.cookie):
+                self.conflicts += 1
+                LOG.error("apps %d and %d both want flow %s in scope %s",
+                          _app_id_of(other), _app_id_of(f.cookie), f.key, scope)
 
     def refresh(self, view: TopologyView, sw: SwitchView, memo: SwitchFlows,
                 dirty: Optional[Dirty] = None) -> bool:
@@ -257,74 +304,54 @@ class FlowCompiler:
             return self._refresh_all(view, sw, memo)
         return self._refresh_touched(view, sw, memo, dirty)
 
+    def _set(self, view, sw, memo: SwitchFlows, scope: Scope, doc) -> bool:
+        changed = memo.set_scope(scope, self.compute(view, sw, scope, doc,
+                                                     memo.by_scope.get(scope, ())))
+        memo.seen[scope] = scopes.KINDS[scope[0]].parent(doc) if doc is not None else None
+        return changed
+
+    def _drop(self, memo: SwitchFlows, scope: Scope) -> bool:
+        del memo.seen[scope]
+        return memo.drop_scope(scope)
+
     def _refresh_all(self, view: TopologyView, sw: SwitchView, memo: SwitchFlows) -> bool:
-        scopes = scopes_of(view, sw)
+        present = scopes_of(view, sw)
         changed = False
-        for scope in [s for s in memo.by_scope if s not in scopes]:
-            changed |= memo.drop_scope(scope)
-        for scope, doc in scopes.items():
-            changed |= memo.set_scope(scope, self.compute(view, sw, scope, doc,
-                                                          memo.by_scope.get(scope, ())))
-        memo.seen = {scope: _network_of(scope, doc) for scope, doc in scopes.items()}
+        for scope in [s for s in memo.seen if s not in present]:
+            changed |= self._drop(memo, scope)
+        for scope, doc in present.items():
+            changed |= self._set(view, sw, memo, scope, doc)
         return changed
 
     def _refresh_touched(self, view: TopologyView, sw: SwitchView, memo: SwitchFlows,
                          dirty: Dirty) -> bool:
-        """Recompute only what dirty names, without walking every port of the switch."""
-        here = {n for n in view.networks_on_host(sw.host_name) if n in view.networks}
+        """Recompute only the dirty scopes, without walking every scope of the
+        switch: a scope that appears brings its children with it, one that
+        leaves takes them away."""
         changed = False
-        nets = set(dirty.networks) | dirty.network_scopes
-        for pid in dirty.ports:
-            doc = view.ports.get(pid)
-            if doc is not None:
-                nets.add(doc["network_id"])
-            seen_net = memo.seen.get(("port", pid))
-            if seen_net is not None:
-                nets.add(seen_net)
+        todo = list(dirty.scopes)
         done: set[Scope] = set()
-        for net in nets:
-            scope = ("network", net)
-            was, now = scope in memo.seen, net in here
-            if was and not now:
-                for s in [s for s, n in memo.seen.items() if n == net]:
-                    changed |= memo.drop_scope(s)
-                    del memo.seen[s]
-                    done.add(s)
-            elif now and (not was or net in dirty.networks or net in dirty.network_scopes):
-                network = view.networks[net]
-                changed |= memo.set_scope(scope, self.compute(view, sw, scope, network,
-                                                              memo.by_scope.get(scope, ())))
-                memo.seen[scope] = net
-                if not was or net in dirty.networks:
-                    for port in view.ports_by_network.get(net, {}).values():
-                        ps = ("port", port["id"])
-                        changed |= memo.set_scope(ps, self.compute(view, sw, ps, port,
-                                                                   memo.by_scope.get(ps, ())))
-                        memo.seen[ps] = net
-                        done.add(ps)
-        for pid in dirty.ports:
-            scope = ("port", pid)
+        while todo:
+            scope = todo.pop()
             if scope in done:
                 continue
-            doc = view.ports.get(pid)
-            if doc is not None and doc["network_id"] in here:
-                changed |= memo.set_scope(scope, self.compute(view, sw, scope, doc,
-                                                              memo.by_scope.get(scope, ())))
-                memo.seen[scope] = doc["network_id"]
-            elif scope in memo.seen:
-                changed |= memo.drop_scope(scope)
-                del memo.seen[scope]
+            done.add(scope)
+            kind = scopes.KINDS[scope[0]]
+            was = scope in memo.seen
+            doc = kind.lookup(view, sw, scope[1]) if scope != SWITCH_SCOPE else None
+            if doc is None and scope != SWITCH_SCOPE:
+                if was:
+                    changed |= self._drop(memo, scope)
+                    if kind.children:
+                        todo.extend(s for s, parent in memo.seen.items() if parent == scope)
+                continue
+            changed |= self._set(view, sw, memo, scope, doc)
+            if not was and kind.children:
+                child_kind, ids = kind.children
+                todo.extend((child_kind, cid) for cid in ids(view, scope[1]))
         return changed
 
 
 def _app_id_of(cookie: int) -> int:
     decoded = pipeline.decode_cookie(cookie)
     return decoded[0] if decoded else -1
-
-
-def _network_of(scope: Scope, doc) -> Optional[str]:
-    if scope[0] == "network":
-        return scope[1]
-    if scope[0] == "port":
-        return doc["network_id"]
-    return None

@@ -23,7 +23,7 @@ import time
 from collections import Counter
 from typing import Any, Callable, Optional
 
-from apps.base import App, PacketIn
+from controller.app import App, PacketIn
 from controller import pipeline
 
 LOG = logging.getLogger(__name__)
@@ -32,7 +32,7 @@ DROP_LOG_S = 10.0
 
 
 class AppRuntime:
-    """The Runtime protocol (apps/base.py) for one app."""
+    """The Runtime protocol (controller/app.py) for one app."""
 
     def __init__(self, dispatcher: "Dispatcher", app_name: str):
         self._d = dispatcher

@@ -71,9 +71,11 @@ def app_cookie(app_id: int, kind: str | None = None, key: int = 0) -> int:
 
 
 def flow(app_id: int, table: str, priority: int, match: Mapping[str, Any],
-         *instructions: tuple) -> Flow:
+         *instructions: tuple, owner: tuple[str, int] | None = None) -> Flow:
+    """A flow app_id wants; owner (store kind, `_key`) names the resource it is for."""
     pipeline.table_id(table)  # fail early on a misspelt stage name
-    return Flow(table, priority, make_match(match), tuple(instructions), app_cookie(app_id))
+    cookie = app_cookie(app_id, *owner) if owner else app_cookie(app_id)
+    return Flow(table, priority, make_match(match), tuple(instructions), cookie)
 
 
 # Instruction and action builders, so apps read like flow tables.
@@ -108,6 +110,11 @@ def push_vlan() -> tuple:
 
 def pop_vlan() -> tuple:
     return ("pop_vlan",)
+
+
+def resubmit(table: str) -> tuple:
+    pipeline.table_id(table)
+    return ("resubmit", table)
 
 
 def to_controller(port_key: int) -> tuple[tuple, tuple]:

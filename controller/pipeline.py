@@ -1,14 +1,25 @@
-"""The OpenFlow pipeline of every integration bridge, in one place.
+"""The OpenFlow pipeline of every integration bridge, declared in one place.
 
 Tables are referred to by name everywhere else; the numbers live only here.
-Gaps between numbers leave room for stages still to come (stateful
-firewall, DVR, NAT, QoS) without renumbering what is installed.
+Each stage declares the stages a flow in it may continue to (goto, resubmit,
+or ct recirculation), what happens to a packet no flow matches (the table
+miss, which the compiler emits from this declaration), and which apps may
+write it in which priority band. `check()` holds a flow to that declaration;
+the compiler counts and logs a flow that breaks it, and the unit tests fail
+on one.
+
+Stages decide logically and only `output` touches physical ports: classify
+turns an ofport into keys, l2_lookup turns a destination MAC into a port key
+(or "the uplink"), and output turns keys back into ofports and VLAN tags.
+Floods are copies through `ingress_firewall`, one per receiver, so a
+broadcast is filtered by every receiver's rules like a unicast packet is.
 
 Registers and metadata carry what a stage learned for the stages after it:
 
     metadata  network key of the packet's network (set by classify)
     reg6      port key of the VM port the packet came from (0: from an uplink)
-    reg7      port key of the VM port the packet is going to (set by l2_lookup)
+    reg7      where the packet goes (set by l2_lookup): a local port's key, or
+              OUT_KEY_UPLINK for "the uplink of the packet's network"
 
 Port and network keys are small integers the store allocates once per port and
 network (`_key` in the stored body); they are stable across restarts, so flows
@@ -17,85 +28,130 @@ computed by two controller runs are identical.
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-
-@dataclass(frozen=True)
-class Table:
-    name: str
-    number: int
-    doc: str
-
-
-PIPELINE: tuple[Table, ...] = (
-    Table("classify", 0,
-          "Where did the packet come from? A VM port (matched by in_port) gets its "
-          "port key in reg6 and its network key in metadata. An uplink port with "
-          "a VLAN id known for that physical network gets the tag stripped and "
-          "the network's key (VLAN translation in); untagged uplink traffic maps "
-          "to the physical network's flat network. Uplink traffic skips the VM "
-          "stages and goes straight to l2_lookup: the sending host already ran "
-          "them. Anything else, including an unknown VLAN, is dropped here."),
-    Table("port_security", 5,
-          "Baseline anti-spoofing for VM ports with port security on: the source "
-          "MAC must be the port's MAC (or an allowed pair's MAC) and the source IP "
-          "one of its fixed IPs or allowed address pairs. ARP must carry the same "
-          "sender. A DHCP DISCOVER/REQUEST from 0.0.0.0 and an ARP probe from "
-          "0.0.0.0 are let through so a VM can get an address. Everything else "
-          "from the port is dropped. Ports with port security off pass as they are."),
-    Table("services", 10,
-          "Conversations the controller answers itself: ARP requests (ARP proxy), "
-          "DHCP client packets, and TCP to 169.254.169.254:80 (metadata) go to the "
-          "controller through a per-port meter. A gratuitous ARP request announcing "
-          "one of the port's own addresses (sender == target == that address) goes "
-          "on, to be flooded in its network. Any other ARP request is dropped by a "
-          "low-priority flow, so ARP fails closed if the proxy's flows are missing. "
-          "DHCP server packets (udp source port 67) sent by a VM are dropped. "
-          "Everything else goes on. Only VM traffic gets here (reg6 != 0)."),
-    Table("egress_firewall", 20,
-          "The sending VM's outbound security-group rules, in the conntrack zone of "
-          "its vNIC. Until the stateful firewall exists this stage passes all."),
-    Table("routing", 30,
-          "Distributed routing: traffic for a router interface's MAC is routed on "
-          "this host. Until routers exist this stage passes all."),
-    Table("l2_lookup", 40,
-          "(network, destination MAC) -> a local VM port (its key into reg7) or "
-          "the uplink of the network's physical network, VLAN-tagged with the "
-          "segmentation id for vlan networks, untagged for flat ones. Broadcast "
-          "and multicast flood to the network's local ports and its uplink only. "
-          "There is no MAC learning: an unknown destination is dropped and counted "
-          "by the table-miss flow."),
-    Table("ingress_firewall", 50,
-          "The receiving VM's inbound security-group rules, in the conntrack zone "
-          "of its vNIC. Until the stateful firewall exists this stage passes all."),
-    Table("output", 60,
-          "reg7 (destination port key) -> the switch port it is plugged into."),
-)
-
-TABLES: dict[str, Table] = {t.name: t for t in PIPELINE}
-
-
-def table_id(name: str) -> int:
-    """The OpenFlow table number of a named stage (KeyError for an unknown name)."""
-    return TABLES[name].number
-
-
-def table_name(number: int) -> str | None:
-    for t in PIPELINE:
-        if t.number == number:
-            return t.name
-    return None
-
+from typing import Mapping, Optional
 
 # Registers, by what they hold.
 REG_IN_PORT_KEY = "reg6"
 REG_OUT_PORT_KEY = "reg7"
+# reg7's value for "leave by the uplink of the packet's network". Port keys
+# stay below 2**16 (topology/api/kinds/ports.py), so it never names a port.
+OUT_KEY_UPLINK = 0x80000000
+
+# The app id of the flows the compiler writes from this declaration (misses).
+PIPELINE_APP_ID = 0
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    number: int
+    next: tuple[str, ...]                 # stages a flow here may continue to
+    miss: Optional[str]                   # None: a packet no flow matches is dropped
+    writers: Mapping[str, tuple[int, int]]  # app name -> (lowest, highest) priority
+    doc: str
+    miss_doc: str = ""
+
+
+# A "table" is what the rest of the code has always called a stage.
+Table = Stage
+
+PIPELINE: tuple[Stage, ...] = (
+    Stage("classify", 0, next=("port_security", "l2_lookup"), miss=None,
+          writers={"l2": (100, 100)},
+          doc="Where did the packet come from? "
+              "Priority 100: a flow per local VM port (in_port) that puts the port "
+              "key in reg6 and the network key in metadata, then port_security; a "
+              "flow per (uplink, VLAN id) of each network present on the host that "
+              "strips the tag (untagged for flat networks), sets the network key and "
+              "goes straight to l2_lookup: the sending host already ran the VM stages.",
+          miss_doc="Anything else, an unknown port or VLAN included, is dropped. A "
+                   "bridge no host claims has only this flow."),
+    Stage("port_security", 5, next=("services",), miss=None,
+          writers={"l2": (100, 100)},
+          doc="Baseline anti-spoofing. Priority 100: for a port with port security on, "
+              "a flow per (MAC, IPv4 address or CIDR) it owns, fixed IPs and allowed "
+              "address pairs, for IPv4 and for ARP (sender MAC and address must match "
+              "too); a DHCP DISCOVER/REQUEST and an ARP probe from 0.0.0.0 so a VM can "
+              "get an address. For a port with port security off, one flow passing all "
+              "it sends.",
+          miss_doc="Everything else from a VM is dropped."),
+    Stage("services", 10, next=("egress_firewall",), miss="egress_firewall",
+          writers={"l2": (10, 10), "arp": (100, 105), "dhcp": (100, 100),
+                   "metadata": (110, 110)},
+          doc="Conversations the controller answers itself, through a per-port meter. "
+              "Priority 110: TCP and ARP for 169.254.169.254 (metadata). Priority 105: "
+              "a gratuitous ARP request announcing one of the port's own addresses goes "
+              "on into the network. Priority 100: ARP requests (the ARP proxy) and DHCP "
+              "client packets go to the controller; DHCP server packets (udp source "
+              "port 67) a VM sends are dropped. Priority 10: every other ARP request is "
+              "dropped, so ARP fails closed if the proxy's flows are missing. Only VM "
+              "traffic gets here.",
+          miss_doc="Everything else goes on to egress_firewall."),
+    Stage("egress_firewall", 20, next=("routing",), miss="routing",
+          writers={"secgroup": (1, 65000)},
+          doc="The sending VM's outbound security-group rules, in the conntrack zone of "
+              "its vNIC.",
+          miss_doc="Until the stateful firewall exists, everything goes on to routing."),
+    Stage("routing", 30, next=("l2_lookup",), miss="l2_lookup",
+          writers={"dvr": (1, 65000), "nat": (1, 65000)},
+          doc="Distributed routing: traffic for a router interface's MAC is routed on "
+              "this host.",
+          miss_doc="Until routers exist, everything goes on to l2_lookup."),
+    Stage("l2_lookup", 40, next=("ingress_firewall", "pre_output"), miss=None,
+          writers={"l2": (50, 100)},
+          doc="(network, destination MAC) -> where the packet goes; nothing is output "
+              "here. Priority 100: a flow per local VM port puts its key in reg7 and "
+              "goes to ingress_firewall; a flow per VM port on another host puts "
+              "OUT_KEY_UPLINK in reg7 and goes to pre_output. Priority 50: broadcast "
+              "and multicast make one copy per local port of the network (reg7 = its "
+              "key, resubmitted to ingress_firewall) and one for the uplink (resubmitted "
+              "to pre_output). There is no MAC learning: every MAC is known from the "
+              "store.",
+          miss_doc="An unknown destination is dropped; this flow's packet counter is the "
+                   "unknown-destination count."),
+    Stage("ingress_firewall", 50, next=("pre_output",), miss="pre_output",
+          writers={"secgroup": (1, 65000)},
+          doc="The receiving VM's inbound security-group rules, in the conntrack zone "
+              "of its vNIC. Every copy of a flood passes here once per receiver.",
+          miss_doc="Until the stateful firewall exists, everything goes on to pre_output."),
+    Stage("pre_output", 55, next=("output",), miss="output",
+          writers={"dvr": (100, 199), "qos": (200, 299)},
+          doc="The hook before a frame leaves: routed frames going out of the uplink "
+              "get this host's DVR MAC as their source (dvr), and traffic toward a VM "
+              "passes its ingress QoS meter (qos, matching reg7).",
+          miss_doc="Everything goes on to output unchanged."),
+    Stage("output", 60, next=(), miss=None,
+          writers={"l2": (100, 100)},
+          doc="Keys back to switch ports. Priority 100: a flow per local VM port "
+              "(reg7 = its key) outputs to its ofport; a flow per network present on "
+              "the host (metadata = its key, reg7 = OUT_KEY_UPLINK) pushes the VLAN tag "
+              "for vlan networks and outputs to the uplink of its physical network. "
+              "OVS never outputs a packet to the port it came in on, so a flood is "
+              "never reflected.",
+          miss_doc="A packet with nowhere to go is dropped."),
+)
+
+STAGES: dict[str, Stage] = {s.name: s for s in PIPELINE}
+TABLES = STAGES
+_BY_NUMBER: dict[int, Stage] = {s.number: s for s in PIPELINE}
+
+
+def table_id(name: str) -> int:
+    """The OpenFlow table number of a named stage (KeyError for an unknown name)."""
+    return STAGES[name].number
+
+
+def table_name(number: int) -> str | None:
+    s = _BY_NUMBER.get(number)
+    return s.name if s else None
+
 
 # The cookie names who wanted a flow, so `ovs-ofctl dump-flows` and
 # `vmflow explain` read like a map:
 #
 #   bits 63-48  0x766d ("vm"): vmflow's space. Flows outside it belong to
 #               someone else and are left alone.
-#   bits 47-40  the owning app's id (apps/base.py APP_IDS)
+#   bits 47-40  the owning app's id (controller/app.py APPS; 0: the pipeline)
 #   bits 39-32  the kind of resource that wanted the flow (RESOURCE_KINDS)
 #   bits 31-0   that resource's key, a small integer the store allocates once
 #               (`_key` in the stored body), so a restart changes nothing
@@ -143,9 +199,66 @@ def decode_cookie(cookie: int) -> tuple[int, str | None, int] | None:
             cookie & COOKIE_KEY_MASK)
 
 
+# Meter ids by purpose. vmflow installs, changes and deletes meters only
+# inside these ranges; a meter outside them belongs to someone else.
+METER_RANGES: dict[str, tuple[int, int]] = {
+    "packet_in": (1, 0xFFFF),             # one per VM port: its port key
+    "qos": (0x100000, 0x1FFFFF),          # one per (port, direction) with a policy
+}
+
+
+def meter_purpose(meter_id: int) -> Optional[str]:
+    for purpose, (low, high) in METER_RANGES.items():
+        if low <= meter_id <= high:
+            return purpose
+    return None
+
+
+# -- holding flows to the declaration ---------------------------------------
+def _targets(instructions) -> list[str]:
+    """Every stage a flow's instructions may continue to."""
+    out = []
+    for ins in instructions:
+        if ins[0] == "goto":
+            out.append(ins[1])
+        elif ins[0] == "apply":
+            for a in ins[1:]:
+                if a[0] == "resubmit":
+                    out.append(a[1])
+                elif a[0] == "ct" and a[3]:
+                    out.append(a[3])
+    return out
+
+
+def check(app_name: str, table: str, priority: int, instructions) -> list[str]:
+    """What is wrong with a flow that app_name wants, against the declaration."""
+    stage = STAGES.get(table)
+    if stage is None:
+        return [f"{app_name}: unknown stage {table!r}"]
+    problems = []
+    band = stage.writers.get(app_name)
+    if band is None:
+        problems.append(f"{app_name} may not write {table} (writers: "
+                        f"{', '.join(stage.writers) or 'none'})")
+    elif not band[0] <= priority <= band[1]:
+        problems.append(f"{app_name}: priority {priority} in {table} is outside its band "
+                        f"{band[0]}-{band[1]}")
+    for target in _targets(instructions):
+        if target not in stage.next:
+            problems.append(f"{app_name}: {table} may not continue to {target!r} "
+                            f"(next: {', '.join(stage.next) or 'none'})")
+    return problems
+
+
 def describe() -> str:
     """The table map as text (for `vmflow tables` and the docs)."""
     lines = []
-    for t in PIPELINE:
-        lines.append(f"{t.number:3d} {t.name}\n     {t.doc}")
+    for s in PIPELINE:
+        nxt = ", ".join(s.next) or "-"
+        miss = f"goto {s.miss}" if s.miss else "drop"
+        writers = ", ".join(f"{a} {lo}-{hi}" if lo != hi else f"{a} {lo}"
+                            for a, (lo, hi) in s.writers.items())
+        lines.append(f"{s.number:3d} {s.name}   next: {nxt}   writers: {writers}\n"
+                     f"     {s.doc}\n"
+                     f"     Priority 0 (miss, {miss}): {s.miss_doc}")
     return "\n".join(lines)

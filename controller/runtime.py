@@ -15,19 +15,16 @@ import os
 import signal
 import sys
 
+from controller.app import APPS
 from controller.core import Controller
 from controller.dispatch import Dispatcher
 from controller.status import default_path, write_status
 from topology.config import split_hostport
 from topology.store import open_store
+from topology.store.base import ensure_secret
 
 LOG = logging.getLogger(__name__)
 
-# App name ([controller] apps) -> (module, class).
-APPS = {"l2": ("apps.l2", "L2App"),
-        "arp": ("apps.arp", "ArpApp"),
-        "dhcp": ("apps.dhcp", "DhcpApp"),
-        "metadata": ("apps.metadata", "MetadataApp")}
 
 
 class AppLoadError(Exception):
@@ -44,7 +41,7 @@ def load_apps(conf) -> list:
         if name not in APPS:
             raise AppLoadError(f"[controller] apps: unknown app {name!r} "
                                f"(known: {', '.join(APPS)})")
-        module, cls = APPS[name]
+        module, cls = APPS[name].entry.split(":")
         try:
             app = getattr(importlib.import_module(module), cls)(conf)
         except Exception as e:
@@ -59,6 +56,9 @@ def build_controller(conf, store=None, apps=None) -> Controller:
     """The controller core with its dispatcher, not yet started (also used by tests)."""
     store = store if store is not None else open_store(conf.store)
     apps = apps if apps is not None else load_apps(conf)
+    if any(a.name == "metadata" for a in apps):
+        from apps.metadata import TOKEN_SECRET
+        ensure_secret(store, TOKEN_SECRET)
     ctl = Controller(conf, store, apps, status_path=default_path(conf))
 
     def send_packet(dpid: int, port: int, data: bytes) -> None:

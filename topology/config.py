@@ -88,6 +88,10 @@ METADATA_OPTS = [
                help="MAC that ARP for 169.254.169.254 is answered with and that every "
                     "metadata reply is sent from (locally administered; must not be a "
                     "port's MAC)."),
+    cfg.StrOpt("token_secret", default="", secret=True,
+               help="Key that signs IMDSv2 tokens. Empty (the default): a random key "
+                    "the first controller stores in the store, shared by every "
+                    "controller, so tokens survive restarts and failovers."),
 ]
 
 GROUPS = {

@@ -6,7 +6,7 @@ can check a field against the Neutron API reference directly.
 """
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from typing import Iterable, Optional
 
 from topology.store.base import Change, Document
@@ -29,6 +29,17 @@ def parse_dpid(value) -> int:
     return int(text[2:] if text.startswith("0x") else text, 16)
 
 
+def _uncount(index: dict[str, Counter], outer: str, inner: str) -> None:
+    counts = index.get(outer)
+    if counts is None:
+        return
+    counts[inner] -= 1
+    if counts[inner] <= 0:
+        del counts[inner]
+        if not counts:
+            del index[outer]
+
+
 class TopologyView:
     def __init__(self, revision: int = 0, data: Optional[dict[str, dict[str, Document]]] = None):
         self.revision = revision
@@ -45,6 +56,10 @@ class TopologyView:
         self.port_by_interface: dict[tuple[str, str], Document] = {}
         self.dhcp_port_by_network: dict[str, Document] = {}
         self.subnets_by_network: dict[str, dict[str, Document]] = defaultdict(dict)
+        # How many ports of a network are bound to a host: a network is
+        # present on a host while one is.
+        self._nets_on_host: dict[str, Counter] = defaultdict(Counter)
+        self._hosts_of_net: dict[str, Counter] = defaultdict(Counter)
         self.host_by_name: dict[str, Document] = {}
         self.host_by_dpid: dict[int, Document] = {}
         for p in self.docs["ports"].values():
@@ -60,6 +75,8 @@ class TopologyView:
         if host:
             self.ports_by_host[host][p["id"]] = p
             self.port_by_interface[(host, interface_name(p))] = p
+            self._nets_on_host[host][p["network_id"]] += 1
+            self._hosts_of_net[p["network_id"]][host] += 1
         if p.get("device_owner") == "network:dhcp":
             self.dhcp_port_by_network[p["network_id"]] = p
 
@@ -68,6 +85,8 @@ class TopologyView:
         host = p.get("binding:host_id")
         if host:
             self.ports_by_host[host].pop(p["id"], None)
+            _uncount(self._nets_on_host, host, p["network_id"])
+            _uncount(self._hosts_of_net, p["network_id"], host)
             key = (host, interface_name(p))
             if self.port_by_interface.get(key) is p:
                 del self.port_by_interface[key]
@@ -139,7 +158,13 @@ class TopologyView:
         return self.ports_by_host.get(host_name, {}).values()
 
     def networks_on_host(self, host_name: str) -> set[str]:
-        return {p["network_id"] for p in self.ports_on_host(host_name)}
+        return set(self._nets_on_host.get(host_name, ()))
+
+    def network_on_host(self, network_id: str, host_name: Optional[str]) -> bool:
+        return bool(host_name) and network_id in self._nets_on_host.get(host_name, ())
+
+    def hosts_of_network(self, network_id: str) -> set[str]:
+        return set(self._hosts_of_net.get(network_id, ()))
 
     def instance_for_port(self, port: Document) -> Optional[Document]:
         device = port.get("device_id")

@@ -28,12 +28,13 @@ from dataclasses import dataclass
 from typing import Callable, Iterable, Optional
 
 from apps.addresses import fixed_ipv4s, mac_bytes
-from apps.base import App, PacketIn, PacketOut, SwitchView
-from apps.l2 import is_local
+from controller.app import App, PacketIn, PacketOut, SwitchView
+from controller.locality import is_local
 from apps.metadata import documents, packets
 from apps.metadata.http import HttpSession, Request, Response
 from apps.metadata.tcp import Limits, TcpStack
 from apps.metadata.tokens import TokenIssuer
+from topology.store.base import SECRETS_KIND
 from controller.flow import Flow, flow, to_controller
 from controller.pipeline import REG_IN_PORT_KEY
 from topology.store.base import Document
@@ -65,15 +66,26 @@ def limits_from_conf(conf) -> Limits:
                   idle_timeout=float(m.idle_timeout))
 
 
+# The store secret that signs IMDSv2 tokens (made at controller start).
+TOKEN_SECRET = "metadata-token"
+
+
 class MetadataApp(App):
     name = "metadata"
 
     def __init__(self, conf=None, *, clock: Callable[[], float] = time.monotonic,
+                 wall_clock: Callable[[], float] = time.time,
                  limits: Optional[Limits] = None, rng=None, secret: Optional[bytes] = None):
         mac = DEFAULT_MAC
         if conf is not None:
             mac = getattr(conf.metadata, "mac", None) or DEFAULT_MAC
             limits = limits or limits_from_conf(conf)
+            configured = getattr(conf.metadata, "token_secret", "")
+            if secret is None and configured:
+                secret = configured.encode()
+        # A secret given here (config) wins over the store's.
+        self._fixed_secret = secret is not None
+        self.wall_clock = wall_clock
         self.mac = mac_bytes(mac)
         self.clock = clock
         self.tokens = TokenIssuer(secret)
@@ -92,11 +104,11 @@ class MetadataApp(App):
             flow(self.app_id, "services", TCP_PRIORITY,
                  {REG_IN_PORT_KEY: key, "eth_type": packets.ETH_IP, "ip_proto": 6,
                   "ipv4_dst": packets.METADATA_IP, "tcp_dst": packets.METADATA_PORT},
-                 *to_controller(key)),
+                 *to_controller(key), owner=("ports", key)),
             flow(self.app_id, "services", ARP_PRIORITY,
                  {REG_IN_PORT_KEY: key, "eth_type": packets.ETH_ARP, "arp_op": 1,
                   "arp_tpa": packets.METADATA_IP},
-                 *to_controller(key)),
+                 *to_controller(key), owner=("ports", key)),
         ]
 
     # -- packets -----------------------------------------------------------
@@ -177,5 +189,9 @@ class MetadataApp(App):
         view = self._view
         port = view.ports.get(ctx.port_id) if view is not None else None
         instance = view.instance_for_port(port) if port is not None else None
+        if view is not None and not self._fixed_secret:
+            stored = view.docs.get(SECRETS_KIND, {}).get(TOKEN_SECRET)
+            if stored is not None:
+                self.tokens.secret = bytes.fromhex(stored["value"])
         return documents.serve(req, documents.Context(port, instance, view, self.tokens,
-                                                      self.clock()))
+                                                      self.wall_clock()))

@@ -3,8 +3,10 @@
 A token is "<expiry>.<mac>" where mac = HMAC-SHA256(secret, port id | expiry),
 so checking one needs no table (state stays bounded whatever a VM asks for)
 and a token is good only for the VM port it was issued to. The secret is
-random per controller process: after a restart old tokens get a 401 and
-clients ask for a new one, as they do when a token expires.
+the one in [metadata] token_secret, or else one kept in the store
+(topology.store.base.ensure_secret), so every controller checks every
+token the same way: tokens survive a restart and a failover. Expiry is
+wall-clock time for the same reason.
 """
 from __future__ import annotations
 

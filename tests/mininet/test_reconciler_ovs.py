@@ -24,18 +24,18 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from apps.base import APP_IDS, SwitchView  # noqa: E402
+from controller.app import APP_IDS, SwitchView  # noqa: E402
 from apps.l2 import L2App  # noqa: E402
 from controller.compiler import FlowCompiler, SwitchFlows  # noqa: E402
 from controller.pipeline import (COOKIE_APP_SHIFT, COOKIE_SPACE, COOKIE_SPACE_MASK,  # noqa: E402
-                                 table_id)
+                                 decode_cookie, table_id)
 from harness import free_port  # noqa: E402  (tests/mininet is on sys.path: tests/conftest.py)
 from topology.store import SqliteStore  # noqa: E402
 from topology.view import TopologyView, interface_name  # noqa: E402
 
 pytestmark = pytest.mark.mininet
 OFCTL = ["ovs-ofctl", "-O", "OpenFlow13"]
-# l2 owns app id 1 (apps/base.py APP_IDS); foreign flows use a cookie outside our space.
+# l2 owns app id 1 (controller/app.py APP_IDS); foreign flows use a cookie outside our space.
 L2_COOKIE = COOKIE_SPACE | (APP_IDS["l2"] << COOKIE_APP_SHIFT)
 OUTPUT = table_id("output")
 
@@ -173,17 +173,23 @@ def l2_only(flows):
     return sorted(f for f in flows if f"cookie={L2_COOKIE >> COOKIE_APP_SHIFT:#x}" in f)
 
 
+def l2_expected(rig):
+    return [f for f in rig.expected().values() if decode_cookie(f.cookie)[0] == APP_IDS["l2"]]
+
+
 def test_switch_gets_desired_flows_restart_sends_none_and_audit_repairs(rig):
     sw = rig.switch()
     installed = our_flows(rig.bridge)
-    desired = rig.expected()
-    assert len(l2_only(installed)) == len(desired)
+    assert len(l2_only(installed)) == len(l2_expected(rig))
     assert sw["flow_mods"] == sw["installed_flows"] == sw["desired_flows"] == len(installed)
     # VLAN translation in and the remote port's tagged output, as OVS prints them
     assert any(f"dl_vlan=101 actions=pop_vlan,write_metadata:0x1,goto_table:{table_id('l2_lookup')}" in f
                for f in installed)
-    assert any("dl_dst=fa:16:3e:00:01:03 actions=push_vlan:0x8100,set_field:4197->vlan_vid"
-               in f for f in installed)
+    # l2_lookup decides "the uplink"; only output pushes the tag
+    assert any(f"dl_dst=fa:16:3e:00:01:03 actions=set_field:0x80000000->reg7,"
+               f"goto_table:{table_id('pre_output')}" in f for f in installed)
+    assert any("reg7=0x80000000,metadata=0x1 actions=push_vlan:0x8100,set_field:4197->vlan_vid"
+               in f for f in installed), installed
 
     # SIGTERM: a clean exit, then a restart that changes nothing.
     assert rig.stop(signal.SIGTERM) == 0
@@ -227,7 +233,7 @@ def test_store_change_reaches_the_switch(rig):
     flows = our_flows(rig.bridge)
     assert not any("dl_dst=fa:16:3e:00:01:01" in f for f in flows)
     assert not any("reg6=0x1" in f for f in flows)
-    assert len(l2_only(flows)) == len(rig.expected())
+    assert len(l2_only(flows)) == len(l2_expected(rig))
 
 
 def test_unclaimed_bridge_is_listed_and_gets_only_drop(rig):

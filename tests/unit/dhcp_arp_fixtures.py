@@ -6,7 +6,7 @@ import struct
 
 import dpkt
 
-from apps.base import PacketIn, SwitchView
+from controller.app import PacketIn, SwitchView
 from topology.view import TopologyView
 
 NET = "net-1"

@@ -6,7 +6,7 @@
 """
 from __future__ import annotations
 
-from apps.base import SwitchView
+from controller.app import SwitchView
 from topology.store.base import Change
 from topology.view import TopologyView, interface_name
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import dpkt
 
 from apps.arp import ArpApp, address_table, arp_reply
-from apps.base import APP_IDS
+from controller.app import APP_IDS
 from controller.flow import app_cookie
 from dhcp_arp_fixtures import (DHCP_IP, DHCP_MAC, PAIR_MAC, VM2_IP, VM2_MAC, VM_IP, VM_MAC,
                                Counter, arp_request, ip, mac, make_view, packet_in, port_doc,
@@ -70,7 +70,7 @@ def test_port_flows_only_for_local_vm_ports():
              if f.priority == 100]
     assert len(flows) == 1
     f = flows[0]
-    assert f.table == "services" and f.cookie == app_cookie(APP_IDS["arp"])
+    assert f.table == "services" and f.cookie == app_cookie(APP_IDS["arp"], "ports", 5)
     assert dict(f.match) == {"reg6": 5, "eth_type": 0x0806, "arp_op": 1}
     assert f.instructions == (("meter", 5), ("apply", ("output", "controller")))
     assert list(app.port_flows(view, sw1, view.ports["port-vm2-bbbbbbbb"])) == []   # on h2

@@ -6,7 +6,7 @@ import struct
 import netaddr
 
 from apps import dhcp_options as o
-from apps.base import APP_IDS
+from controller.app import APP_IDS
 from apps.dhcp import DhcpApp, dhcp_answer
 from controller.flow import app_cookie
 from dhcp_arp_fixtures import (DHCP_IP, DHCP_MAC, VM_IP, VM_MAC, Counter, dhcp_client, ip, mac,
@@ -192,7 +192,7 @@ def test_flows():
     app = DhcpApp()
     sw = switch(view, 1)
     (client,) = app.port_flows(view, sw, view.ports["port-vm1-aaaaaaaa"])
-    assert client.table == "services" and client.cookie == app_cookie(APP_IDS["dhcp"])
+    assert client.table == "services" and client.cookie == app_cookie(APP_IDS["dhcp"], "ports", 5)
     assert dict(client.match) == {"reg6": 5, "eth_type": 0x0800, "ip_proto": 17,
                                   "udp_src": 68, "udp_dst": 67}
     assert client.instructions == (("meter", 5), ("apply", ("output", "controller")))
@@ -201,7 +201,7 @@ def test_flows():
     (drop,) = app.switch_flows(view, sw)
     assert dict(drop.match) == {"eth_type": 0x0800, "ip_proto": 17, "udp_src": 67}
     assert drop.instructions == () and drop.table == "services"
-    from apps.base import SwitchView
+    from controller.app import SwitchView
     assert list(app.switch_flows(view, SwitchView(dpid=9, host=None))) == []
 
 

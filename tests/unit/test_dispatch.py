@@ -6,7 +6,7 @@ import logging
 import threading
 import time
 
-from apps.base import App, PacketOut, SwitchView
+from controller.app import App, PacketOut, SwitchView
 from controller.dispatch import Dispatcher
 from controller.flow import app_cookie
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from l2_fixtures import make_view, pid, plugged_switch, port, put
 
-from apps.base import SwitchView
+from controller.app import SwitchView
 from apps.l2 import L2App
 from controller import codec
 from controller.compiler import FlowCompiler, SwitchFlows
@@ -54,12 +54,18 @@ def test_vlan_uplink_translates_known_vlan_only():
     assert [f.instructions for f in miss] == [()]   # any other VLAN: dropped
 
 
+UPLINK = 0x80000000   # pipeline.OUT_KEY_UPLINK
+
+
 def test_remote_port_goes_out_the_uplink_tagged_for_vlan():
+    """l2_lookup decides "the uplink"; output pushes the tag and outputs."""
     view = make_view()
     flows = desired(view, plugged_switch(view, 0xA1))
     f = one(flows, "l2_lookup", metadata=1, eth_dst="fa:16:3e:00:00:03")
-    assert f.instructions == (("apply", ("push_vlan",), ("set_field", "vlan_vid", 0x1000 | 101),
-                               ("output", 100)),)
+    assert f.instructions == (("apply", ("set_field", "reg7", UPLINK)), ("goto", "pre_output"))
+    out = one(flows, "output", metadata=1, reg7=UPLINK)
+    assert out.instructions == (("apply", ("push_vlan",), ("set_field", "vlan_vid", 0x1000 | 101),
+                                 ("output", 100)),)
 
 
 def test_remote_port_on_flat_network_goes_untagged():
@@ -67,7 +73,9 @@ def test_remote_port_on_flat_network_goes_untagged():
     put(view, "ports", port(5, "n2", "h2"))
     flows = desired(view, plugged_switch(view, 0xA1))
     f = one(flows, "l2_lookup", metadata=2, eth_dst="fa:16:3e:00:00:05")
-    assert f.instructions == (("apply", ("output", 100)),)
+    assert f.instructions == (("apply", ("set_field", "reg7", UPLINK)), ("goto", "pre_output"))
+    out = one(flows, "output", metadata=2, reg7=UPLINK)
+    assert out.instructions == (("apply", ("output", 100)),)
 
 
 def test_local_mac_goes_to_reg7_then_output():
@@ -80,16 +88,18 @@ def test_local_mac_goes_to_reg7_then_output():
     assert out.instructions == (("apply", ("output", sw.ofport(interface_name(view.ports[pid(2)])))),)
 
 
-def test_flood_stays_in_network_and_tags_only_the_uplink_copy():
+def test_flood_is_a_copy_per_receiver_through_its_ingress_firewall():
+    """No output in l2_lookup: each local receiver's copy passes its
+    ingress_firewall, the uplink's goes last (the tag is pushed on it)."""
     view = make_view()
     sw = plugged_switch(view, 0xA1)
     f = one(desired(view, sw), "l2_lookup", metadata=1,
             eth_dst=("01:00:00:00:00:00", "01:00:00:00:00:00"))
-    local = sorted(sw.ofport(interface_name(view.ports[pid(n)])) for n in (1, 2))
-    assert f.instructions == (("apply", ("output", local[0]), ("output", local[1]), ("push_vlan",),
-                               ("set_field", "vlan_vid", 0x1000 | 101), ("output", 100)),)
-    p4 = sw.ofport(interface_name(view.ports[pid(4)]))
-    assert ("output", p4) not in f.instructions[0]
+    assert f.instructions == (("apply",
+                               ("set_field", "reg7", 1), ("resubmit", "ingress_firewall"),
+                               ("set_field", "reg7", 2), ("resubmit", "ingress_firewall"),
+                               ("set_field", "reg7", UPLINK), ("resubmit", "pre_output")),)
+    assert ("set_field", "reg7", 4) not in f.instructions[0]   # p4 is on n2
 
 
 def test_port_security_allows_own_mac_and_ips_pairs_dhcp_and_probes():
@@ -149,13 +159,17 @@ def test_unclaimed_switch_gets_only_the_drop_default():
 
 
 def test_default_chain_passes_the_empty_stages_and_drops_unknown_destinations():
+    """The misses come from the pipeline's declaration, one per stage."""
+    from controller import pipeline
     view = make_view()
     flows = {f.table: f for f in desired(view, plugged_switch(view, 0xA1)) if f.priority == 0}
+    assert set(flows) == set(pipeline.STAGES)
+    assert all(f.match == () for f in flows.values())
     assert flows["services"].instructions == (("goto", "egress_firewall"),)
-    assert flows["services"].match == ()
     assert flows["egress_firewall"].instructions == (("goto", "routing"),)
     assert flows["routing"].instructions == (("goto", "l2_lookup"),)
-    assert flows["ingress_firewall"].instructions == (("goto", "output"),)
+    assert flows["ingress_firewall"].instructions == (("goto", "pre_output"),)
+    assert flows["pre_output"].instructions == (("goto", "output"),)
     for table in ("classify", "port_security", "l2_lookup", "output"):
         assert flows[table].instructions == ()
 

@@ -6,7 +6,7 @@ import socket
 
 import dpkt
 
-from apps.base import APP_IDS, PacketIn, SwitchView
+from controller.app import APP_IDS, PacketIn, SwitchView
 from apps.metadata import MetadataApp, packets
 from apps.metadata.tcp import ACK, FIN, PSH, RST, SYN, Limits, Segment
 from controller.flow import app_cookie
@@ -87,7 +87,7 @@ def test_flows_for_a_local_vm_port():
     view = make_view()
     flows = list(app.port_flows(view, sw(view), view.ports[PORT_ID]))
     assert len(flows) == 2
-    cookie = app_cookie(APP_IDS["metadata"])
+    cookie = app_cookie(APP_IDS["metadata"], "ports", 5)
     tcp, arp = flows
     assert tcp.table == "services" and tcp.cookie == cookie and arp.cookie == cookie
     assert dict(tcp.match) == {"reg6": 5, "eth_type": 0x0800, "ip_proto": 6,

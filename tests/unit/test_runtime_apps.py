@@ -1,6 +1,8 @@
 """[controller] apps: every app listed must load, or the controller does not start."""
 from __future__ import annotations
 
+from controller.app import AppSpec
+
 import subprocess
 import sys
 from pathlib import Path
@@ -41,7 +43,7 @@ def test_empty_list_is_an_error():
 
 
 def test_app_that_fails_to_import_is_an_error(monkeypatch):
-    monkeypatch.setitem(runtime.APPS, "arp", ("apps.no_such_module", "ArpApp"))
+    monkeypatch.setitem(runtime.APPS, "arp", AppSpec(2, "apps.no_such_module:ArpApp"))
     with pytest.raises(AppLoadError, match=r"app arp \(apps.no_such_module.ArpApp\) failed "
                                            r"to load: ModuleNotFoundError"):
         load_apps(conf_with())
@@ -53,7 +55,7 @@ class Exploding:
 
 
 def test_app_that_fails_to_construct_is_an_error(monkeypatch):
-    monkeypatch.setitem(runtime.APPS, "dhcp", (__name__, "Exploding"))
+    monkeypatch.setitem(runtime.APPS, "dhcp", AppSpec(3, f"{__name__}:Exploding"))
     with pytest.raises(AppLoadError, match="app dhcp .* ValueError: bad dhcp settings"):
         load_apps(conf_with())
 

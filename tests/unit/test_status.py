@@ -9,7 +9,8 @@ import pytest
 from test_ofchannel import OFP, FakeDatapath, error
 
 from apps.l2 import L2App
-from controller.core import Controller, Switch
+from controller.core import Controller
+from controller.switch_worker import Switch
 from controller.ofchannel import OFChannel
 from controller.status import read_status, write_status
 from topology.config import new_conf

@@ -36,7 +36,7 @@ def test_dhcp_port_is_indexed_per_network():
 
 
 def test_switch_interface_at_stays_right_when_ports_change_underneath():
-    from apps.base import SwitchView
+    from controller.app import SwitchView
     sw = SwitchView(dpid=1, host=None, ports_by_name={"tapa": 1, "tapb": 2})
     assert sw.interface_at(2) == "tapb"
     sw.ports_by_name["tapc"] = 2          # a replug reuses the ofport

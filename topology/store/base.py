@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import os
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -112,6 +113,20 @@ class Txn(ReadTxn):
         so a freed key is not given again straight away. Conflict (with
         owner "nobody") when the range is full.
         """
+
+
+SECRETS_KIND = "secrets"   # controller-internal documents; the API never shows them
+
+
+def ensure_secret(store: "Store", name: str, nbytes: int = 32) -> bytes:
+    """A random secret kept in the store under name: made once, by whichever
+    caller comes first, then the same for every process that asks."""
+    with store.transaction() as txn:
+        doc = txn.get(SECRETS_KIND, name)
+        if doc is None:
+            doc = {"id": name, "value": os.urandom(nbytes).hex()}
+            txn.put(SECRETS_KIND, name, doc)
+    return bytes.fromhex(doc["value"])
 
 
 class Store(abc.ABC):

@@ -1,21 +1,23 @@
-"""What a network-function app is to the controller.
+"""What a network-function app is to the controller, and the one registry of apps.
 
 An app is a compiler from desired state to flows, plus (optionally) a
 responder to the packets its flows send to the controller. It never sends a
 flow-mod itself: the reconciler diffs what every app wants against what the
 switch has.
 
-Flows are asked for in three scopes so that a change recomputes only what it
-touches (a port change recomputes that port's flows on the switches that see
-its network, and that network's flows there):
+Flows are asked for per scope (controller/scopes.py) so that a change
+recomputes only what it touches (a port change recomputes that port's flows
+on the switches that see its network, and that network's flows there). For
+a scope kind K an app defines `K_flows`:
 
-    switch_flows(view, sw)            per switch: table-miss defaults and the like
+    switch_flows(view, sw)            per switch
     network_flows(view, sw, network)  per network present on the switch
     port_flows(view, sw, port)        per port of a network present on the
                                       switch, local or remote (remote ports
                                       give e.g. forwarding to the uplink)
 
-All three must be pure functions of their arguments.
+All must be pure functions of their arguments. Table misses are not an
+app's: the compiler writes them from controller/pipeline.py.
 
 Packet-ins are routed by cookie: the flow that sent a packet to the
 controller carries its app's id, and that app's packet_in gets the packet.
@@ -29,17 +31,26 @@ from controller.flow import Flow
 from topology.store.base import Document
 from topology.view import TopologyView
 
-# App ids, carried in every flow's cookie. Never reuse a retired id.
-APP_IDS = {
-    "l2": 1,
-    "arp": 2,
-    "dhcp": 3,
-    "metadata": 4,
-    "secgroup": 5,
-    "dvr": 6,
-    "nat": 7,
-    "qos": 8,
+
+
+@dataclass(frozen=True)
+class AppSpec:
+    app_id: int          # carried in every flow's cookie; never reuse a retired id
+    entry: str           # "module:Class", loaded when [controller] apps names it
+
+
+# Every app, in one place. Id 0 is the pipeline's own (controller/pipeline.py).
+APPS: dict[str, AppSpec] = {
+    "l2": AppSpec(1, "apps.l2:L2App"),
+    "arp": AppSpec(2, "apps.arp:ArpApp"),
+    "dhcp": AppSpec(3, "apps.dhcp:DhcpApp"),
+    "metadata": AppSpec(4, "apps.metadata:MetadataApp"),
+    "secgroup": AppSpec(5, "apps.secgroup:SecGroupApp"),
+    "dvr": AppSpec(6, "apps.dvr:DvrApp"),
+    "nat": AppSpec(7, "apps.nat:NatApp"),
+    "qos": AppSpec(8, "apps.qos:QosApp"),
 }
+APP_IDS = {name: spec.app_id for name, spec in APPS.items()}
 
 
 @dataclass

@@ -1,0 +1,131 @@
+"""One connected switch, and the worker thread that alone talks to it.
+
+The worker takes what changed in the switch's desired set under the
+controller's lock (all of it after a (re)read) and reconciles it
+(reconciler.py); one worker per switch serialises everything sent to it.
+The worker never syncs before the controller has a view of the store: that
+would flush the switch. A channel error re-reads the switch after a backoff.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Optional, Protocol
+
+from controller.app import SwitchView
+from controller.compiler import SwitchFlows
+from controller.reconciler import ChannelError, MeterSpec, Reading, SwitchReconciler
+
+LOG = logging.getLogger(__name__)
+
+RETRY_MIN_S = 0.2
+RETRY_MAX_S = 10.0
+
+
+class Core(Protocol):
+    """What a worker needs of the controller."""
+    lock: threading.RLock
+    stopping: threading.Event
+
+    @property
+    def view(self): ...
+
+
+class Switch:
+    """One connected datapath: what we know of it and who reconciles it."""
+
+    def __init__(self, dpid: int, channel, meter_spec: MeterSpec, core: Optional[Core] = None):
+        self.dpid = dpid
+        self.channel = channel
+        self.view = SwitchView(dpid, None)
+        self.memo = SwitchFlows()
+        self.reconciler = SwitchReconciler(dpid, channel, meter_spec)
+        self.cond = threading.Condition()
+        self.want_sync = False
+        self.want_reread = False
+        self.want_audit = False
+        self.reading: Optional[Reading] = None   # the audit's read, for the worker to adopt
+        self.busy = True            # from connect until the first sync succeeds
+        self.connected = True
+        self.connected_at = time.time()
+        self.thread: Optional[threading.Thread] = None
+        self.core = core
+
+    def start(self) -> None:
+        self.thread = threading.Thread(target=self.run, name=f"vmflow-sw-{self.dpid:016x}",
+                                       daemon=True)
+        self.thread.start()
+
+    def retire(self) -> None:
+        with self.cond:
+            self.connected = False
+            self.cond.notify()
+
+    def poke(self, *, reread: bool = False, audit: bool = False,
+             reading: Optional[Reading] = None) -> None:
+        with self.cond:
+            self.want_sync = True
+            self.want_reread |= reread
+            self.want_audit |= audit
+            if reading is not None:
+                if self.reading is not None:
+                    self.reconciler.discard(self.reading)
+                self.reading = reading
+            self.busy = True
+            self.cond.notify()
+
+    def run(self) -> None:
+        """The worker thread: sync whenever poked, until the switch leaves."""
+        sw, core = self, self.core
+        backoff = RETRY_MIN_S
+        while True:
+            with sw.cond:
+                while sw.connected and not sw.want_sync:
+                    sw.cond.wait()
+                if not sw.connected:
+                    return
+                reread, audit, reading = sw.want_reread, sw.want_audit, sw.reading
+                sw.want_sync = sw.want_reread = sw.want_audit = False
+                sw.reading = None
+            rec = sw.reconciler
+            delta = desired = None
+            with core.lock:
+                ready = core.view is not None
+                if ready:
+                    # Only this thread drops the belief, so it is still
+                    # there when the delta is applied.
+                    if not (reread or audit or reading is not None or rec.installed is None
+                            or rec.meters is None):
+                        delta = sw.memo.take_delta()
+                    if delta is None:
+                        desired = sw.memo.take_all()
+            if not ready:
+                # Never sync before the first view: that would flush the switch.
+                if reading is not None:
+                    rec.discard(reading)
+                continue
+            try:
+                if delta is not None:
+                    sent = rec.sync_delta(*delta)
+                else:
+                    sent = rec.sync(desired, reread=reread, audit=audit, reading=reading)
+                if sent:
+                    LOG.info("switch %016x: %d change(s) sent", sw.dpid, sent)
+                backoff = RETRY_MIN_S
+                with sw.cond:
+                    if not sw.want_sync:
+                        sw.busy = False
+            except ChannelError as e:
+                LOG.error("switch %016x: %s; re-reading in %.1fs", sw.dpid, e, backoff)
+                if core.stopping.wait(backoff):
+                    return
+                backoff = min(backoff * 2, RETRY_MAX_S)
+                sw.poke(reread=True)
+            except Exception:
+                LOG.exception("switch %016x: reconcile failed", sw.dpid)
+                sw.reconciler.invalidate()
+                if core.stopping.wait(backoff):
+                    return
+                backoff = min(backoff * 2, RETRY_MAX_S)
+                sw.poke(reread=True)
