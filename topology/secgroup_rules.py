@@ -363,9 +363,12 @@ def _merge_compact(values: dict, stated: dict, text: str) -> None:
                                        f"{stated['remote_ip_prefix']} in rule '{text}'")
         stated["ethertype"] = family
     for name, value in stated.items():
-        if values.get(name) is not None and values[name] != value:
-            raise Invalid(name, f"'{values[name]}' conflicts with rule '{text}'")
-        values[name] = value
+        mine = values.get(name)
+        if mine is None:
+            values[name] = value
+        elif (protocol_number(mine) != protocol_number(value) if name == "protocol"
+              else mine != value):
+            raise Invalid(name, f"'{mine}' conflicts with rule '{text}'")
 
 
 def _check_protocol(val: dict) -> None:
