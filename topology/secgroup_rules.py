@@ -33,7 +33,9 @@ A rule is Neutron's security group rule plus vmflow's extensions:
   "in:deny 10.0.0.0/8 udp 123", "in:allow icmp 8/0",
   "in:allow ipv6 group:<id> any".
 
-  A field given both in `rule` and on its own must agree with it.
+  Tokens are separated by blanks, so a port list has none inside it. As in
+  Neutron, the remote is the source of an `in` rule and the destination of an
+  `out` rule. A field given both in `rule` and on its own must agree with it.
 """
 from __future__ import annotations
 
@@ -60,6 +62,7 @@ IPV6_ONLY = frozenset((41, 43, 44, 58, 59, 60))
 
 MAX_PORT_ENTRIES = 64      # entries in one `ports` list, so a rule's flows stay bounded
 MAX_PORTS_TEXT = 1024
+MAX_COMPACT_TEXT = MAX_PORTS_TEXT + 256
 PRIORITY_MIN, PRIORITY_MAX, PRIORITY_DEFAULT = 1, 100, 1
 ACTIONS = ("allow", "deny")
 DIRECTIONS = {"in": "ingress", "out": "egress"}

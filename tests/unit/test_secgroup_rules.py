@@ -286,3 +286,29 @@ def test_compact_round_trip(direction, action, family, remote_token, proto_tail)
     # the JSON form of the same rule gives the same rule
     fields = {k: rule[k] for k in r.FIELDS if k != "rule" and rule[k] is not None}
     assert r.normalise(fields) == rule
+
+
+json_value = st.one_of(st.none(), st.booleans(), st.integers(-70000, 70000), st.text(max_size=30),
+                       st.lists(st.integers(), max_size=2), st.floats(allow_nan=False))
+
+
+@settings(max_examples=300)
+@given(st.dictionaries(st.sampled_from([f for f in r.FIELDS]), json_value, max_size=6))
+def test_any_input_gives_a_rule_or_invalid(fields):
+    try:
+        rule = r.normalise(fields)
+    except Invalid as e:
+        assert e.field in r.FIELDS
+        return
+    assert r.normalise({"rule": rule["rule"], "ethertype": rule["ethertype"]})["rule"] == rule["rule"]
+
+
+@settings(max_examples=300)
+@given(st.text(alphabet="inoutalwdey:0123456789.,-/ tcpudicmpv6anygrou", max_size=40))
+def test_any_compact_text_parses_or_is_invalid_naming_rule(text):
+    try:
+        rule = r.normalise({"rule": text})
+    except Invalid as e:
+        assert e.field in ("rule", "port_range_min", "port_range_max", "ethertype", "protocol")
+        return
+    assert r.normalise({"rule": rule["rule"]}) == rule

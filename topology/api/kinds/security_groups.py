@@ -171,7 +171,7 @@ class SecurityGroups(Kind):
 
 
 def _compact_text(field, value):
-    text = v.string(255, empty_ok=False)(field, value)
+    text = v.string(rules.MAX_COMPACT_TEXT, empty_ok=False)(field, value)
     rules.parse_compact(field, text)
     return text
 
