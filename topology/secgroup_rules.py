@@ -54,7 +54,6 @@ PROTOCOLS: dict[str, int] = {
     "ipv6-nonxt": 59, "ipv6-opts": 60, "ipv6-route": 43, "ospf": 89, "pgm": 113,
     "rsvp": 46, "sctp": 132, "tcp": 6, "udp": 17, "udplite": 136, "vrrp": 112,
 }
-ANY_PROTOCOL = ("any", "0")
 PORT_PROTOCOLS = frozenset((6, 17, 33, 132, 136))      # tcp udp dccp sctp udplite
 ICMP_PROTOCOLS = frozenset((1, 58))
 # Protocols that exist only over IPv6: refused with ethertype IPv4, as Neutron does.
@@ -272,14 +271,9 @@ def parse_compact(field: str, text: Any) -> dict[str, Any]:
 
 
 def _is_remote(token: str) -> bool:
-    lower = token.lower()
-    if lower.startswith(("group:", "address-group:")):
-        return True
-    try:
-        ipaddress.ip_interface(token)
-        return True
-    except ValueError:
-        return False
+    # No protocol name has a dot, colon or slash: a token with one is meant as
+    # a remote, and a malformed one is refused as a prefix, not as a protocol.
+    return any(c in token for c in ".:/")
 
 
 def _remote_token(field: str, token: str, out: dict) -> None:

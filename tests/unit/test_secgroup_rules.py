@@ -225,11 +225,6 @@ port = st.integers(1, 65535)
 port_range = st.tuples(port, port).map(sorted).map(tuple)
 
 
-def covered(ranges):
-    """The ports a list of ranges covers, as a set of merged intervals compared exactly."""
-    return r.merge_ranges(list(ranges))
-
-
 @given(st.lists(port_range, min_size=1, max_size=r.MAX_PORT_ENTRIES))
 def test_port_list_normalisation(ranges):
     text = ",".join(f"{lo}-{hi}" if lo != hi else str(lo) for lo, hi in ranges)
