@@ -12,7 +12,7 @@ from typing import Iterable, Optional
 from topology.store.base import Change, Document
 
 KINDS = ("networks", "subnets", "ports", "security_groups", "security_group_rules",
-         "hosts", "instances")
+         "address_groups", "hosts", "instances")
 
 
 def interface_name(port: Document) -> str:

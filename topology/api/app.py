@@ -7,6 +7,7 @@ from oslo_config import cfg
 from topology.api import errors, versions
 from topology.api.auth import AuthMiddleware, load_tokens
 from topology.api.collection import Resource
+from topology.api.kinds.address_groups import AddressGroupActions, AddressGroups
 from topology.api.kinds.base import Settings
 from topology.api.kinds.hosts import Hosts
 from topology.api.kinds.instances import Instances
@@ -22,7 +23,8 @@ EXTRA_FIELDS = {
     "subnets": {"ipv6_ra_mode", "ipv6_address_mode", "subnetpool_id"},
     "ports": {"status", "binding:vif_type", "binding:vif_details"},
     "security_groups": {"security_group_rules"},
-    "security_group_rules": {"normalized_cidr", "remote_address_group_id"},
+    "security_group_rules": {"normalized_cidr", "belongs_to_default_sg"},
+    "address_groups": set(),
     "hosts": set(),
     "instances": set(),
 }
@@ -61,7 +63,8 @@ def create_app(conf: cfg.ConfigOpts, store: Store) -> falcon.App:
     networks = Networks(settings)
     ports = Ports(settings)
     kinds = [networks, Subnets(settings, ports, networks), ports, SecurityGroups(settings),
-             SecurityGroupRules(settings), Hosts(settings), Instances(settings)]
+             SecurityGroupRules(settings), AddressGroups(settings), Hosts(settings),
+             Instances(settings)]
 
     app.add_route("/", versions.Root())
     collections = []
@@ -71,6 +74,10 @@ def create_app(conf: cfg.ConfigOpts, store: Store) -> falcon.App:
         app.add_route(f"/v2.0/{path}", resource)
         app.add_route(f"/v2.0/{path}/{{id}}", resource, suffix="item")
         collections.append((path, kind.member))
+        if isinstance(kind, AddressGroups):
+            actions = AddressGroupActions(kind, store)
+            app.add_route(f"/v2.0/{path}/{{id}}/add_addresses", actions, suffix="add")
+            app.add_route(f"/v2.0/{path}/{{id}}/remove_addresses", actions, suffix="remove")
     app.add_route("/v2.0", versions.V2(collections))
     extensions = versions.Extensions()
     app.add_route("/v2.0/extensions", extensions)

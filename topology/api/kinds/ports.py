@@ -189,10 +189,7 @@ class Ports(Kind):
 
     @staticmethod
     def _check_groups(txn, ctx, group_ids):
-        for gid in group_ids:
-            group = txn.get("security_groups", gid)
-            if group is None or not ctx.can_see(group):
-                raise not_found("security_group", gid)
+        security_groups.check_port_groups(txn, ctx, group_ids)
 
     def update(self, txn, ctx, doc, changes):
         self.check_owner(ctx, doc, "update")
