@@ -111,11 +111,6 @@ def new_conf() -> cfg.ConfigOpts:
     return conf
 
 
-def list_opts():
-    """For oslo-config-generator."""
-    return [(g or "DEFAULT", opts) for g, opts in GROUPS.items()]
-
-
 def split_hostport(value: str, field: str) -> tuple[str, int]:
     host, sep, port = value.rpartition(":")
     if not sep or not port.isdigit() or not (0 < int(port) < 65536):

@@ -100,10 +100,6 @@ def _object(body: Any, resource: str) -> dict:
 
 # -- converters: (field, value) -> clean value, or Invalid -----------------
 
-def any_value(field, value):
-    return value
-
-
 def string(max_len: int = 255, *, nullable: bool = False, empty_ok: bool = True):
     def convert(field, value):
         if value is None and nullable:

@@ -211,3 +211,25 @@ def test_no_sync_before_the_first_view(conf, tmp_path):
         assert sw.log == [] and sw.flows == {("output", 1, ()): None}
     finally:
         c.stop()
+
+
+def test_a_new_default_security_group_recomputes_nothing(ctl, store, monkeypatch):
+    """A project's first GET of security groups (or first port) creates its
+    default group. Until a port uses a group no flow depends on it, so no
+    switch is recomputed; before the scope registry every switch was."""
+    ctl.switch_connected(0xA1, FakeSwitch(), h1_ports())
+    settle(ctl, store)
+    calls = []
+    real = ctl.compiler.refresh
+    monkeypatch.setattr(ctl.compiler, "refresh",
+                        lambda *a, **k: calls.append(a[1].dpid) or real(*a, **k))
+    write(store, "security_groups", {"id": "sg-default", "name": "default",
+                                     "project_id": "p-new", "security_group_rules": []})
+    write(store, "security_group_rules", {"id": "r1", "security_group_id": "sg-default",
+                                          "direction": "egress", "ethertype": "IPv4"})
+    settle(ctl, store)
+    assert calls == []
+    # while a port change still recomputes its switch
+    write(store, "ports", port(2, "n1", "h1", name="renamed"))
+    settle(ctl, store)
+    assert calls == [0xA1]
