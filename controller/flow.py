@@ -18,7 +18,8 @@ Instructions are a tuple of small tuples, in the order OpenFlow applies them:
 and actions inside "apply" are:
 
     ("output", port)            port is an int, "controller" or "in_port"
-    ("set_field", field, value)
+    ("set_field", field, value)  any field; value may be (value, mask) to set
+                                 some bits (sent as Nicira reg_load2)
     ("push_vlan",)              ethertype 0x8100
     ("pop_vlan",)
     ("dec_ttl",)
@@ -36,7 +37,9 @@ and actions inside "apply" are:
     ("ct_clear",)
     ("group", group_id)
 
-An empty instruction tuple drops the packet.
+An empty instruction tuple drops the packet. Each kind's build, encode,
+decode and canonical form is its spec in controller/actions.py; match
+values and the ct_state bits (ct_state("+trk+est")) in controller/fields.py.
 """
 from __future__ import annotations
 
@@ -44,6 +47,13 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from controller import pipeline
+# Instruction and action builders, so apps read like flow tables. Each is the
+# build step of its kind's spec in controller/actions.py.
+from controller.actions import (apply, conjunction, ct, ct_clear, dec_ttl, goto,  # noqa: F401
+                                group, meter, move, nat, output, pop_vlan, push_vlan,
+                                resubmit, set_field, write_metadata)
+from controller.fields import (CT_DNAT, CT_EST, CT_INV, CT_NEW, CT_REL, CT_RPL,  # noqa: F401
+                               CT_SNAT, CT_TRK, ct_state)
 
 Match = tuple[tuple[str, Any], ...]
 Instructions = tuple[tuple, ...]
@@ -76,45 +86,6 @@ def flow(app_id: int, table: str, priority: int, match: Mapping[str, Any],
     pipeline.table_id(table)  # fail early on a misspelt stage name
     cookie = app_cookie(app_id, *owner) if owner else app_cookie(app_id)
     return Flow(table, priority, make_match(match), tuple(instructions), cookie)
-
-
-# Instruction and action builders, so apps read like flow tables.
-def goto(table: str) -> tuple:
-    pipeline.table_id(table)
-    return ("goto", table)
-
-
-def apply(*actions: tuple) -> tuple:
-    return ("apply",) + tuple(actions)
-
-
-def meter(meter_id: int) -> tuple:
-    return ("meter", meter_id)
-
-
-def write_metadata(value: int, mask: int = 0xFFFFFFFFFFFFFFFF) -> tuple:
-    return ("write_metadata", value, mask)
-
-
-def output(port) -> tuple:
-    return ("output", port)
-
-
-def set_field(field: str, value) -> tuple:
-    return ("set_field", field, value)
-
-
-def push_vlan() -> tuple:
-    return ("push_vlan",)
-
-
-def pop_vlan() -> tuple:
-    return ("pop_vlan",)
-
-
-def resubmit(table: str) -> tuple:
-    pipeline.table_id(table)
-    return ("resubmit", table)
 
 
 def to_controller(port_key: int) -> tuple[tuple, tuple]:
