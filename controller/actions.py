@@ -22,7 +22,7 @@ from os_ken.ofproto import nicira_ext
 from os_ken.ofproto import ofproto_v1_3_parser as _parser13
 
 from controller import pipeline
-from controller.fields import canonical_value
+from controller.fields import canonical_value, field_name
 
 NAMED_PORTS = {"controller": 0xFFFFFFFD, "in_port": 0xFFFFFFF8, "local": 0xFFFFFFFE,
                "normal": 0xFFFFFFFA, "flood": 0xFFFFFFFB, "all": 0xFFFFFFFC}
@@ -179,7 +179,10 @@ def encode_action(parser, ofp, action: tuple):
 
 def decode_action(ofp, obj) -> tuple:
     spec = _ACTION_WIRE.get(type(obj).__name__)
-    out = spec.decode(ofp, obj) if spec is not None else None
+    try:
+        out = spec.decode(ofp, obj) if spec is not None else None
+    except (ValueError, TypeError, KeyError, AttributeError):
+        out = None   # whatever a switch reports, reading it must not fail
     return out if out is not None else unknown(obj)
 
 
@@ -205,7 +208,10 @@ def encode_instruction(parser, ofp, ins: tuple):
 
 def decode_instruction(ofp, obj) -> tuple:
     spec = _INSTRUCTION_WIRE.get(type(obj).__name__)
-    out = spec.decode(ofp, obj) if spec is not None else None
+    try:
+        out = spec.decode(ofp, obj) if spec is not None else None
+    except (ValueError, TypeError, KeyError, AttributeError):
+        out = None
     return out if out is not None else unknown(obj)
 
 
@@ -262,9 +268,11 @@ class SetField(ActionSpec):
 
     def decode(self, ofp, obj):
         if type(obj).__name__ == "NXActionRegLoad2":
+            field = field_name(obj.dst)
             value = obj.value if obj.mask is None else (obj.value, obj.mask)
-            return ("set_field", obj.dst, canonical_value(obj.dst, value))
-        return ("set_field", obj.key, canonical_value(obj.key, obj.value))
+        else:
+            field, value = field_name(obj.key), obj.value
+        return ("set_field", field, canonical_value(field, value))
 
     def canonical(self, a):
         return ("set_field", a[1], canonical_value(a[1], a[2]))
@@ -359,7 +367,8 @@ class Move(ActionSpec):
                                       src_ofs=src_ofs, dst_ofs=dst_ofs)
 
     def decode(self, ofp, obj):
-        return ("move", obj.src_field, obj.src_ofs, obj.dst_field, obj.dst_ofs, obj.n_bits)
+        return ("move", field_name(obj.src_field), obj.src_ofs, field_name(obj.dst_field),
+                obj.dst_ofs, obj.n_bits)
 
 
 @register_action
@@ -481,9 +490,9 @@ class CT(ActionSpec):
         if obj.flags & ~NX_CT_F_COMMIT or obj.alg:
             return None   # force, or an ALG: nothing vmflow sends
         if obj.zone_src:
+            src = field_name(obj.zone_src)
             start, nbits = obj.zone_ofs_nbits >> 6, (obj.zone_ofs_nbits & 0x3F) + 1
-            zone = obj.zone_src if (start, nbits) == (0, 16) else \
-                f"{obj.zone_src}[{start}..{start + nbits - 1}]"
+            zone = src if (start, nbits) == (0, 16) else f"{src}[{start}..{start + nbits - 1}]"
         else:
             zone = obj.zone_ofs_nbits
         table = None if obj.recirc_table == NX_CT_RECIRC_NONE else table_label(obj.recirc_table)

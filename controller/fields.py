@@ -45,6 +45,20 @@ INT_WIDTH: dict[str, int] = {
     **{f"reg{i}": 32 for i in range(16)},
 }
 ALL_ONES64 = 0xFFFFFFFFFFFFFFFF
+# os-ken's names for the Nicira (NXM) headers of fields that also have an
+# OpenFlow OXM header. OVS answers in NXM inside Nicira actions (reg_load2,
+# reg_move), so "eth_dst_nxm" comes back where "eth_dst" was sent.
+NXM_ALIASES: dict[str, str] = {
+    f"{name}_nxm": name for name in (
+        "in_port", "eth_dst", "eth_src", "eth_type", "ip_proto", "ipv4_src", "ipv4_dst",
+        "tcp_src", "tcp_dst", "udp_src", "udp_dst", "icmpv4_type", "icmpv4_code", "arp_op",
+        "arp_spa", "arp_tpa", "arp_sha", "arp_tha", "tunnel_id", "ipv6_src", "ipv6_dst",
+        "icmpv6_type", "icmpv6_code", "ip_ecn", "tcp_flags")}
+
+
+def field_name(name: str) -> str:
+    """The OXM name of a field a switch reported under its NXM name."""
+    return NXM_ALIASES.get(name, name)
 # The mask of a wildcarded field, in each spelling canonical_value produces.
 _ZERO_MASKS = frozenset({0, "0.0.0.0", "00:00:00:00:00:00"})
 
@@ -128,3 +142,23 @@ def canonical_match(match: Iterable[tuple[str, Any]]) -> tuple:
         out.append((k, v))
     out.sort()
     return tuple(out)
+
+
+def port_masks(lo: int, hi: int) -> list:
+    """The fewest (value, mask) matches of a 16-bit port field covering lo..hi.
+
+    Each is an aligned power-of-two block, as Neutron's OVS firewall
+    splits a port range; a block of one port is a plain value. 0..65535 is
+    one all-wildcard (0, 0), which canonical_match drops.
+    """
+    if not 0 <= lo <= hi <= 0xFFFF:
+        raise ValueError(f"bad port range {lo}-{hi}")
+    out: list = []
+    while lo <= hi:
+        size = lo & -lo if lo else 1 << 16
+        while size > hi - lo + 1:
+            size >>= 1
+        mask = 0xFFFF & ~(size - 1)
+        out.append(lo if mask == 0xFFFF else (lo, mask))
+        lo += size
+    return out
