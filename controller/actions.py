@@ -15,6 +15,7 @@ codec.py dispatches through ACTIONS / INSTRUCTIONS and never names a kind.
 """
 from __future__ import annotations
 
+import abc
 import ipaddress
 from typing import Any, Callable, ClassVar, Iterable, Optional
 
@@ -82,42 +83,43 @@ class _RegLoad2(_parser13.NXActionRegLoad2):
 
 
 # -- the registry -------------------------------------------------------------
-class ActionSpec:
+class ActionSpec(abc.ABC):
     kind: ClassVar[str]
     wire: ClassVar[tuple[str, ...]] = ()
-
-    @staticmethod
-    def build(*args) -> tuple:
-        raise NotImplementedError
-
-    def encode(self, parser, ofp, action: tuple):
-        raise NotImplementedError
-
-    def decode(self, ofp, obj) -> Optional[tuple]:
-        raise NotImplementedError
-
-    # None: the tuple is already what OVS reports (the common case, kept cheap).
+    # A method when OVS reports the kind differently from how it may be
+    # built; None when the built tuple is already that (kept cheap: the
+    # compiler canonicalises every flow it computes).
     canonical: ClassVar[Optional[Callable[[Any, tuple], tuple]]] = None
 
+    @staticmethod
+    @abc.abstractmethod
+    def build(*args) -> tuple: ...
 
-class InstructionSpec:
+    @abc.abstractmethod
+    def encode(self, parser, ofp, action: tuple): ...
+
+    @abc.abstractmethod
+    def decode(self, ofp, obj) -> Optional[tuple]: ...
+
+
+class InstructionSpec(abc.ABC):
     kind: ClassVar[str]
     order: ClassVar[int]          # OpenFlow execution order, which OVS reports in
     wire: ClassVar[tuple[str, ...]] = ()
+    # A method returning the instruction as OVS reports it (None when OVS
+    # drops it), or None when the built tuple is already that.
+    canonical: ClassVar[Optional[Callable[[Any, tuple], Optional[tuple]]]] = None
 
     @staticmethod
-    def build(*args) -> tuple:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def build(*args) -> tuple: ...
 
-    def encode(self, parser, ofp, ins: tuple):
-        raise NotImplementedError
+    @abc.abstractmethod
+    def encode(self, parser, ofp, ins: tuple): ...
 
-    def decode(self, ofp, obj) -> Optional[tuple]:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def decode(self, ofp, obj) -> Optional[tuple]: ...
 
-    def canonical(self, ins: tuple) -> Optional[tuple]:
-        """The instruction as OVS reports it; None when OVS drops it."""
-        return ins
 
 
 ACTIONS: dict[str, ActionSpec] = {}
@@ -125,12 +127,13 @@ INSTRUCTIONS: dict[str, InstructionSpec] = {}
 _ACTION_WIRE: dict[str, ActionSpec] = {}
 _INSTRUCTION_WIRE: dict[str, InstructionSpec] = {}
 _ACTION_CANON: dict[str, Callable[[tuple], tuple]] = {}
+_INSTRUCTION_CANON: dict[str, Callable[[tuple], Optional[tuple]]] = {}
 
 
 def _register(cls, by_kind: dict, by_wire: dict):
+    if cls.kind in by_kind:
+        raise ValueError(f"kind {cls.kind!r} registered twice")
     spec = cls()
-    if spec.kind in by_kind:
-        raise ValueError(f"kind {spec.kind!r} registered twice")
     for w in spec.wire:
         if w in by_wire:
             raise ValueError(f"{w} decoded by both {by_wire[w].kind} and {spec.kind}")
@@ -148,7 +151,10 @@ def register_action(cls):
 
 
 def register_instruction(cls):
-    return _register(cls, INSTRUCTIONS, _INSTRUCTION_WIRE)
+    _register(cls, INSTRUCTIONS, _INSTRUCTION_WIRE)
+    if cls.canonical is not None:
+        _INSTRUCTION_CANON[cls.kind] = INSTRUCTIONS[cls.kind].canonical
+    return cls
 
 
 def unknown(obj) -> tuple:
@@ -186,20 +192,37 @@ def decode_action(ofp, obj) -> tuple:
     return out if out is not None else unknown(obj)
 
 
+def _instruction_order(ins: tuple) -> int:
+    spec = INSTRUCTIONS.get(ins[0])
+    return spec.order if spec is not None else 99   # "unknown" last, as decoded
+
+
 def canonical_instructions(instructions: Iterable[tuple]) -> tuple:
+    # Hot: the compiler canonicalises every flow it computes, and apps
+    # mostly build instructions in order already, so sort only when not.
     out = []
+    last = -1
+    ordered = True
     for ins in instructions:
         spec = INSTRUCTIONS.get(ins[0])
         if spec is None:
-            if ins[0] == "unknown":
-                out.append((99, ins))   # after the known ones, as decoded
-                continue
-            raise ValueError(f"unknown instruction kind {ins[0]!r} in {ins!r}")
-        c = spec.canonical(ins)
-        if c is not None:
-            out.append((spec.order, c))
-    out.sort(key=lambda p: p[0])
-    return tuple(c for _order, c in out)
+            if ins[0] != "unknown":
+                raise ValueError(f"unknown instruction kind {ins[0]!r} in {ins!r}")
+            order = 99
+        else:
+            fn = _INSTRUCTION_CANON.get(ins[0])
+            if fn is not None:
+                ins = fn(ins)
+                if ins is None:
+                    continue
+            order = spec.order
+        if order < last:
+            ordered = False
+        last = order
+        out.append(ins)
+    if not ordered:
+        out.sort(key=_instruction_order)
+    return tuple(out)
 
 
 def encode_instruction(parser, ofp, ins: tuple):
@@ -589,8 +612,16 @@ class Apply(InstructionSpec):
 
     def canonical(self, ins):
         if len(ins) == 1:
-            return None
-        return ("apply",) + tuple(canonical_action(a) for a in ins[1:])
+            return None   # OVS never reports an empty apply-actions
+        out = ["apply"]
+        for a in ins[1:]:
+            fn = _ACTION_CANON.get(a[0])
+            if fn is not None:
+                a = fn(a)
+            elif a[0] not in ACTIONS and a[0] != "unknown":
+                raise ValueError(f"unknown action kind {a[0]!r} in {a!r}")
+            out.append(a)
+        return tuple(out)
 
 
 @register_instruction

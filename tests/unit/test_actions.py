@@ -335,3 +335,19 @@ def test_any_masked_match_round_trips(match):
     m = {**TCP, **{k: (v if k != "ct_zone" else v[0]) for k, v in match.items()}}
     f = flow(1, "egress_firewall", 7, m, goto("routing"))
     assert wire_round_trip(f) == codec.canonical(f)
+
+
+def test_nxm_field_names_ovs_answers_with_read_as_the_oxm_names_sent():
+    # Seen on OVS 3.1: a masked set_field of eth_dst (reg_load2) and a move of
+    # eth_src come back under the NXM headers.
+    load = parser.NXActionRegLoad2(dst="eth_dst_nxm", value="02:00:00:00:00:00",
+                                   mask="02:00:00:00:00:00")
+    assert actions.decode_action(ofp, load) == \
+        ("set_field", "eth_dst", ("02:00:00:00:00:00", "02:00:00:00:00:00"))
+    mv = parser.NXActionRegMove(src_field="eth_src_nxm", dst_field="eth_dst_nxm", n_bits=48)
+    assert actions.decode_action(ofp, mv) == ("move", "eth_src", 0, "eth_dst", 0, 48)
+
+
+def test_a_value_that_does_not_parse_reads_as_unknown_instead_of_failing():
+    odd = parser.NXActionRegLoad2(dst="vlan_tci", value="not-a-number", mask="x")
+    assert actions.decode_action(ofp, odd)[0] == "unknown"
