@@ -146,6 +146,21 @@ KINDS: dict[str, tuple[list[Flow], list[str]]] = {
                    table="l2_lookup"))),
     ], ["ct(table=30,zone=3,nat)", "nat(src=192.0.2.1-192.0.2.9:1024-65535)",
         "nat(dst=10.0.0.5),exec(set_field:0x3->ct_mark)", "nat(dst=10.0.0.6:22)"]),
+    "ct-edges": ([
+        # Shapes OVS might have rewritten: an address range of one, a port
+        # range of one, a port without a range, zone 0, and everything at once.
+        f("routing", 220, {**TCP, "ct_state": ct_state("+trk+new"), "ipv4_dst": "192.0.2.60"},
+          apply(ct(commit=True, zone=0, nat=nat("dst", "10.0.0.7", "10.0.0.7", 80, 80)))),
+        f("routing", 221, {**TCP, "ct_state": ct_state("+trk+new"), "ipv4_dst": "192.0.2.61"},
+          apply(ct(commit=True, zone=1, nat=nat("src", "192.0.2.1", 0, 5000)))),
+        f("routing", 222, {**TCP, "ct_state": ct_state("+trk+new"), "ipv4_dst": "192.0.2.62"},
+          apply(ct(commit=True, zone="reg3", table="l2_lookup",
+                   nat=nat("src", "192.0.2.1", "192.0.2.2", 1, 2),
+                   exec=[set_field("ct_label", (5, 0xFF)), set_field("ct_mark", 0)]))),
+        f("output", 140, {"reg7": 40}, apply(push_vlan(), set_field("vlan_vid", 0x1000 | 7),
+                                             output(1), pop_vlan(), output(2))),
+    ], ["ct(commit,nat(dst=10.0.0.7:80))", "nat(src=192.0.2.1:5000)",
+        "nat(src=192.0.2.1-192.0.2.2:1-2),exec(set_field:0x5/0xff->ct_label,set_field:0->ct_mark)"]),
     "ct_clear": ([
         f("routing", 210, {**IP, "ipv4_dst": "10.9.0.0/16"}, apply(ct_clear()), goto("l2_lookup")),
     ], ["actions=ct_clear"]),
