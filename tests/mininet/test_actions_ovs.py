@@ -180,7 +180,10 @@ KINDS: dict[str, tuple[list[Flow], list[str]]] = {
         f("ingress_firewall", 100, {f"reg{i}": i + 1 for i in range(16)}, goto("output")),
         f("ingress_firewall", 101, {**UDP, "udp_src": (0x1000, 0xF000), "ipv4_src": "0.0.0.0/0"},
           goto("output")),
-    ], ["reg15=0x10", "udp,tp_src=0x1000/0xf000"]),
+        f("ingress_firewall", 102, {**IP, "ct_state": ct_state("+trk"), "ct_zone": 3,
+                                    "ct_mark": 5, "ct_label": 1 << 64}, goto("output")),
+    ], ["reg15=0x10", "udp,tp_src=0x1000/0xf000",
+        "ct_state=+trk,ct_zone=3,ct_mark=0x5,ct_label=0x10000000000000000,ip"]),
 }
 FLOWS = [fl for flows, _texts in KINDS.values() for fl in flows]
 
