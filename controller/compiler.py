@@ -62,9 +62,11 @@ class SwitchFlows:
     which keys of that union changed since the reconciler last took them.
 
     Two scopes may produce a flow with the same key. The key stays desired
-    while any of them still produces it; should their flows differ, the one
-    of the smallest scope wins, so the union never depends on the order the
-    scopes were computed in.
+    while any of them still produces it. Should their flows differ, clause
+    flows of conjunctive matches (nothing but conjunction actions) are merged
+    into one flow with every scope's conjunctions, as OVS wants them;
+    otherwise the one of the smallest scope wins. Either way the union never
+    depends on the order the scopes were computed in.
     """
 
     def __init__(self) -> None:
@@ -134,7 +136,7 @@ class SwitchFlows:
             shared = self._shared[key] = {owner: self.desired[key]}
             del self._owner[key]
         shared[scope] = f
-        self._set(key, shared[min(shared)])
+        self._set(key, _resolve(shared))
 
     def _release(self, key: FlowKey, scope: Scope) -> None:
         shared = self._shared.get(key) if self._shared else None
@@ -149,7 +151,7 @@ class SwitchFlows:
             self._owner[key] = last
             self._set(key, f)
         else:
-            self._set(key, shared[min(shared)])
+            self._set(key, _resolve(shared))
 
     def _set(self, key: FlowKey, f: Optional[Flow]) -> None:
         cur = self.desired.get(key)
@@ -204,6 +206,29 @@ class SwitchFlows:
         self._changed = {}
         self._changed_meters = set()
         return flows, meters
+
+
+def _conjunctions(f: Flow) -> Optional[tuple]:
+    """The conjunction actions of a clause flow, or None if it is not one."""
+    if len(f.instructions) != 1 or f.instructions[0][0] != "apply":
+        return None
+    actions = f.instructions[0][1:]
+    if not actions or any(a[0] != "conjunction" for a in actions):
+        return None
+    return actions
+
+
+def _resolve(shared: dict) -> Flow:
+    """The desired flow for a key several scopes produce."""
+    first = shared[min(shared)]
+    merged: set = set()
+    for f in shared.values():
+        actions = _conjunctions(f)
+        if actions is None:
+            return first
+        merged.update(actions)
+    return Flow(first.table, first.priority, first.match, (("apply",) + tuple(sorted(merged)),),
+                first.cookie)
 
 
 def _meters_of(f: Flow) -> list[int]:

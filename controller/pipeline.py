@@ -87,11 +87,28 @@ PIPELINE: tuple[Stage, ...] = (
               "dropped, so ARP fails closed if the proxy's flows are missing. Only VM "
               "traffic gets here.",
           miss_doc="Everything else goes on to egress_firewall."),
-    Stage("egress_firewall", 20, next=("routing",), miss="routing",
+    Stage("egress_firewall", 20, next=("egress_rules", "routing"), miss="routing",
+          writers={"secgroup": (100, 100)},
+          doc="Conntrack for the sending VM. Priority 100: a flow per local port with "
+              "port security on sends its IPv4 through ct() in the port's own zone (the "
+              "zone is the port key) and recirculates to egress_rules; for a port whose "
+              "groups are stateless it goes to egress_rules without ct(). Non-IP "
+              "traffic (ARP, already checked by port_security) is not the firewall's.",
+          miss_doc="Ports with port security off, and non-IP traffic, go on to routing."),
+    Stage("egress_rules", 21, next=("routing",), miss=None,
           writers={"secgroup": (1, 65000)},
-          doc="The sending VM's outbound security-group rules, in the conntrack zone of "
-              "its vNIC.",
-          miss_doc="Until the stateful firewall exists, everything goes on to routing."),
+          doc="The sending VM's outbound rules, with the connection's state known. "
+              "Priority 65000: +inv is dropped; +rel passes. Priority 60000: +est "
+              "passes when its ct_mark names a rule that still applies to the port (a "
+              "flow per port and rule of its groups, both directions), so removing a "
+              "rule, or the port leaving a group, cuts what it admitted. Priorities "
+              "1000-1201: +new is checked against the port's egress rules in priority "
+              "order (a rule's priority p maps to 1000 + 2*(100-p), deny one above "
+              "allow, so deny wins a tie); an allow commits the connection in the "
+              "port's zone with ct_mark = the rule's key. Rules over remote groups, "
+              "address groups and port lists are conjunctive matches: clause 1 is "
+              "(port, protocol, port range), clause 2 the remote set's addresses.",
+          miss_doc="What no rule admits is dropped: a port with no groups sends nothing."),
     Stage("routing", 30, next=("l2_lookup",), miss="l2_lookup",
           writers={"dvr": (1, 65000), "nat": (1, 65000)},
           doc="Distributed routing: traffic for a router interface's MAC is routed on "
@@ -109,11 +126,19 @@ PIPELINE: tuple[Stage, ...] = (
               "store.",
           miss_doc="An unknown destination is dropped; this flow's packet counter is the "
                    "unknown-destination count."),
-    Stage("ingress_firewall", 50, next=("pre_output",), miss="pre_output",
+    Stage("ingress_firewall", 50, next=("ingress_rules", "pre_output"), miss="pre_output",
+          writers={"secgroup": (100, 100)},
+          doc="Conntrack for the receiving VM (reg7). Priority 100: as egress_firewall, "
+              "in the receiver's zone, recirculating to ingress_rules. Every copy of a "
+              "flood passes here once per receiver, so a broadcast is filtered like a "
+              "unicast packet.",
+          miss_doc="Receivers with port security off, the uplink's copy of a flood, and "
+                   "non-IP traffic go on to pre_output."),
+    Stage("ingress_rules", 51, next=("pre_output",), miss=None,
           writers={"secgroup": (1, 65000)},
-          doc="The receiving VM's inbound security-group rules, in the conntrack zone "
-              "of its vNIC. Every copy of a flood passes here once per receiver.",
-          miss_doc="Until the stateful firewall exists, everything goes on to pre_output."),
+          doc="The receiving VM's inbound rules, flow for flow as egress_rules with the "
+              "remote side as the packet's source.",
+          miss_doc="What no rule admits is dropped."),
     Stage("pre_output", 55, next=("output",), miss="output",
           writers={"dvr": (100, 199), "qos": (200, 299)},
           doc="The hook before a frame leaves: routed frames going out of the uplink "

@@ -29,6 +29,17 @@ def parse_dpid(value) -> int:
     return int(text[2:] if text.startswith("0x") else text, 16)
 
 
+def remote_refs(rule: Document) -> list[str]:
+    """The remote sets a rule refers to: "sg:ID" for a remote group, "ag:ID"
+    for an address group."""
+    out = []
+    if rule.get("remote_group_id"):
+        out.append("sg:" + rule["remote_group_id"])
+    if rule.get("remote_address_group_id"):
+        out.append("ag:" + rule["remote_address_group_id"])
+    return out
+
+
 def _uncount(index: dict[str, Counter], outer: str, inner: str) -> None:
     counts = index.get(outer)
     if counts is None:
@@ -62,8 +73,16 @@ class TopologyView:
         self._hosts_of_net: dict[str, Counter] = defaultdict(Counter)
         self.host_by_name: dict[str, Document] = {}
         self.host_by_dpid: dict[int, Document] = {}
+        # Security groups: their member ports, their rules, and who refers to
+        # them (a rule's remote_group_id or remote_address_group_id, as
+        # "sg:ID" / "ag:ID") -> how many rules of each referring group.
+        self.ports_by_group: dict[str, dict[str, Document]] = defaultdict(dict)
+        self.rules_by_group: dict[str, dict[str, Document]] = defaultdict(dict)
+        self.groups_referring: dict[str, Counter] = defaultdict(Counter)
         for p in self.docs["ports"].values():
             self._index_port(p)
+        for r in self.docs["security_group_rules"].values():
+            self._index_rule(r, +1)
         for s in self.docs["subnets"].values():
             self.subnets_by_network[s["network_id"]][s["id"]] = s
         for h in self.docs["hosts"].values():
@@ -79,6 +98,8 @@ class TopologyView:
             self._hosts_of_net[p["network_id"]][host] += 1
         if p.get("device_owner") == "network:dhcp":
             self.dhcp_port_by_network[p["network_id"]] = p
+        for g in p.get("security_groups") or ():
+            self.ports_by_group[g][p["id"]] = p
 
     def _unindex_port(self, p: Document) -> None:
         self.ports_by_network[p["network_id"]].pop(p["id"], None)
@@ -92,6 +113,27 @@ class TopologyView:
                 del self.port_by_interface[key]
         if self.dhcp_port_by_network.get(p["network_id"]) is p:
             del self.dhcp_port_by_network[p["network_id"]]
+        for g in p.get("security_groups") or ():
+            members = self.ports_by_group.get(g)
+            if members is not None:
+                members.pop(p["id"], None)
+                if not members:
+                    del self.ports_by_group[g]
+
+    def _index_rule(self, r: Document, n: int) -> None:
+        group = r["security_group_id"]
+        if n > 0:
+            self.rules_by_group[group][r["id"]] = r
+        else:
+            rules = self.rules_by_group.get(group, {})
+            rules.pop(r["id"], None)
+            if not rules:
+                self.rules_by_group.pop(group, None)
+        for ref in remote_refs(r):
+            if n > 0:
+                self.groups_referring[ref][group] += 1
+            else:
+                _uncount(self.groups_referring, ref, group)
 
     def _index_host(self, h: Document) -> None:
         self.host_by_name[h["name"]] = h
@@ -116,6 +158,8 @@ class TopologyView:
                 self.subnets_by_network[old["network_id"]].pop(old["id"], None)
             elif change.kind == "hosts":
                 self._unindex_host(old)
+            elif change.kind == "security_group_rules":
+                self._index_rule(old, -1)
         if change.op == "delete":
             items.pop(change.id, None)
         else:
@@ -127,6 +171,8 @@ class TopologyView:
                 self.subnets_by_network[new["network_id"]][new["id"]] = new
             elif change.kind == "hosts":
                 self._index_host(new)
+            elif change.kind == "security_group_rules":
+                self._index_rule(new, +1)
         self.revision = max(self.revision, change.revision)
         return old
 

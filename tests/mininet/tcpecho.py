@@ -3,6 +3,10 @@
     tcpecho.py server HOST PORT              echo every connection (prints "listening")
     tcpecho.py client HOST PORT SIZE TIMEOUT send SIZE bytes, read them back,
                                              print "ok SIZE" (exit 0) or why not (exit 1)
+    tcpecho.py stream HOST PORT SECONDS      one connection, a byte echoed every 50 ms
+                                             for SECONDS; print "ok N" (exit 0) or
+                                             "stalled AT" (wall time of the first echo
+                                             not back within 0.5 s, exit 1)
 """
 import os
 import socket
@@ -53,9 +57,36 @@ def client(host, port, size, timeout):
     return 0
 
 
+def stream(host, port, seconds):
+    import time
+    end = time.time() + seconds
+    n = 0
+    try:
+        with socket.create_connection((host, port), timeout=3) as s:
+            s.settimeout(0.5)
+            while time.time() < end:
+                sent_at = time.time()
+                s.sendall(b"x")
+                try:
+                    if s.recv(1) != b"x":
+                        raise OSError("closed")
+                except OSError:
+                    print(f"stalled {sent_at:.3f}", flush=True)
+                    return 1
+                n += 1
+                time.sleep(0.05)
+    except OSError as e:
+        print(f"error {e}", flush=True)
+        return 1
+    print(f"ok {n}", flush=True)
+    return 0
+
+
 if __name__ == "__main__":
     mode, host, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
     if mode == "server":
         serve(host, port)
+    elif mode == "stream":
+        sys.exit(stream(host, port, float(sys.argv[4])))
     else:
         sys.exit(client(host, port, int(sys.argv[4]), float(sys.argv[5])))

@@ -24,8 +24,9 @@ def conf_with(apps=None):
     return c
 
 
-def test_default_loads_all_four():
-    assert [a.name for a in load_apps(conf_with())] == ["l2", "arp", "dhcp", "metadata"]
+def test_default_loads_every_built_app():
+    assert [a.name for a in load_apps(conf_with())] == ["l2", "arp", "dhcp", "metadata",
+                                                        "secgroup"]
 
 
 def test_subset_loads_only_those():

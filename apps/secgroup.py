@@ -1,0 +1,361 @@
+"""The stateful per-vNIC firewall: security groups in flows, as OneCloud's
+agent and Neutron's OVS firewall do it.
+
+Every local port with port security on gets its own conntrack zone, the
+port's key (1-65535, allocated once by the store, so a restart changes
+nothing). Egress rules run in the sender's zone on the sender's host, in
+egress_firewall/egress_rules; ingress rules in the receiver's zone on the
+receiver's host, in ingress_firewall/ingress_rules (controller/pipeline.py
+documents each flow by priority). For a connection:
+
+    +inv               dropped
+    +rel               passes
+    +est               passes while the rule that admitted it (its key is the
+                       connection's ct_mark) still applies to the port; a rule
+                       removed, or the port leaving the group, cuts it at once.
+                       ct_mark was chosen over flushing zones: OpenFlow cannot
+                       flush conntrack entries one by one, and a mark keeps the
+                       verdict in the flow table the reconciler already diffs
+    +new               the port's rules by priority (1 first; deny wins a tie);
+                       an allow commits with ct_mark = rule key; nothing
+                       matching means dropped
+
+A port with port security on and no groups sends and receives no IPv4, as in
+Neutron; a port with port security off has no firewall. Groups marked
+`stateful: false` match every packet against their rules without ct().
+vmflow's own services (ARP, DHCP, metadata) are answered in `services`,
+before the firewall, and anti-spoofing is port_security's: no user rule can
+block either.
+
+Flow economy: a rule over a remote group or address group is a conjunctive
+match. Clause 1 is the port side (port key, protocol, one flow per masked
+port range); clause 2 the remote set's addresses, kept in a scope of their
+own ("remote_set"), so a member joining a group changes only those address
+flows on the hosts that refer to the group, and N rules over M members cost
+about N + M flows, not N x M. Clause flows of different rules that match the
+same thing are one flow with several conjunction actions (the compiler's
+memo merges them across scopes too, controller/compiler.py).
+
+Limits: a zone per port key, so at most 65,535 firewalled ports in the whole
+cloud (the store refuses the 65,536th port with 409). IPv4 rules only: IPv6
+rules are stored and shown but have no flows yet. Port lists match for
+tcp, udp and sctp; other protocols match on the protocol alone.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, Optional
+
+from controller import scopes
+from controller.app import App, SwitchView
+from controller.fields import port_masks
+from controller.flow import Flow, apply, conjunction, ct, ct_state, flow, goto, set_field
+from controller.locality import is_local
+from controller.pipeline import REG_IN_PORT_KEY, REG_OUT_PORT_KEY
+from topology.secgroup_rules import Rule
+from topology.store.base import Document
+from topology.view import TopologyView, remote_refs
+
+ETH_IP = 0x0800
+PRIO_CT = 100
+PRIO_STATE = 65000       # +inv drop, +rel pass
+PRIO_ESTABLISHED = 60000
+PRIO_RULE_BASE = 1000
+
+# Match fields of a protocol's destination port (OpenFlow 1.3 has no others).
+PORT_FIELDS = {6: "tcp_dst", 17: "udp_dst", 132: "sctp_dst"}
+
+CT_INV = ct_state("+trk+inv")
+CT_REL = ct_state("+trk+rel-inv")
+CT_EST = ct_state("+trk+est-rel-inv")
+CT_NEW = ct_state("+trk+new-est-rel-inv")
+
+
+@dataclass(frozen=True)
+class Side:
+    """One direction of the firewall, as the pipeline lays it out."""
+    ct_table: str
+    rules_table: str
+    next: str
+    port_reg: str        # the register holding the firewalled port's key
+    remote_field: str    # where the other end's address is
+
+
+SIDES = {
+    "egress": Side("egress_firewall", "egress_rules", "routing", REG_IN_PORT_KEY, "ipv4_dst"),
+    "ingress": Side("ingress_firewall", "ingress_rules", "pre_output", REG_OUT_PORT_KEY,
+                    "ipv4_src"),
+}
+
+
+def rule_priority(rule: Rule) -> int:
+    """OpenFlow priority of a rule: smaller rule priority first, deny wins a tie."""
+    return PRIO_RULE_BASE + 2 * (100 - rule.priority) + (1 if rule.action == "deny" else 0)
+
+
+def firewalled(port: Document) -> bool:
+    return port.get("port_security_enabled", True) is not False
+
+
+def port_rules(view: TopologyView, port: Document) -> list[Rule]:
+    """Every IPv4 rule of the port's groups that has a key, in a stable order."""
+    out = []
+    for gid in port.get("security_groups") or ():
+        for doc in view.rules_by_group.get(gid, {}).values():
+            if doc.get("ethertype", "IPv4") == "IPv4" and doc.get("_key"):
+                out.append(Rule.from_doc(doc))
+    out.sort(key=lambda r: r.key)
+    return out
+
+
+def stateful(view: TopologyView, port: Document) -> bool:
+    """The API refuses a port mixing stateful and stateless groups."""
+    groups = [view.docs.get("security_groups", {}).get(g) for g in port.get("security_groups") or ()]
+    return not any(g is not None and g.get("stateful") is False for g in groups)
+
+
+def remote_addresses(view: TopologyView, ref: str) -> list[str]:
+    """The IPv4 addresses and CIDRs of a remote set ("sg:ID" or "ag:ID")."""
+    kind, _, rid = ref.partition(":")
+    out: set[str] = set()
+    if kind == "sg":
+        for p in view.ports_by_group.get(rid, {}).values():
+            for fixed in p.get("fixed_ips") or ():
+                ip = fixed.get("ip_address", "")
+                if ip and ":" not in ip:
+                    out.add(ip)
+            for pair in p.get("allowed_address_pairs") or ():
+                ip = pair.get("ip_address", "")
+                if ip and ":" not in ip:
+                    out.add(ip)
+    else:
+        doc = view.docs.get("address_groups", {}).get(rid)
+        for a in (doc or {}).get("addresses") or ():
+            if ":" not in a:
+                out.add(a)
+    return sorted(out)
+
+
+def _ref(rule: Rule) -> Optional[str]:
+    if rule.remote_group_id:
+        return "sg:" + rule.remote_group_id
+    if rule.remote_address_group_id:
+        return "ag:" + rule.remote_address_group_id
+    return None
+
+
+class _Merged:
+    """Flows of one scope keyed by identity, conjunction actions of clause
+    flows that match the same thing merged into one flow."""
+
+    def __init__(self) -> None:
+        self.flows: dict[tuple, Flow] = {}
+        self.conj: dict[tuple, tuple[Flow, set]] = {}
+
+    def add(self, f: Flow) -> None:
+        self.flows.setdefault(f.key, f)
+
+    def add_conj(self, f: Flow, action: tuple) -> None:
+        got = self.conj.get(f.key)
+        if got is None:
+            self.conj[f.key] = (f, {action})
+        else:
+            got[1].add(action)
+
+    def all(self) -> list[Flow]:
+        out = list(self.flows.values())
+        for f, actions in self.conj.values():
+            out.append(Flow(f.table, f.priority, f.match, (apply(*sorted(actions)),), f.cookie))
+        return out
+
+
+class SecGroupApp(App):
+    name = "secgroup"
+
+    def __init__(self, conf=None):
+        self.conf = conf
+
+    # -- per switch: the connection-state verdicts ---------------------------
+    def switch_flows(self, view: TopologyView, sw: SwitchView) -> Iterable[Flow]:
+        if sw.host is None:
+            return
+        a = self.app_id
+        for side in SIDES.values():
+            yield flow(a, side.rules_table, PRIO_STATE, {"eth_type": ETH_IP, "ct_state": CT_INV})
+            yield flow(a, side.rules_table, PRIO_STATE, {"eth_type": ETH_IP, "ct_state": CT_REL},
+                       goto(side.next))
+
+    # -- per local port: zone, established connections, rules ---------------
+    def port_flows(self, view: TopologyView, sw: SwitchView, port: Document) -> Iterable[Flow]:
+        if not firewalled(port) or port.get("_key") is None or not is_local(view, sw, port):
+            return []
+        key = port["_key"]
+        keep_state = stateful(view, port)
+        rules = port_rules(view, port)
+        out = _Merged()
+        for direction, side in SIDES.items():
+            into = goto(side.rules_table)
+            out.add(flow(self.app_id, side.ct_table, PRIO_CT, {side.port_reg: key, "eth_type": ETH_IP},
+                         apply(ct(zone=key, table=side.rules_table)) if keep_state else into,
+                         owner=("ports", key)))
+            for rule in rules:
+                if keep_state:
+                    # Whatever direction admitted it, a connection of this port
+                    # lives on while its rule still applies here.
+                    out.add(flow(self.app_id, side.rules_table, PRIO_ESTABLISHED,
+                                 {side.port_reg: key, "eth_type": ETH_IP, "ct_state": CT_EST,
+                                  "ct_mark": rule.key},
+                                 goto(side.next), owner=("security_group_rules", rule.key)))
+                if rule.direction == direction:
+                    self._rule(out, side, key, rule, keep_state)
+        return out.all()
+
+    def _verdict(self, side: Side, rule: Rule, keep_state: bool) -> tuple:
+        if rule.action == "deny":
+            return ()
+        if not keep_state:
+            return (goto(side.next),)
+        return (apply(ct(commit=True, zone=side.port_reg,
+                         exec=(set_field("ct_mark", rule.key),))), goto(side.next))
+
+    def _rule(self, out: _Merged, side: Side, key: int, rule: Rule, keep_state: bool) -> None:
+        a = self.app_id
+        owner = ("security_group_rules", rule.key)
+        prio = rule_priority(rule)
+        base = {side.port_reg: key, "eth_type": ETH_IP}
+        if keep_state:
+            base["ct_state"] = CT_NEW
+        if rule.protocol is not None:
+            base["ip_proto"] = rule.protocol
+            if rule.icmp_type is not None and rule.protocol == 1:
+                base["icmpv4_type"] = rule.icmp_type
+                if rule.icmp_code is not None:
+                    base["icmpv4_code"] = rule.icmp_code
+        matches = [base]
+        field = PORT_FIELDS.get(rule.protocol)
+        if field and rule.port_ranges:
+            matches = [{**base, field: m} for lo, hi in rule.port_ranges
+                       for m in port_masks(lo, hi)]
+        verdict = self._verdict(side, rule, keep_state)
+        if _ref(rule) is None:
+            for m in matches:
+                if rule.remote_prefix and rule.remote_prefix != "0.0.0.0/0":
+                    m = {**m, side.remote_field: rule.remote_prefix}
+                out.add(flow(a, side.rules_table, prio, m, *verdict, owner=owner))
+            return
+        # Clause 1 here, clause 2 in the remote set's scope, and the verdict
+        # on conj_id (the same flow from every port with this rule).
+        for m in matches:
+            out.add_conj(flow(a, side.rules_table, prio, m, owner=owner),
+                         conjunction(rule.key, 1, 2))
+        conj_match = {"conj_id": rule.key, "eth_type": ETH_IP}
+        out.add(flow(a, side.rules_table, prio, conj_match, *verdict, owner=owner))
+
+    # -- per remote set referred to from this switch: its addresses -----------
+    def remote_set_flows(self, view: TopologyView, sw: SwitchView, doc: Document) -> Iterable[Flow]:
+        ref = doc["ref"]
+        addresses = remote_addresses(view, ref)
+        kind = "security_groups" if ref.startswith("sg:") else "address_groups"
+        target = view.docs.get(kind, {}).get(ref[3:]) or {}
+        owner = (kind, target["_key"]) if target.get("_key") else None
+        out = _Merged()
+        for rule in _referring_rules(view, sw, ref):
+            side = SIDES[rule.direction]
+            for addr in addresses:
+                out.add_conj(flow(self.app_id, side.rules_table, rule_priority(rule),
+                                  {"eth_type": ETH_IP, side.remote_field: addr}, owner=owner),
+                             conjunction(rule.key, 2, 2))
+        return out.all()
+
+
+# -- the remote_set scope kind ---------------------------------------------------
+def _local_firewalled(view: TopologyView, host: Optional[str], group: str) -> bool:
+    if not host:
+        return False
+    return any(p.get("binding:host_id") == host and firewalled(p)
+               for p in view.ports_by_group.get(group, {}).values())
+
+
+def _referring_rules(view: TopologyView, sw: SwitchView, ref: str) -> list[Rule]:
+    """IPv4 rules referring to a remote set, of groups with a firewalled
+    member on this switch's host."""
+    out = []
+    for group in view.groups_referring.get(ref, ()):
+        if not _local_firewalled(view, sw.host_name, group):
+            continue
+        for doc in view.rules_by_group.get(group, {}).values():
+            if ref in remote_refs(doc) and doc.get("ethertype", "IPv4") == "IPv4" \
+                    and doc.get("_key"):
+                out.append(Rule.from_doc(doc))
+    out.sort(key=lambda r: r.key)
+    return out
+
+
+def _remote_sets_on(view: TopologyView, sw) -> list[tuple[str, Document]]:
+    refs = set()
+    for port in view.ports_on_host(sw.host_name) if sw.host else ():
+        if firewalled(port):
+            for g in port.get("security_groups") or ():
+                for doc in view.rules_by_group.get(g, {}).values():
+                    refs.update(remote_refs(doc))
+    return [(ref, {"ref": ref}) for ref in sorted(refs)]
+
+
+def _remote_set_here(view: TopologyView, sw, ref: str) -> Optional[Document]:
+    if sw.host is None:
+        return None
+    if any(_local_firewalled(view, sw.host_name, g) for g in view.groups_referring.get(ref, ())):
+        return {"ref": ref}
+    return None
+
+
+def _remote_set_hosts(view: TopologyView, ref: str) -> set[str]:
+    return {p.get("binding:host_id") for g in view.groups_referring.get(ref, ())
+            for p in view.ports_by_group.get(g, {}).values() if p.get("binding:host_id")}
+
+
+REMOTE_SET = scopes.register(scopes.ScopeKind(
+    name="remote_set",
+    on_switch=_remote_sets_on,
+    lookup=_remote_set_here,
+    hosts=_remote_set_hosts,
+))
+
+
+def _docs(old, new) -> list[Document]:
+    return [d for d in (old, new) if d]
+
+
+@REMOTE_SET.watch("ports")
+def _sets_of_port(view, old, new):
+    # A port's addresses are members of its groups' sets, and its groups'
+    # rules decide which sets its host refers to.
+    out = set()
+    for d in _docs(old, new):
+        for g in d.get("security_groups") or ():
+            out.add("sg:" + g)
+            for doc in view.rules_by_group.get(g, {}).values():
+                out.update(remote_refs(doc))
+    return out
+
+
+@REMOTE_SET.watch("security_group_rules")
+def _sets_of_rule(view, old, new):
+    return {ref for d in _docs(old, new) for ref in remote_refs(d)}
+
+
+@REMOTE_SET.watch("address_groups")
+def _address_group(view, old, new):
+    return {"ag:" + d["id"] for d in _docs(old, new)}
+
+
+@scopes.KINDS["port"].watch("security_group_rules")
+def _members_of_rule_group(view, old, new):
+    groups = {d["security_group_id"] for d in _docs(old, new)}
+    return [pid for g in groups for pid in view.ports_by_group.get(g, {})]
+
+
+@scopes.KINDS["port"].watch("security_groups")
+def _members_of_group(view, old, new):
+    return [pid for d in _docs(old, new) for pid in view.ports_by_group.get(d["id"], {})]
+
