@@ -1,0 +1,594 @@
+"""`vmflow trace` and `vmflow explain`: the packet walker and cookies, for people.
+
+    vmflow trace --host h1 --from vm-a 'tcp,nw_dst=10.0.0.5,tp_dst=22'
+    vmflow explain 0x766d010100000005
+    ovs-ofctl -O OpenFlow13 dump-flows br-int | vmflow explain
+
+trace reads the store, takes the host's interface -> ofport map from the
+running controller's status file (controller/status.py), computes the
+host's desired flows with the real compiler and apps, walks the packet
+through them (controller/walker.py), and prints each stage it passed: the
+flow it matched, the app and the resource that wanted that flow (from the
+cookie, named from the store), the stage's doc, and the verdict, as
+ovn-trace does.
+
+The packet is written in ovs-ofctl's flow syntax for the common fields
+(protocol shorthands arp, ip, icmp, tcp, udp; dl_src, dl_dst, nw_src,
+nw_dst, nw_proto, nw_ttl, tp_src, tp_dst, icmp_type, icmp_code, arp_op,
+arp_sha, arp_spa, arp_tha, arp_tpa, vlan) or with OXM names (eth_dst,
+ipv4_dst, tcp_dst, ...). What is left out is filled from the sending port
+so that the trace means something: its MAC and IP as the source, the MAC
+of the port owning nw_dst in the same network as the destination, an ARP
+request's broadcast destination.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+import textwrap
+from typing import Any, Iterable, Optional
+
+from controller import pipeline
+from controller.packetfields import ETH_ARP, ETH_IP, make_packet
+from controller.walker import Output, Trace, Walker
+
+BROADCAST = "ff:ff:ff:ff:ff:ff"
+
+
+class TraceError(Exception):
+    """Bad input or missing state; the message says which."""
+
+
+# -- the packet, ovs-ofctl style ---------------------------------------------------------
+_SHORTHANDS = {"ip": (ETH_IP, None), "icmp": (ETH_IP, 1), "tcp": (ETH_IP, 6),
+               "udp": (ETH_IP, 17), "arp": (ETH_ARP, None)}
+_L4_PREFIX = {6: "tcp", 17: "udp"}
+_ALIASES = {"dl_src": "eth_src", "dl_dst": "eth_dst", "dl_type": "eth_type",
+            "dl_vlan": "vlan", "vlan_tci": "vlan", "ip_src": "nw_src", "ip_dst": "nw_dst",
+            "icmp_type": "icmpv4_type", "icmp_code": "icmpv4_code", "ttl": "nw_ttl"}
+
+
+def parse_spec(text: str) -> dict[str, Any]:
+    """ovs-ofctl-like flow text -> packet fields (OXM names). ValueError
+    naming the part it cannot read."""
+    tokens = [t.strip() for t in re.split(r"[,\s]+", text or "") if t.strip()]
+    fields: dict[str, Any] = {}
+    rest: list[tuple[str, str]] = []
+    for tok in tokens:
+        if "=" not in tok:
+            if tok not in _SHORTHANDS:
+                raise ValueError(f"unknown protocol {tok!r} (known: {', '.join(_SHORTHANDS)})")
+            eth_type, proto = _SHORTHANDS[tok]
+            _put(fields, "eth_type", eth_type, tok)
+            if proto is not None:
+                _put(fields, "ip_proto", proto, tok)
+            continue
+        key, _, value = tok.partition("=")
+        key = _ALIASES.get(key.strip().lower(), key.strip().lower())
+        if not value:
+            raise ValueError(f"{key}: no value")
+        rest.append((key, value.strip()))
+    for key, value in rest:
+        if key == "eth_type":
+            _put(fields, "eth_type", int(value, 0), key)
+    for key, value in rest:
+        if key == "eth_type":
+            continue
+        if key == "in_port":
+            raise ValueError("in_port: the port is given by --from")
+        if key == "vlan":
+            fields["vlan"] = int(value, 0)
+        elif key in ("nw_src", "nw_dst"):
+            arp = fields.get("eth_type") == ETH_ARP
+            name = ("arp_spa" if key == "nw_src" else "arp_tpa") if arp else \
+                ("ipv4_src" if key == "nw_src" else "ipv4_dst")
+            fields[name] = value
+        elif key == "nw_proto":
+            if fields.get("eth_type") == ETH_ARP:
+                fields["arp_op"] = int(value, 0)
+            else:
+                _put(fields, "ip_proto", int(value, 0), key)
+        elif key in ("tp_src", "tp_dst"):
+            prefix = _L4_PREFIX.get(fields.get("ip_proto"))
+            if prefix is None:
+                raise ValueError(f"{key}: needs tcp or udp")
+            fields[f"{prefix}_{key[3:]}"] = int(value, 0)
+        else:
+            fields[key] = value
+    if "ip_proto" in fields or any(k.startswith(("ipv4_", "tcp_", "udp_", "icmpv4_"))
+                                   for k in fields):
+        fields.setdefault("eth_type", ETH_IP)
+    if any(k.startswith("arp_") for k in fields):
+        fields.setdefault("eth_type", ETH_ARP)
+    make_packet(fields)   # the field names and values are checked here
+    return fields
+
+
+def _put(fields: dict, name: str, value: int, because: str) -> None:
+    have = fields.setdefault(name, value)
+    if have != value:
+        raise ValueError(f"{because}: contradicts {name}={have:#x}")
+
+
+# -- the store side ----------------------------------------------------------------
+class Topology:
+    """A store snapshot, its TopologyView, and names for what flows mention."""
+
+    def __init__(self, revision: int, data: dict):
+        from topology.view import TopologyView
+        self.data = data
+        self.view = TopologyView(revision, data)
+        self._by_key: dict[str, dict[int, dict]] = {}
+
+    def by_key(self, kind: str, key: int) -> Optional[dict]:
+        index = self._by_key.get(kind)
+        if index is None:
+            index = self._by_key[kind] = {doc["_key"]: doc for doc in self.data.get(kind, {}).values()
+                                          if isinstance(doc.get("_key"), int)}
+        return index.get(key)
+
+    def resource_text(self, kind: Optional[str], key: int) -> str:
+        if kind is None:
+            return "the switch" if not key else f"key {key}"
+        doc = self.by_key(kind, key)
+        noun = kind[:-1] if kind.endswith("s") else kind
+        if doc is None:
+            return f"{noun} key {key} (not in the store)"
+        return f"{noun} {_doc_name(doc)}"
+
+
+def _doc_name(doc: dict) -> str:
+    name, ident = doc.get("name"), doc.get("id")
+    if name and name != ident:
+        return f"{name} ({ident})"
+    return str(ident)
+
+
+def load_topology(conf) -> Topology:
+    from topology.store import open_store
+    url = conf.store
+    if url.startswith("sqlite:///") and not os.path.exists(url[len("sqlite:///"):]):
+        raise TraceError(f"no store at {url}")
+    store = open_store(url)
+    try:
+        revision, data = store.snapshot()
+    finally:
+        store.close()
+    return Topology(revision, data)
+
+
+def app_names() -> dict[int, str]:
+    from apps.base import APP_IDS
+    return {v: k for k, v in APP_IDS.items()}
+
+
+def owner_text(cookie: int, topo: Optional[Topology]) -> str:
+    decoded = pipeline.decode_cookie(cookie)
+    if decoded is None:
+        return f"not vmflow's (cookie {cookie:#x})"
+    app_id, kind, key = decoded
+    app = app_names().get(app_id, f"app {app_id}")
+    if kind is None and not key:
+        return f"{app}, per switch"
+    if topo is None:
+        return f"{app}, {kind or 'resource'} key {key}"
+    return f"{app}, {topo.resource_text(kind, key)}"
+
+
+def switch_ports(conf, dpid_hex: str, status_path: Optional[str]) -> dict[str, int]:
+    """interface name -> ofport of a connected switch, from the controller's status file."""
+    from controller.status import default_path, read_status
+    path = status_path or default_path(conf)
+    status = read_status(path) if path else None
+    if status is None:
+        raise TraceError(f"no controller status at {path}: the port numbers come from a "
+                         "running controller (or give --status FILE)")
+    sw = (status.get("switches") or {}).get(dpid_hex)
+    if sw is None:
+        raise TraceError(f"the controller (status {path}) has no switch {dpid_hex} connected")
+    return {name: int(n) for name, n in (sw.get("ports") or {}).items()}
+
+
+def find_host(topo: Topology, text: str) -> dict:
+    from topology.view import parse_dpid
+    host = topo.view.host_by_name.get(text)
+    if host is None:
+        try:
+            host = topo.view.host_by_dpid.get(parse_dpid(text))
+        except ValueError:
+            host = None
+    if host is None:
+        known = ", ".join(sorted(topo.view.host_by_name)) or "none"
+        raise TraceError(f"--host {text}: no such host (known: {known})")
+    return host
+
+
+class Origin:
+    """Where the traced packet enters: a VM port, or an uplink."""
+
+    def __init__(self, in_port: int, port: Optional[dict] = None, physnet: Optional[str] = None,
+                 interface: str = ""):
+        self.in_port, self.port, self.physnet, self.interface = in_port, port, physnet, interface
+
+    def text(self) -> str:
+        if self.port is not None:
+            return f"port {_doc_name(self.port)}, {self.interface} ofport {self.in_port}"
+        return f"uplink of {self.physnet}, {self.interface} ofport {self.in_port}"
+
+
+def find_origin(topo: Topology, host: dict, ports: dict[str, int], text: str) -> Origin:
+    from topology.view import interface_name
+    uplinks = host.get("physical_networks") or {}
+    for physnet, iface in uplinks.items():
+        if text in (physnet, iface):
+            if iface not in ports:
+                raise TraceError(f"--from {text}: the uplink {iface} is not plugged into "
+                                 f"host {host['name']}'s bridge")
+            return Origin(ports[iface], physnet=physnet, interface=iface)
+    all_ports = list(topo.view.ports.values())
+    candidates = [p for p in all_ports if p["id"] == text]
+    if not candidates:
+        candidates = [p for p in all_ports if p.get("name") == text or interface_name(p) == text]
+    if not candidates and len(text) >= 4:
+        candidates = [p for p in all_ports if p["id"].startswith(text)]
+    if len(candidates) > 1:
+        here = [p for p in candidates if p.get("binding:host_id") == host["name"]]
+        candidates = here or candidates
+    if not candidates:
+        raise TraceError(f"--from {text}: no such port (a port id, id prefix, name, interface "
+                         f"name, or a physical network of host {host['name']})")
+    if len(candidates) > 1:
+        raise TraceError(f"--from {text}: {len(candidates)} ports match: "
+                         + ", ".join(p["id"] for p in candidates))
+    port = candidates[0]
+    bound = port.get("binding:host_id")
+    if bound != host["name"]:
+        raise TraceError(f"--from {text}: port {port['id']} is bound to "
+                         f"{bound or 'no host'}, not {host['name']}")
+    iface = interface_name(port)
+    if iface not in ports:
+        raise TraceError(f"--from {text}: interface {iface} of port {port['id']} is not "
+                         f"plugged into host {host['name']}'s bridge")
+    return Origin(ports[iface], port=port, interface=iface)
+
+
+def fill_packet(fields: dict[str, Any], origin: Origin, topo: Topology) -> dict[str, Any]:
+    """The traced packet with what the user left out taken from the sender
+    and the destination's port, so that the walk means something."""
+    from apps.addresses import own_ipv4s
+    out = dict(fields)
+    out["in_port"] = origin.in_port
+    port = origin.port
+    out.setdefault("eth_type", ETH_IP)
+    if port is not None:
+        out.setdefault("eth_src", port["mac_address"])
+    elif "eth_src" not in out:
+        raise TraceError("a packet from an uplink needs dl_src")
+    network = port["network_id"] if port is not None else None
+    own_ip = (own_ipv4s(port) or [None])[0] if port is not None else None
+
+    def mac_of(ip: str) -> Optional[str]:
+        return _mac_owning(topo, network, ip) if network else None
+
+    if out["eth_type"] == ETH_ARP:
+        out.setdefault("arp_op", 1)
+        out.setdefault("arp_sha", out["eth_src"])
+        if own_ip:
+            out.setdefault("arp_spa", own_ip)
+        if "arp_spa" not in out or "arp_tpa" not in out:
+            raise TraceError("an ARP packet needs nw_src and nw_dst (arp_spa/arp_tpa)")
+        if int(out["arp_op"]) == 1:
+            out.setdefault("arp_tha", "00:00:00:00:00:00")
+            out.setdefault("eth_dst", BROADCAST)
+        else:
+            dst = out.get("eth_dst") or mac_of(str(out["arp_tpa"]))
+            if dst is None:
+                raise TraceError(f"ARP reply to {out['arp_tpa']}: no port of the network has "
+                                 "that address; give dl_dst")
+            out.setdefault("eth_dst", dst)
+            out.setdefault("arp_tha", dst)
+    elif out["eth_type"] == ETH_IP:
+        if own_ip:
+            out.setdefault("ipv4_src", own_ip)
+        if "ipv4_src" not in out:
+            raise TraceError("an IP packet needs nw_src (the port has no IPv4 address)")
+        if "ipv4_dst" not in out:
+            if "eth_dst" not in out:
+                raise TraceError("an IP packet needs nw_dst or dl_dst")
+            out["ipv4_dst"] = _ip_owning(topo, network, str(out["eth_dst"])) or "0.0.0.0"
+        if "eth_dst" not in out:
+            dst = str(out["ipv4_dst"])
+            if dst == "255.255.255.255" or _is_subnet_broadcast(topo, network, dst):
+                out["eth_dst"] = BROADCAST
+            elif dst.split(".")[0].isdigit() and 224 <= int(dst.split(".")[0]) <= 239:
+                o = [int(x) for x in dst.split(".")]
+                out["eth_dst"] = "01:00:5e:%02x:%02x:%02x" % (o[1] & 0x7F, o[2], o[3])
+            else:
+                mac = mac_of(dst)
+                if mac is None:
+                    raise TraceError(f"nw_dst {dst}: no port of the sender's network has that "
+                                     "address; give dl_dst")
+                out["eth_dst"] = mac
+        proto = out.get("ip_proto")
+        if proto == 6:
+            out.setdefault("tcp_src", 32768)
+            out.setdefault("tcp_dst", 0)
+        elif proto == 17:
+            out.setdefault("udp_src", 32768)
+            out.setdefault("udp_dst", 0)
+        elif proto == 1:
+            out.setdefault("icmpv4_type", 8)
+            out.setdefault("icmpv4_code", 0)
+    elif "eth_dst" not in out:
+        raise TraceError("give dl_dst")
+    return out
+
+
+def _mac_owning(topo: Topology, network: str, ip: str) -> Optional[str]:
+    from apps.addresses import fixed_ipv4s, pair_ipv4s
+    ports = sorted(topo.view.ports_by_network.get(network, {}).values(),
+                   key=lambda p: (p.get("_key") or 0, p["id"]))
+    for p in ports:
+        if ip in fixed_ipv4s(p):
+            return p["mac_address"]
+    for p in ports:
+        for pair, addr in pair_ipv4s(p):
+            if addr == ip:
+                return pair.get("mac_address") or p["mac_address"]
+    return None
+
+
+def _ip_owning(topo: Topology, network: Optional[str], mac: str) -> Optional[str]:
+    from apps.addresses import fixed_ipv4s
+    for p in topo.view.ports_by_network.get(network, {}).values() if network else ():
+        if p.get("mac_address", "").lower() == mac.lower():
+            return (fixed_ipv4s(p) or [None])[0]
+    return None
+
+
+def _is_subnet_broadcast(topo: Topology, network: Optional[str], ip: str) -> bool:
+    import ipaddress
+    for s in topo.view.subnets_by_network.get(network, {}).values() if network else ():
+        try:
+            net = ipaddress.ip_network(s.get("cidr", ""), strict=False)
+        except ValueError:
+            continue
+        if net.version == 4 and net.prefixlen < 31 and str(net.broadcast_address) == ip:
+            return True
+    return False
+
+
+def host_flows(conf, topo: Topology, host: dict, ports: dict[str, int]) -> list:
+    """The host's desired flows, from the real compiler and the configured apps."""
+    from apps.base import SwitchView
+    from controller.compiler import FlowCompiler, SwitchFlows
+    from controller.runtime import AppLoadError, load_apps
+    from topology.view import parse_dpid
+    try:
+        apps = load_apps(conf)
+    except AppLoadError as e:
+        raise TraceError(str(e)) from None
+    sw = SwitchView(parse_dpid(host["datapath_id"]), host, dict(ports))
+    memo = SwitchFlows()
+    compiler = FlowCompiler(apps)
+    compiler.refresh(topo.view, sw, memo)
+    if compiler.errors:
+        raise TraceError(f"apps failed computing the flows: {compiler.app_errors}")
+    return list(memo.desired.values())
+
+
+# -- rendering ------------------------------------------------------------------------
+def port_text(port, host: dict, ports: dict[str, int], topo: Topology) -> str:
+    if not isinstance(port, int):
+        return str(port)
+    names = [n for n, p in ports.items() if p == port]
+    if not names:
+        return f"ofport {port}"
+    iface = names[0]
+    for physnet, up in (host.get("physical_networks") or {}).items():
+        if up == iface:
+            return f"ofport {port} = uplink of {physnet} ({iface})"
+    doc = topo.view.port_by_interface.get((host["name"], iface))
+    if doc is not None:
+        return f"ofport {port} = port {_doc_name(doc)} ({iface})"
+    return f"ofport {port} ({iface})"
+
+
+def render(trace: Trace, *, host: dict, origin: Origin, packet_text: str, ct: list[str],
+           ports: dict[str, int], topo: Topology, docs: bool = True) -> str:
+    lines = [f"vmflow trace on host {host['name']} (datapath {host['datapath_id']})",
+             f"from {origin.text()}",
+             f"packet: {packet_text}",
+             f"conntrack answers: {', '.join(ct)}", ""]
+    seen_docs: set[str] = set()
+    for step in trace.steps:
+        pad = "    " * step.depth
+        if step.recirculation:
+            lines.append(f"{pad}--- {step.recirculation} ---")
+        number = step.number
+        head = f"{pad}{number if number is not None else '?':>2}. {step.table}"
+        if step.flow is None:
+            lines.append(f"{head}: no flow matched")
+        else:
+            lines.append(f"{head}, priority {step.priority}: {step.match}")
+            if step.conjunction is not None:
+                lines.append(f"{pad}    found by conjunction {step.conjunction}: "
+                             + "; ".join(f"{f.priority} {_m(f)}" for f in step.conj_flows))
+            lines.append(f"{pad}    wanted by {owner_text(step.flow.cookie, topo)}")
+        if docs and step.doc and step.table not in seen_docs:
+            seen_docs.add(step.table)
+            lines += textwrap.wrap(step.doc, 96, initial_indent=f"{pad}    # ",
+                                   subsequent_indent=f"{pad}    # ")
+        if step.actions:
+            lines.append(f"{pad}    -> " + ", ".join(step.actions))
+    lines.append("")
+    lines += verdict_lines(trace, host, ports, topo)
+    for e in trace.errors:
+        lines.append(f"warning: {e}")
+    return "\n".join(lines)
+
+
+def _m(f) -> str:
+    from controller.packetfields import match_text
+    return match_text(f.match)
+
+
+def verdict_lines(trace: Trace, host: dict, ports: dict[str, int], topo: Topology) -> list[str]:
+    if trace.dropped:
+        d = trace.drops[0] if trace.drops else None
+        why = f": {d.reason}" if d else ""
+        return [f"verdict: dropped in {trace.dropped_at}{why}"]
+    out = []
+    for o in trace.outputs:
+        tag = f", vlan {'.'.join(map(str, o.vlans))}" if o.vlans else ", untagged"
+        out.append(f"verdict: output to {port_text(o.port, host, ports, topo)}{tag}")
+    for o in trace.controller:
+        via = f" through meter {o.meter}" if o.meter else ""
+        out.append(f"verdict: to the controller{via}, for "
+                   f"{owner_text(o.flow.cookie, topo).split(',')[0]}")
+    return out
+
+
+def trace_json(trace: Trace, *, host: dict, origin: Origin, packet: dict,
+               ports: dict[str, int], topo: Topology) -> dict:
+    def out(o: Output) -> dict:
+        return {"port": o.port, "vlan": o.vlans, "table": o.table,
+                "name": port_text(o.port, host, ports, topo), "meter": o.meter,
+                "owner": owner_text(o.flow.cookie, topo)}
+    return {
+        "host": host["name"], "datapath_id": host["datapath_id"], "in_port": origin.in_port,
+        "packet": {k: v for k, v in packet.items()},
+        "steps": [{"table": s.table, "number": s.number, "depth": s.depth,
+                   "priority": s.priority, "match": s.match,
+                   "owner": owner_text(s.flow.cookie, topo) if s.flow else None,
+                   "cookie": hex(s.flow.cookie) if s.flow else None,
+                   "actions": s.actions, "conjunction": s.conjunction,
+                   "recirculation": s.recirculation} for s in trace.steps],
+        "verdict": {"dropped": trace.dropped, "dropped_at": trace.dropped_at,
+                    "reason": trace.drops[0].reason if trace.dropped and trace.drops else None,
+                    "outputs": [out(o) for o in trace.outputs],
+                    "controller": [out(o) for o in trace.controller],
+                    "text": trace.verdict},
+        "errors": trace.errors,
+    }
+
+
+# -- the commands ---------------------------------------------------------------------
+def add_arguments(command: str, p: argparse.ArgumentParser) -> None:
+    if command == "trace":
+        p.add_argument("--host", required=True, help="host name (or datapath id)")
+        p.add_argument("--from", dest="from_", required=True, metavar="PORT",
+                       help="port id, id prefix, name or interface name; or a physical "
+                            "network name for a packet coming in by the uplink")
+        p.add_argument("--ct-state", action="append", metavar="STATE",
+                       help="what conntrack answers each ct() in turn (new, est, rel, inv, "
+                            "est+rpl, ...; the last repeats); default new")
+        p.add_argument("--status", metavar="FILE",
+                       help="the controller's status file (default: as `vmflow status`)")
+        p.add_argument("--format", choices=("text", "json"), default="text")
+        p.add_argument("--no-docs", action="store_true", help="leave out the stage docs")
+        p.add_argument("flow", metavar="FLOW",
+                       help="the packet, e.g. 'tcp,nw_dst=10.0.0.5,tp_dst=22'")
+    else:
+        p.add_argument("cookies", nargs="*", metavar="COOKIE",
+                       help="flow cookies (0x... or decimal); none or '-': dump-flows "
+                            "lines on stdin")
+
+
+def run(command: str, conf, args: argparse.Namespace) -> int:
+    try:
+        return run_trace(conf, args) if command == "trace" else run_explain(conf, args)
+    except TraceError as e:
+        print(f"vmflow {command}: {e}", file=sys.stderr)
+        return 2
+
+
+def run_trace(conf, args: argparse.Namespace) -> int:
+    try:
+        fields = parse_spec(args.flow)
+    except ValueError as e:
+        raise TraceError(f"FLOW: {e}") from None
+    ct = args.ct_state or ["new"]
+    try:
+        from controller.packetfields import parse_ct_state
+        for s in ct:
+            parse_ct_state(s)
+    except ValueError as e:
+        raise TraceError(f"--ct-state: {e}") from None
+    topo = load_topology(conf)
+    host = find_host(topo, args.host)
+    dpid_hex = f"{_dpid(host):016x}"
+    ports = switch_ports(conf, dpid_hex, args.status)
+    origin = find_origin(topo, host, ports, args.from_)
+    packet = fill_packet(fields, origin, topo)
+    try:
+        pkt = make_packet(packet)
+    except ValueError as e:
+        raise TraceError(f"FLOW: {e}") from None
+    flows = host_flows(conf, topo, host, ports)
+    trace = Walker(flows).walk(pkt, ct=ct)
+    if args.format == "json":
+        print(json.dumps(trace_json(trace, host=host, origin=origin, packet=pkt.snapshot(),
+                                    ports=ports, topo=topo), indent=1, sort_keys=True))
+    else:
+        print(render(trace, host=host, origin=origin, packet_text=pkt.text(), ct=ct,
+                     ports=ports, topo=topo, docs=not args.no_docs))
+    return 0
+
+
+def _dpid(host: dict) -> int:
+    from topology.view import parse_dpid
+    return parse_dpid(host["datapath_id"])
+
+
+_COOKIE_RE = re.compile(r"cookie=(0x[0-9a-fA-F]+|\d+)")
+_TABLE_RE = re.compile(r"table=(\d+)")
+
+
+def explain_cookie(cookie: int, topo: Optional[Topology]) -> str:
+    decoded = pipeline.decode_cookie(cookie)
+    if decoded is None:
+        return f"{cookie:#x}: not vmflow's"
+    return f"{cookie:#x}: {owner_text(cookie, topo)}"
+
+
+def explain_lines(lines: Iterable[str], topo: Optional[Topology]) -> list[str]:
+    """dump-flows lines, each followed by who owns it and the stage it is in."""
+    out = []
+    for line in lines:
+        line = line.rstrip("\n")
+        m = _COOKIE_RE.search(line)
+        if not m:
+            continue   # a reply header, or a blank line
+        cookie = int(m.group(1), 0)
+        t = _TABLE_RE.search(line)
+        stage = ""
+        if t:
+            name = pipeline.table_name(int(t.group(1)))
+            stage = f" [table {t.group(1)}: {name or 'not in the pipeline'}]"
+        out.append(line.strip())
+        out.append(f"    {owner_text(cookie, topo)}{stage}")
+    return out
+
+
+def run_explain(conf, args: argparse.Namespace) -> int:
+    try:
+        topo = load_topology(conf)
+    except TraceError as e:
+        print(f"vmflow explain: {e}; resources are shown by key", file=sys.stderr)
+        topo = None
+    cookies = [c for c in args.cookies if c != "-"]
+    if cookies:
+        for text in cookies:
+            try:
+                cookie = int(text, 0)
+            except ValueError:
+                raise TraceError(f"COOKIE {text!r}: not a number (0x... or decimal)") from None
+            print(explain_cookie(cookie, topo))
+        return 0
+    for line in explain_lines(sys.stdin, topo):
+        print(line)
+    return 0
