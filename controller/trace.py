@@ -98,6 +98,9 @@ def parse_spec(text: str) -> dict[str, Any]:
             fields[f"{prefix}_{key[3:]}"] = int(value, 0)
         else:
             fields[key] = value
+    for prefix, number in (("tcp_", 6), ("udp_", 17), ("icmpv4_", 1)):
+        for key in [k for k in fields if k.startswith(prefix)]:
+            _put(fields, "ip_proto", number, key)
     if "ip_proto" in fields or any(k.startswith(("ipv4_", "tcp_", "udp_", "icmpv4_"))
                                    for k in fields):
         fields.setdefault("eth_type", ETH_IP)
