@@ -163,9 +163,22 @@ def load_topology(conf) -> Topology:
     return Topology(revision, data)
 
 
+def _app_module():
+    # App, SwitchView and APP_IDS are moving from apps/base.py to
+    # controller/app.py (issue 15, part 7); either place will do.
+    try:
+        from controller import app
+    except ImportError:
+        from apps import base as app
+    return app
+
+
 def app_names() -> dict[int, str]:
-    from apps.base import APP_IDS
-    return {v: k for k, v in APP_IDS.items()}
+    names = {v: k for k, v in _app_module().APP_IDS.items()}
+    pipeline_app = getattr(pipeline, "PIPELINE_APP_ID", None)
+    if pipeline_app is not None:
+        names.setdefault(pipeline_app, "pipeline")   # the table misses
+    return names
 
 
 def owner_text(cookie: int, topo: Optional[Topology]) -> str:
@@ -366,7 +379,6 @@ def _is_subnet_broadcast(topo: Topology, network: Optional[str], ip: str) -> boo
 
 def host_flows(conf, topo: Topology, host: dict, ports: dict[str, int]) -> list:
     """The host's desired flows, from the real compiler and the configured apps."""
-    from apps.base import SwitchView
     from controller.compiler import FlowCompiler, SwitchFlows
     from controller.runtime import AppLoadError, load_apps
     from topology.view import parse_dpid
@@ -374,7 +386,7 @@ def host_flows(conf, topo: Topology, host: dict, ports: dict[str, int]) -> list:
         apps = load_apps(conf)
     except AppLoadError as e:
         raise TraceError(str(e)) from None
-    sw = SwitchView(parse_dpid(host["datapath_id"]), host, dict(ports))
+    sw = _app_module().SwitchView(parse_dpid(host["datapath_id"]), host, dict(ports))
     memo = SwitchFlows()
     compiler = FlowCompiler(apps)
     compiler.refresh(topo.view, sw, memo)
@@ -425,6 +437,10 @@ def render(trace: Trace, *, host: dict, origin: Origin, packet_text: str, ct: li
             seen_docs.add(step.table)
             lines += textwrap.wrap(step.doc, 96, initial_indent=f"{pad}    # ",
                                    subsequent_indent=f"{pad}    # ")
+        miss_doc = _miss_doc(step)
+        if docs and miss_doc:
+            lines += textwrap.wrap("Table miss: " + miss_doc, 96, initial_indent=f"{pad}    # ",
+                                   subsequent_indent=f"{pad}    # ")
         if step.actions:
             lines.append(f"{pad}    -> " + ", ".join(step.actions))
     lines.append("")
@@ -432,6 +448,23 @@ def render(trace: Trace, *, host: dict, origin: Origin, packet_text: str, ct: li
     for e in trace.errors:
         lines.append(f"warning: {e}")
     return "\n".join(lines)
+
+
+def _miss_doc(step) -> str:
+    """The stage's table-miss doc, when the step hit the miss (declared
+    stages say what their miss does; a table without a miss flow drops)."""
+    stage = pipeline.TABLES.get(step.table)
+    text = getattr(stage, "miss_doc", "") if stage is not None else ""
+    if not text:
+        return ""
+    if step.flow is None:
+        return text
+    owner = pipeline.decode_cookie(step.flow.cookie)
+    is_miss = step.flow.priority == 0 and not step.flow.match
+    if is_miss and (owner is None or owner[0] == getattr(pipeline, "PIPELINE_APP_ID", -1)
+                    or owner[1] is None):
+        return text
+    return ""
 
 
 def _m(f) -> str:

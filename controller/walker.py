@@ -30,7 +30,8 @@ ovs-fields(7)):
   current pass ends; without a table the pass goes on with the state it
   had. commit, nat and exec are recorded; exec's ct_mark shows in the
   recirculated packet. ct_clear forgets the state;
-- meters are recorded, never applied; a group runs each bucket on a copy of
+- meters (the instruction, or controller(meter_id=N)) are recorded, never
+  applied; a group runs each bucket on a copy of
   the packet when the caller gives the group's buckets.
 """
 from __future__ import annotations
@@ -104,6 +105,7 @@ class Output:
     table: str                 # where the output action ran
     flow: Flow
     meter: Optional[int] = None
+    path: tuple[str, ...] = ()   # the tables this copy passed, from the first
 
     @property
     def vlans(self) -> list[int]:
@@ -257,9 +259,10 @@ class Walker:
         pkt = packet.copy() if isinstance(packet, Packet) else make_packet(packet)
         states = [ct] if isinstance(ct, (str, int)) else list(ct)
         run = _Run(self, [parse_ct_state(s) for s in states] or [parse_ct_state("new")])
-        run.passes.append((table or pipeline.PIPELINE[0].name, pkt, None))
+        run.passes.append((table or pipeline.PIPELINE[0].name, pkt, None, ()))
         while run.passes:
-            start, p, why = run.passes.pop(0)
+            start, p, why, path = run.passes.pop(0)
+            run.path = list(path)
             run.pass_(start, p, why)
         return run.trace
 
@@ -273,8 +276,10 @@ class _Run:
         self.ct_states = ct_states
         self.ct_used = 0
         # Recirculations wait for the pass that made them to end, as in OVS.
-        self.passes: list[tuple[str, Packet, Optional[str]]] = []
+        self.passes: list[tuple[str, Packet, Optional[str], tuple[str, ...]]] = []
         self.steps = 0
+        self.skipped_ingress = 0
+        self.path: list[str] = []    # tables on the way to the current step
 
     def next_ct_state(self) -> int:
         state = self.ct_states[min(self.ct_used, len(self.ct_states) - 1)]
@@ -300,11 +305,13 @@ class _Run:
         """Run tables from `table` until a flow sends nowhere further. Returns
         how this path ended, as a Drop (the caller decides whether it was one)."""
         produced_before = len(self.trace.outputs) + len(self.trace.controller)
+        skipped_before = self.skipped_ingress
         while True:
             self.steps += 1
             if self.steps > MAX_STEPS:
                 self.error(f"more than {MAX_STEPS} lookups: a loop?")
                 raise _Stop()
+            self.path.append(table)
             found, conj_id, conj_flows = self.w.lookup(table, pkt)
             step = Step(table, depth, found.flow if found else None, pkt.text(),
                         conjunction=conj_id, conj_flows=conj_flows, recirculation=why)
@@ -318,6 +325,9 @@ class _Run:
                 if not found.flow.instructions:
                     return Drop(table, "the flow drops (no actions)", found.flow)
                 if len(self.trace.outputs) + len(self.trace.controller) == produced_before:
+                    if self.skipped_ingress > skipped_before:
+                        return Drop(table, "its only way out is the port it came in by",
+                                    found.flow)
                     return Drop(table, "the flow sends it nowhere", found.flow)
                 return None
             here, there = table_number(table), table_number(nxt)
@@ -356,6 +366,11 @@ class _Run:
         say = step.actions.append
         if kind == "output":
             self.output(step, f, pkt, a[1])
+        elif kind == "controller":
+            # Nicira controller(meter_id=N): a packet-in through meter N.
+            step.actions.append(f"controller(meter_id={a[1]})")
+            self.trace.controller.append(Output("controller", pkt.snapshot(), step.table, f,
+                                                a[1], tuple(self.path)))
         elif kind == "set_field":
             name = a[1]
             try:
@@ -386,7 +401,9 @@ class _Run:
             if depth + 1 > MAX_RESUBMIT_DEPTH:
                 self.error(f"{step.table}: resubmit deeper than {MAX_RESUBMIT_DEPTH}")
                 raise _Stop()
+            back_to = len(self.path)
             end = self.pipeline(a[1], pkt, depth + 1)
+            del self.path[back_to:]
             if end is not None:
                 self.trace.drops.append(end)
         elif kind == "move":
@@ -413,15 +430,17 @@ class _Run:
         elif port == "controller":
             step.actions.append("controller" + (f" (meter {step.meter})" if step.meter else ""))
             self.trace.controller.append(Output("controller", pkt.snapshot(), step.table, f,
-                                                step.meter))
+                                                step.meter, tuple(self.path)))
             return
         elif isinstance(port, int) and port == in_port:
             # OVS never sends a packet back out of the port it came in by,
             # unless the action says output:in_port.
             step.actions.append(f"output:{port} (skipped: the ingress port)")
+            self.skipped_ingress += 1
             return
         step.actions.append(f"output:{port}")
-        self.trace.outputs.append(Output(port, pkt.snapshot(), step.table, f, step.meter))
+        self.trace.outputs.append(Output(port, pkt.snapshot(), step.table, f, step.meter,
+                                         tuple(self.path)))
 
     def move(self, step: Step, pkt: Packet, src: str, src_ofs: int, dst: str, dst_ofs: int,
              n_bits: int) -> None:
@@ -472,7 +491,7 @@ class _Run:
                     again.fields[e[1]] = to_int(e[1], e[2])
         self.passes.append((table, again,
                             f"recirculated by ct(zone={zone_value}) in {step.table} "
-                            f"as {to_text('ct_state', state)}"))
+                            f"as {to_text('ct_state', state)}", tuple(self.path)))
 
     def group(self, step: Step, f: Flow, pkt: Packet, depth: int, group_id: int) -> None:
         step.actions.append(f"group:{group_id}")

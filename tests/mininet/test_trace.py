@@ -153,7 +153,9 @@ def ovs_verdict(bridge: str, flow: str, vlans_in=()):
             vlans.insert(0, int(re.search(r"vid=(\d+)", a).group(1)))
         elif a == "pop_vlan":
             vlans.pop(0)
-        elif a.startswith("userspace(") and "controller" in a:
+        elif "userspace(" in a and "controller(" in a:
+            # userspace(...controller(...)), bare or inside sample(...,actions(...))
+            # when the packet-in is metered by a controller(meter_id=N) action.
             controller = True
         elif a.isdigit():
             outs.append((odp[int(a)], tuple(vlans)))
@@ -223,8 +225,17 @@ def test_a_packet_to_another_network_is_dropped(topo):
     assert doc["verdict"]["dropped_at"] == "l2_lookup"
 
 
-def test_an_arp_request_goes_to_the_controller(topo):
-    check_same(topo, topo.h1, topo.a, f"arp,arp_tpa={topo.b.ip}", ([], True))
+def test_arp_requests_are_answered_by_the_proxy_or_in_the_switch(topo):
+    # An address nobody has: only the controller can decide (it counts it).
+    check_same(topo, topo.h1, topo.a, "arp,arp_tpa=10.0.0.99", ([], True))
+    # A known one: the controller, or a reply made in the switch back out of
+    # a's port; never another VM. Both sides must say the same.
+    doc = check_same(topo, topo.h1, topo.a, f"arp,arp_tpa={topo.b.ip}")
+    v = doc["verdict"]
+    if v["outputs"]:
+        assert [o["port"] for o in v["outputs"]] == [topo.a.ofport] and not v["controller"], v
+    else:
+        assert v["controller"], v
 
 
 def test_explain_names_the_owner_of_every_installed_flow(topo):

@@ -13,7 +13,6 @@ from __future__ import annotations
 from typing import Any, Iterable, Optional
 
 from apps.arp import ArpApp
-from apps.base import SwitchView
 from apps.dhcp import DhcpApp
 from apps.l2 import L2App
 from apps.metadata import MetadataApp
@@ -28,7 +27,7 @@ def all_apps() -> list:
 
 
 class Switch:
-    def __init__(self, view: TopologyView, sw: SwitchView, apps: Optional[Iterable] = None):
+    def __init__(self, view: TopologyView, sw, apps: Optional[Iterable] = None):
         self.view, self.sw = view, sw
         memo = SwitchFlows()
         compiler = FlowCompiler(list(apps) if apps is not None else all_apps())
@@ -72,8 +71,22 @@ class Switch:
 
 def owner_app(trace_output) -> Optional[str]:
     """The app that wanted the flow that sent this packet (from its cookie)."""
-    from apps.base import APP_IDS
     from controller.pipeline import decode_cookie
+    from controller.trace import app_names
     decoded = decode_cookie(trace_output.flow.cookie)
-    names = {v: k for k, v in APP_IDS.items()}
-    return names.get(decoded[0]) if decoded else None
+    return app_names().get(decoded[0]) if decoded else None
+
+
+def arp_answered(t: Trace, asker: dict, asker_ofport: int, answer_mac: str) -> bool:
+    """The ARP request of `asker` got answered and went nowhere else: by the
+    controller (the ARP proxy), or in the switch by a reply back out of the
+    asker's port saying `answer_mac`."""
+    if t.controller and not t.outputs:
+        return owner_app(t.controller[0]) == "arp"
+    if [o.port for o in t.outputs] != [asker_ofport] or t.controller:
+        return False
+    reply = t.outputs[0].packet
+    return (reply.get("arp_op") == "2" and reply.get("arp_sha") == answer_mac
+            and reply.get("eth_src") == answer_mac
+            and reply.get("eth_dst") == asker["mac_address"]
+            and reply.get("arp_tha") == asker["mac_address"])

@@ -124,6 +124,9 @@ def test_resubmit_runs_the_table_then_carries_on_with_its_changes():
     # The rewrite made inside the first resubmit stays on the packet.
     assert t.output_to(9).packet["eth_dst"] == MAC_A
     assert [s.depth for s in t.steps] == [0, 1, 1]
+    # Each copy knows the tables it passed.
+    assert [o.path for o in t.outputs] == [("l2_lookup", "output"), ("l2_lookup", "output"),
+                                           ("l2_lookup",)]
 
 
 def test_resubmit_loop_stops_at_ovs_depth():
@@ -244,6 +247,7 @@ def ct_flows():
 def test_ct_recirculates_with_the_given_state_and_zone():
     t = walk(ct_flows(), tcp(reg6=0x10005), table="egress_firewall", ct="est")
     assert t.ports == [2]
+    assert t.outputs[0].path == ("egress_firewall", "egress_firewall", "output")
     assert t.ct[0].zone == 5 and t.ct[0].recirculate_to == "egress_firewall"
     assert "recirculated by ct(zone=5)" in t.steps[1].recirculation
     assert t.steps[1].flow.priority == 90
