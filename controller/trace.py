@@ -205,6 +205,20 @@ def switch_ports(conf, dpid_hex: str, status_path: Optional[str]) -> dict[str, i
     sw = (status.get("switches") or {}).get(dpid_hex)
     if sw is None:
         raise TraceError(f"the controller (status {path}) has no switch {dpid_hex} connected")
+    # The walk is of what the controller wants; say when the switch may differ.
+    running = False
+    if status.get("pid"):
+        try:
+            os.kill(int(status["pid"]), 0)
+            running = True
+        except OSError:
+            pass
+    if not running:
+        print(f"vmflow trace: warning: the controller that wrote {path} is not running; "
+              "port numbers may be stale", file=sys.stderr)
+    elif sw.get("in_sync") is False:
+        print(f"vmflow trace: warning: switch {dpid_hex} is not in sync with the store yet: "
+              "its flows may differ from the ones walked", file=sys.stderr)
     return {name: int(n) for name, n in (sw.get("ports") or {}).items()}
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 
 import pytest
 
@@ -144,3 +145,14 @@ def test_explain_a_cookie_and_dump_flows_lines(capsys, store_url, monkeypatch):
     assert out[3] == "    l2, network n2 [table 40: l2_lookup]"
     code = cli.main(["explain", "--store", store_url, "zz"])
     assert code == 2 and "COOKIE 'zz'" in capsys.readouterr().err
+
+
+def test_a_switch_out_of_sync_is_said(capsys, store_url, tmp_path):
+    status = json.loads((tmp_path / "controller-status.json").read_text())
+    status["pid"] = os.getpid()
+    status["switches"]["00000000000000a1"]["in_sync"] = False
+    write_status(str(tmp_path / "controller-status.json"), status)
+    code, out, err = trace(capsys, store_url, "--host", "h1", "--from", "vm-a",
+                           "ip,nw_dst=10.0.0.2")
+    assert code == 0 and "verdict: output to ofport 2" in out
+    assert "not in sync" in err
