@@ -47,7 +47,7 @@ _SHORTHANDS = {"ip": (ETH_IP, None), "icmp": (ETH_IP, 1), "tcp": (ETH_IP, 6),
                "udp": (ETH_IP, 17), "arp": (ETH_ARP, None)}
 _L4_PREFIX = {6: "tcp", 17: "udp"}
 _ALIASES = {"dl_src": "eth_src", "dl_dst": "eth_dst", "dl_type": "eth_type",
-            "dl_vlan": "vlan", "vlan_tci": "vlan", "ip_src": "nw_src", "ip_dst": "nw_dst",
+            "dl_vlan": "vlan", "ip_src": "nw_src", "ip_dst": "nw_dst",
             "icmp_type": "icmpv4_type", "icmp_code": "icmpv4_code", "ttl": "nw_ttl"}
 
 
@@ -488,7 +488,7 @@ def _m(f) -> str:
 
 def verdict_lines(trace: Trace, host: dict, ports: dict[str, int], topo: Topology) -> list[str]:
     if trace.dropped:
-        d = trace.drops[0] if trace.drops else None
+        d = trace.first_drop
         why = f": {d.reason}" if d else ""
         return [f"verdict: dropped in {trace.dropped_at}{why}"]
     out = []
@@ -518,7 +518,7 @@ def trace_json(trace: Trace, *, host: dict, origin: Origin, packet: dict,
                    "actions": s.actions, "conjunction": s.conjunction,
                    "recirculation": s.recirculation} for s in trace.steps],
         "verdict": {"dropped": trace.dropped, "dropped_at": trace.dropped_at,
-                    "reason": trace.drops[0].reason if trace.dropped and trace.drops else None,
+                    "reason": trace.first_drop.reason if trace.dropped and trace.drops else None,
                     "outputs": [out(o) for o in trace.outputs],
                     "controller": [out(o) for o in trace.controller],
                     "text": trace.verdict},

@@ -117,6 +117,9 @@ class Drop:
     table: str
     reason: str
     flow: Optional[Flow] = None
+    # Only the copy back to the sender, which OVS skips (a flood's own copy):
+    # not what a person asking "where was it dropped" wants to hear first.
+    to_sender_only: bool = False
 
 
 @dataclass(frozen=True)
@@ -147,9 +150,17 @@ class Trace:
     def dropped_at(self) -> Optional[str]:
         """The table where a dropped packet was dropped (the first pass that
         ended with nothing); None when it went somewhere."""
+        drop = self.first_drop
         if not self.dropped:
             return None
-        return self.drops[0].table if self.drops else (self.steps[-1].table if self.steps else None)
+        return drop.table if drop else (self.steps[-1].table if self.steps else None)
+
+    @property
+    def first_drop(self) -> Optional[Drop]:
+        for d in self.drops:
+            if not d.to_sender_only:
+                return d
+        return self.drops[0] if self.drops else None
 
     @property
     def ports(self) -> list:
@@ -172,7 +183,7 @@ class Trace:
         if self.controller:
             parts.append("to the controller")
         if not parts:
-            d = self.drops[0] if self.drops else None
+            d = self.first_drop
             return f"dropped in {self.dropped_at}" + (f": {d.reason}" if d else "")
         return "; ".join(parts)
 
@@ -327,7 +338,7 @@ class _Run:
                 if len(self.trace.outputs) + len(self.trace.controller) == produced_before:
                     if self.skipped_ingress > skipped_before:
                         return Drop(table, "its only way out is the port it came in by",
-                                    found.flow)
+                                    found.flow, to_sender_only=True)
                     return Drop(table, "the flow sends it nowhere", found.flow)
                 return None
             here, there = table_number(table), table_number(nxt)

@@ -62,6 +62,15 @@ def test_an_allowed_packet_is_explained_stage_by_stage(capsys, store_url):
            "(tap00000002-aa), untagged" in out
 
 
+def test_the_sender_by_id_prefix_or_interface_name(capsys, store_url):
+    for name in ("00000001", "tap00000001-aa"):
+        doc = trace_json(capsys, store_url, "--host", "00000000000000a1", "--from", name,
+                         "udp,nw_dst=10.0.0.2,tp_dst=53")
+        assert doc["in_port"] == 1 and [o["port"] for o in doc["verdict"]["outputs"]] == [2]
+    code, _, err = trace(capsys, store_url, "--host", "h1", "--from", "0000", "ip,nw_dst=10.0.0.2")
+    assert code == 2 and "ports match" in err
+
+
 def test_a_spoofed_packet_is_dropped_at_port_security(capsys, store_url):
     doc = trace_json(capsys, store_url, "--host", "h1", "--from", pid(1),
                      "tcp,nw_src=10.0.0.9,nw_dst=10.0.0.2,tp_dst=22")

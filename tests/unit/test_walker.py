@@ -152,6 +152,15 @@ def test_output_to_the_ingress_port_is_skipped_unless_in_port():
     t = walk(flows, tcp(in_port=1))
     assert t.ports == [2]
     assert "skipped" in t.steps[0].actions[0]
+    # A flood whose every other copy is dropped: the drop named is not the
+    # copy back to the sender.
+    flows = [F("l2_lookup", 100, {}, apply(set_field("reg7", 1), ("resubmit", "output"),
+                                           set_field("reg7", 2), ("resubmit", "ingress_firewall"))),
+             F("ingress_firewall", 100, {}),
+             F("output", 100, {"reg7": 1}, apply(output(1)))]
+    t = walk(flows, tcp(in_port=1), table="l2_lookup")
+    assert t.dropped and t.dropped_at == "ingress_firewall", t.drops
+    assert t.drops[0].to_sender_only
     t = walk([F("classify", 100, {}, apply(output("in_port")))], tcp(in_port=1))
     assert t.ports == [1]
 
