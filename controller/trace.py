@@ -505,7 +505,7 @@ def verdict_lines(trace: Trace, host: dict, ports: dict[str, int], topo: Topolog
 def trace_json(trace: Trace, *, host: dict, origin: Origin, packet: dict,
                ports: dict[str, int], topo: Topology) -> dict:
     def out(o: Output) -> dict:
-        return {"port": o.port, "vlan": o.vlans, "table": o.table,
+        return {"port": o.port, "vlan": o.vlans, "table": o.table, "path": list(o.path),
                 "name": port_text(o.port, host, ports, topo), "meter": o.meter,
                 "owner": owner_text(o.flow.cookie, topo)}
     return {

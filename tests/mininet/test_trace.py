@@ -201,8 +201,11 @@ def test_in_from_the_uplink_on_the_receiving_host(topo):
 
 def test_a_broadcast_floods_its_network_only(topo):
     uplink = topo.h1.ofport(topo.h1.uplink)
-    check_same(topo, topo.h1, topo.a, "udp,nw_dst=10.0.0.255,tp_dst=9",
-               (sorted([(topo.b.ofport, ()), (uplink, (101,))]), False))
+    doc = check_same(topo, topo.h1, topo.a, "udp,nw_dst=10.0.0.255,tp_dst=9",
+                     (sorted([(topo.b.ofport, ()), (uplink, (101,))]), False))
+    # b's copy went through b's ingress_firewall, and the walk shows it.
+    to_b = [o for o in doc["verdict"]["outputs"] if o["port"] == topo.b.ofport]
+    assert "ingress_firewall" in to_b[0]["path"], to_b
 
 
 def test_spoofed_source_is_dropped_at_port_security(topo):

@@ -157,6 +157,9 @@ def test_a_broadcast_reaches_every_local_port_of_its_network_and_the_uplink(view
     # Every copy is the frame as sent.
     assert all(o.packet["eth_dst"] == BROADCAST and o.packet["ipv4_src"] == "10.0.0.1"
                for o in t.outputs)
+    # The copy for p2 passed p2's ingress_firewall, as a unicast to p2 does.
+    assert "ingress_firewall" in t.output_to(h1.ofport(p2)).path
+    assert "ingress_firewall" in h1.send(p1, **ipv4_to(p2)).outputs[0].path
 
 
 def test_a_broadcast_from_the_uplink_reaches_the_local_ports_only(view):
@@ -165,7 +168,7 @@ def test_a_broadcast_from_the_uplink_reaches_the_local_ports_only(view):
     t = h1.receive(vlan=101, eth_src="fa:16:3e:00:00:03", eth_dst=BROADCAST,
                    ipv4_src="10.0.0.3", ipv4_dst="10.0.0.255", udp_dst=9999)
     assert sorted(t.ports) == sorted([h1.ofport(p1), h1.ofport(p2)]), t.verdict
-    assert all(o.vlans == [] for o in t.outputs)
+    assert all(o.vlans == [] and "ingress_firewall" in o.path for o in t.outputs)
 
 
 def test_a_multicast_is_flooded_like_a_broadcast(view):
