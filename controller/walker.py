@@ -25,14 +25,15 @@ ovs-fields(7)):
 - dec_ttl drops an IPv4 packet whose TTL is 0 or 1, and does nothing to a
   non-IP one;
 - ct() takes the connection state as an input to the walk (the caller says
-  what conntrack would answer: new, est, ...): with table=T the packet is
-  recirculated to T with ct_state, ct_zone and ct_mark set, after the
+  what conntrack would answer: new, est, ..., one per ct(table=T) in the
+  order the walk meets them, as ofproto/trace's --ct-next). With table=T
+  the packet is recirculated to T with ct_state, ct_zone and ct_mark set, after the
   current pass ends; without a table the pass goes on with the state it
   had. commit, nat and exec are recorded; exec's ct_mark shows in the
   recirculated packet. ct_clear forgets the state;
 - meters (the instruction, or controller(meter_id=N)) are recorded, never
-  applied; a group runs each bucket on a copy of
-  the packet when the caller gives the group's buckets.
+  applied; a group runs each bucket on a copy of the packet when the caller
+  gives the group's buckets.
 """
 from __future__ import annotations
 
@@ -127,7 +128,7 @@ class CtCall:
     table: str
     zone: int
     commit: bool
-    state: int                 # the ct_state the walk gave it
+    state: Optional[int]       # the ct_state the walk gave the recirculated packet
     recirculate_to: Optional[str]
     nat: Any
     exec: tuple
@@ -479,7 +480,9 @@ class _Run:
         else:
             zone_value = int(zone or 0)
             zone_text = str(zone_value)
-        state = self.next_ct_state()
+        # Only a recirculation shows the pipeline a state, so only it takes
+        # one of the given states (as ofproto/trace's --ct-next does).
+        state = self.next_ct_state() if table is not None else None
         parts = [f"zone={zone_text}"] + (["commit"] if commit else [])
         if table is not None:
             parts.append(f"table={table}")
@@ -538,9 +541,11 @@ def walk(flows: Iterable[Flow], packet, **kw) -> Trace:
 
 # -- checks OVS makes when a flow is added -------------------------------------
 def flow_problems(flows: Iterable[Flow]) -> list[str]:
-    """What OVS would refuse in these flows: a match on a field whose
-    prerequisites the match does not pin (tcp_dst without ip_proto=6), a
-    set_field the match does not allow, a goto that does not go forward, a
+    """What OVS would refuse in these flows (or accept only in OpenFlow 1.0):
+    a match on a field whose prerequisites the match does not pin (tcp_dst
+    without ip_proto=6); a set_field or move the match does not allow;
+    pop_vlan or a VLAN set_field without a tag; dec_ttl or ct without
+    eth_type ip; ct(commit) of +inv; a goto that does not go forward; a
     conjunction mixed with other actions. Empty when all is well."""
     problems = []
     for f in flows:
@@ -568,11 +573,40 @@ def flow_problems(flows: Iterable[Flow]) -> list[str]:
         kinds = {a[0] for a in actions}
         if "conjunction" in kinds and kinds != {"conjunction"}:
             problems.append(f"{where}: conjunction mixed with other actions")
+        # OVS checks actions in order against the match as the earlier
+        # actions leave it (a push_vlan makes a VLAN to set or pop).
+        vid = dict(f.match).get("vlan_vid")
+        tagged = vid is not None and bool(match_value("vlan_vid", vid)[0] & 0x1000)
+        is_ip = pinned.get("eth_type") is not None and \
+            to_int("eth_type", pinned["eth_type"]) in (0x0800, 0x86DD)
+        ct_state = dict(f.match).get("ct_state")
+        invalid = ct_state is not None and bool(match_value("ct_state", ct_state)[0] & 0x10)
         for a in actions:
-            if a[0] == "set_field":
+            kind = a[0]
+            if kind == "set_field":
                 missing = unmet(a[1])
+                if a[1] in ("vlan_vid", "vlan_pcp"):
+                    missing = [] if tagged else ["a VLAN"]
                 if missing:
                     problems.append(f"{where}: set_field {a[1]} without {', '.join(missing)}")
+            elif kind == "move":
+                for name in (a[1], a[3]):
+                    missing = unmet(name)
+                    if missing:
+                        problems.append(f"{where}: move {name} without {', '.join(missing)}")
+            elif kind == "push_vlan":
+                tagged = True
+            elif kind == "pop_vlan":
+                if not tagged:
+                    problems.append(f"{where}: pop_vlan without a VLAN match")
+                tagged = False
+            elif kind == "dec_ttl" and not is_ip:
+                problems.append(f"{where}: dec_ttl without eth_type ip")
+            elif kind == "ct":
+                if not is_ip:
+                    problems.append(f"{where}: ct without eth_type ip")
+                if a[1] and invalid:
+                    problems.append(f"{where}: ct(commit) of a +inv packet")
         for ins in f.instructions:
             if ins[0] == "goto":
                 there = table_number(ins[1])

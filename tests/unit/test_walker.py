@@ -72,16 +72,30 @@ def test_flow_problems_names_what_ovs_would_refuse():
            F("classify", 2, {"eth_type": 0x800, "ip_proto": 17, "tcp_dst": 22}),
            F("classify", 3, {"eth_type": 0x806}, apply(set_field("ipv4_src", "1.2.3.4"))),
            F("l2_lookup", 4, {}, goto("classify")),
-           F("classify", 5, {}, apply(("conjunction", 1, 1, 2), output(1)))]
+           F("classify", 5, {}, apply(("conjunction", 1, 1, 2), output(1))),
+           F("classify", 6, {"in_port": 1}, apply(("pop_vlan",), set_field("vlan_vid", 0x1001))),
+           F("classify", 7, {"eth_type": 0x806}, apply(("dec_ttl",),
+                                                      ("ct", False, 1, None, None, ()))),
+           F("classify", 8, {"eth_type": 0x800, "ct_state": (0x30, 0x30)},
+             apply(("ct", True, 1, None, None, ()), ("move", "reg1", 0, "tcp_dst", 0, 16)))]
     problems = flow_problems(bad)
-    assert len(problems) == 5, problems
+    assert len(problems) == 11, "\n".join(problems)
     assert "matches tcp_dst without eth_type, ip_proto" in problems[0]
     assert "without ip_proto" in problems[1]
     assert "set_field ipv4_src without eth_type" in problems[2]
     assert "does not go forward" in problems[3]
     assert "conjunction mixed" in problems[4]
+    assert "pop_vlan without a VLAN match" in problems[5]
+    assert "set_field vlan_vid without a VLAN" in problems[6]
+    assert "dec_ttl without eth_type ip" in problems[7]
+    assert "ct without eth_type ip" in problems[8]
+    assert "ct(commit) of a +inv packet" in problems[9]
+    assert "move tcp_dst without ip_proto" in problems[10]
     good = [F("classify", 1, {"eth_type": 0x800, "ip_proto": 6, "tcp_dst": 22},
-              apply(set_field("ipv4_src", "1.2.3.4")), goto("services"))]
+              apply(set_field("ipv4_src", "1.2.3.4"), ("dec_ttl",),
+                    ("ct", True, "reg6", "services", None, ())), goto("services")),
+            F("classify", 2, {"in_port": 1, "vlan_vid": 0x1065},
+              apply(("pop_vlan",), ("push_vlan",), set_field("vlan_vid", 0x1001)))]
     assert flow_problems(good) == []
 
 
