@@ -19,7 +19,8 @@ arp_sha, arp_spa, arp_tha, arp_tpa, vlan) or with OXM names (eth_dst,
 ipv4_dst, tcp_dst, ...). What is left out is filled from the sending port
 so that the trace means something: its MAC and IP as the source, the MAC
 of the port owning nw_dst in the same network as the destination, an ARP
-request's broadcast destination.
+request's broadcast destination. A captured frame can be walked as it is
+with --frame HEX.
 """
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ import textwrap
 from typing import Any, Iterable, Optional
 
 from controller import pipeline
-from controller.packetfields import ETH_ARP, ETH_IP, make_packet
+from controller.packetfields import ETH_ARP, ETH_IP, make_packet, packet_from_frame
 from controller.walker import Output, Trace, Walker
 
 BROADCAST = "ff:ff:ff:ff:ff:ff"
@@ -540,7 +541,10 @@ def add_arguments(command: str, p: argparse.ArgumentParser) -> None:
                        help="the controller's status file (default: as `vmflow status`)")
         p.add_argument("--format", choices=("text", "json"), default="text")
         p.add_argument("--no-docs", action="store_true", help="leave out the stage docs")
-        p.add_argument("flow", metavar="FLOW",
+        p.add_argument("--frame", metavar="HEX",
+                       help="the packet as a whole Ethernet frame in hex (e.g. from "
+                            "tcpdump -xx), instead of FLOW")
+        p.add_argument("flow", metavar="FLOW", nargs="?",
                        help="the packet, e.g. 'tcp,nw_dst=10.0.0.5,tp_dst=22'")
     else:
         p.add_argument("cookies", nargs="*", metavar="COOKIE",
@@ -557,10 +561,20 @@ def run(command: str, conf, args: argparse.Namespace) -> int:
 
 
 def run_trace(conf, args: argparse.Namespace) -> int:
-    try:
-        fields = parse_spec(args.flow)
-    except ValueError as e:
-        raise TraceError(f"FLOW: {e}") from None
+    if (args.flow is None) == (args.frame is None):
+        raise TraceError("give the packet as FLOW or as --frame HEX (one of them)")
+    frame = None
+    fields: dict[str, Any] = {}
+    if args.frame is not None:
+        try:
+            frame = bytes.fromhex(re.sub(r"[\s:]", "", args.frame))
+        except ValueError:
+            raise TraceError("--frame: not hex") from None
+    else:
+        try:
+            fields = parse_spec(args.flow)
+        except ValueError as e:
+            raise TraceError(f"FLOW: {e}") from None
     ct = args.ct_state or ["new"]
     try:
         from controller.packetfields import parse_ct_state
@@ -573,11 +587,13 @@ def run_trace(conf, args: argparse.Namespace) -> int:
     dpid_hex = f"{_dpid(host):016x}"
     ports = switch_ports(conf, dpid_hex, args.status)
     origin = find_origin(topo, host, ports, args.from_)
-    packet = fill_packet(fields, origin, topo)
     try:
-        pkt = make_packet(packet)
+        if frame is not None:
+            pkt = packet_from_frame(frame, origin.in_port)
+        else:
+            pkt = make_packet(fill_packet(fields, origin, topo))
     except ValueError as e:
-        raise TraceError(f"FLOW: {e}") from None
+        raise TraceError(f"{'--frame' if frame is not None else 'FLOW'}: {e}") from None
     flows = host_flows(conf, topo, host, ports)
     trace = Walker(flows).walk(pkt, ct=ct)
     if args.format == "json":

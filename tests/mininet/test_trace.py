@@ -20,11 +20,10 @@ import re
 import subprocess
 import sys
 from dataclasses import dataclass
-from typing import Optional
 
 import pytest
 
-from harness import REPO, Cloud, Host, Vm, sh, wait_for
+from harness import REPO, Cloud, Host, Vm, sh
 
 pytestmark = pytest.mark.mininet
 

@@ -165,3 +165,19 @@ def test_a_switch_out_of_sync_is_said(capsys, store_url, tmp_path):
                            "ip,nw_dst=10.0.0.2")
     assert code == 0 and "verdict: output to ofport 2" in out
     assert "not in sync" in err
+
+
+def test_a_real_frame(capsys, store_url):
+    import dpkt
+    udp = dpkt.udp.UDP(sport=5000, dport=53, data=b"x")
+    udp.ulen = len(udp)
+    ip = dpkt.ip.IP(src=bytes([10, 0, 0, 1]), dst=bytes([10, 0, 0, 2]), p=17, ttl=5, data=udp)
+    eth = dpkt.ethernet.Ethernet(src=bytes.fromhex("fa163e000001"), dst=bytes.fromhex("fa163e000002"),
+                                 type=0x0800, data=ip)
+    doc = trace_json(capsys, store_url, "--host", "h1", "--from", "vm-a", "--frame", bytes(eth).hex())
+    assert doc["packet"]["udp_dst"] == "53" and doc["packet"]["nw_ttl"] == "5"
+    assert [o["port"] for o in doc["verdict"]["outputs"]] == [2]
+    code, _, err = trace(capsys, store_url, "--host", "h1", "--from", "vm-a", "--frame", "zz")
+    assert code == 2 and "--frame: not hex" in err
+    code, _, err = trace(capsys, store_url, "--host", "h1", "--from", "vm-a")
+    assert code == 2 and "FLOW or as --frame" in err
