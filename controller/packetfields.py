@@ -19,24 +19,20 @@ from typing import Any, Iterable, Mapping, Optional
 
 import dpkt
 
+from controller.fields import CT_STATE_BITS, INT_WIDTH, IPV4_FIELDS, MAC_FIELDS
+
 ETH_IP = 0x0800
 ETH_ARP = 0x0806
 ETH_IPV6 = 0x86DD
 OFPVID_PRESENT = 0x1000
 
-MAC_FIELDS = frozenset({"eth_src", "eth_dst", "arp_sha", "arp_tha"})
-IPV4_FIELDS = frozenset({"ipv4_src", "ipv4_dst", "arp_spa", "arp_tpa"})
-
-# Bit widths, for masks and Nicira move.
+# Bit widths, for masks and Nicira move: controller/fields.py's, plus the
+# address fields and the TTL dec_ttl changes.
 WIDTHS: dict[str, int] = {
-    "in_port": 32, "eth_src": 48, "eth_dst": 48, "eth_type": 16, "vlan_vid": 13,
-    "vlan_pcp": 3, "ip_dscp": 6, "ip_ecn": 2, "ip_proto": 8, "nw_ttl": 8,
-    "ipv4_src": 32, "ipv4_dst": 32, "tcp_src": 16, "tcp_dst": 16, "udp_src": 16,
-    "udp_dst": 16, "icmpv4_type": 8, "icmpv4_code": 8, "arp_op": 16, "arp_spa": 32,
-    "arp_tpa": 32, "arp_sha": 48, "arp_tha": 48, "metadata": 64, "tunnel_id": 64,
-    "ct_state": 32, "ct_zone": 16, "ct_mark": 32, "ct_label": 128, "pkt_mark": 32,
-    "conj_id": 32,
-    **{f"reg{i}": 32 for i in range(16)},
+    **INT_WIDTH,
+    **{f: 48 for f in MAC_FIELDS},
+    **{f: 32 for f in IPV4_FIELDS},
+    "nw_ttl": 8,
 }
 
 # Fields that are always present, starting at 0 (pipeline and conntrack metadata).
@@ -60,9 +56,8 @@ PREREQUISITES: dict[str, tuple[tuple[str, frozenset], ...]] = {
        for f in ("arp_op", "arp_spa", "arp_tpa", "arp_sha", "arp_tha")},
 }
 
-# ct_state bits, as OVS names them (ovs-fields(7)).
-CT_FLAGS: dict[str, int] = {"new": 0x01, "est": 0x02, "rel": 0x04, "rpl": 0x08,
-                            "inv": 0x10, "trk": 0x20, "snat": 0x40, "dnat": 0x80}
+# ct_state bits by name, in the order ovs-ofctl prints them.
+CT_FLAGS: dict[str, int] = CT_STATE_BITS
 
 # Header fields a packet dict may carry; anything else is a typo.
 HEADER_FIELDS = frozenset(WIDTHS) - ZERO_DEFAULT - {"vlan_vid", "vlan_pcp"}

@@ -384,12 +384,22 @@ class _Run:
             self.trace.controller.append(Output("controller", pkt.snapshot(), step.table, f,
                                                 a[1], tuple(self.path)))
         elif kind == "set_field":
-            name = a[1]
+            name, value = a[1], a[2]
             try:
-                pkt.set(name, to_int(name, a[2]))
+                if isinstance(value, (tuple, list)):
+                    # Some bits only (Nicira reg_load2): the rest stay.
+                    v, m = match_value(name, value)
+                    have = pkt.get(name)
+                    if have is None:
+                        raise ValueError(f"set_field {name} on a packet without that header")
+                    pkt.set(name, (have & ~m) | v)
+                    say(f"set_field:{_field_value_text(name, value[0])}"
+                        f"/{_field_value_text(name, value[1])}->{name}")
+                else:
+                    pkt.set(name, to_int(name, value))
+                    say(f"set_field:{_field_value_text(name, value)}->{name}")
             except ValueError as e:
                 self.error(f"{step.table}: {e}")
-            say(f"set_field:{_field_value_text(name, a[2])}->{name}")
         elif kind == "push_vlan":
             pkt.vlans.insert(0, pkt.vlans[0] if pkt.vlans else 0)
             say("push_vlan:0x8100")
@@ -502,7 +512,8 @@ class _Run:
         if commit:
             for e in exec_ or ():
                 if e[0] == "set_field" and e[1] in ("ct_mark", "ct_label"):
-                    again.fields[e[1]] = to_int(e[1], e[2])
+                    v, m = match_value(e[1], e[2])
+                    again.fields[e[1]] = (again.fields.get(e[1], 0) & ~m) | v
         self.passes.append((table, again,
                             f"recirculated by ct(zone={zone_value}) in {step.table} "
                             f"as {to_text('ct_state', state)}", tuple(self.path)))

@@ -188,6 +188,14 @@ def test_controller_output_records_the_meter_and_owner():
     assert t.steps[0].doc == pipeline.TABLES["classify"].doc
 
 
+def test_a_masked_set_field_sets_only_those_bits():
+    flows = [F("classify", 100, {}, apply(set_field("reg3", (0x0500, 0xFF00))), goto("output")),
+             F("output", 100, {"reg3": 0x12345678 & ~0xFF00 | 0x0500}, apply(output(1)))]
+    t = walk(flows, tcp(reg3=0x12345678))
+    assert t.ports == [1], t.steps[0].actions
+    assert t.steps[0].actions[0] == "set_field:0x500/0xff00->reg3"
+
+
 def test_move_copies_bits():
     flows = [F("classify", 100, {}, apply(("move", "reg1", 0, "reg2", 8, 8)),
                goto("output")),
