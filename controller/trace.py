@@ -25,6 +25,7 @@ with --frame HEX.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
 import os
 import re
@@ -332,11 +333,17 @@ def fill_packet(fields: dict[str, Any], origin: Origin, topo: Topology) -> dict[
             out["ipv4_dst"] = _ip_owning(topo, network, str(out["eth_dst"])) or "0.0.0.0"
         if "eth_dst" not in out:
             dst = str(out["ipv4_dst"])
+            try:
+                addr = ipaddress.IPv4Address(dst)
+            except ValueError:
+                raise TraceError(f"nw_dst {dst}: not an IPv4 address") from None
             if dst == "255.255.255.255" or _is_subnet_broadcast(topo, network, dst):
                 out["eth_dst"] = BROADCAST
-            elif dst.split(".")[0].isdigit() and 224 <= int(dst.split(".")[0]) <= 239:
-                o = [int(x) for x in dst.split(".")]
-                out["eth_dst"] = "01:00:5e:%02x:%02x:%02x" % (o[1] & 0x7F, o[2], o[3])
+            elif addr.is_multicast:
+                # RFC 1112: the low 23 bits of the group under 01:00:5e.
+                low = int(addr) & 0x7FFFFF
+                out["eth_dst"] = "01:00:5e:%02x:%02x:%02x" % (low >> 16, (low >> 8) & 0xFF,
+                                                               low & 0xFF)
             else:
                 mac = mac_of(dst)
                 if mac is None:
@@ -381,7 +388,6 @@ def _ip_owning(topo: Topology, network: Optional[str], mac: str) -> Optional[str
 
 
 def _is_subnet_broadcast(topo: Topology, network: Optional[str], ip: str) -> bool:
-    import ipaddress
     for s in topo.view.subnets_by_network.get(network, {}).values() if network else ():
         try:
             net = ipaddress.ip_network(s.get("cidr", ""), strict=False)

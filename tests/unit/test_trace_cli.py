@@ -97,6 +97,10 @@ def test_arp_and_broadcast(capsys, store_url):
     doc = trace_json(capsys, store_url, "--host", "h1", "--from", "vm-a",
                      "udp,nw_dst=10.0.0.255,tp_dst=9")
     assert sorted(o["port"] for o in doc["verdict"]["outputs"]) == [2, 100]
+    doc = trace_json(capsys, store_url, "--host", "h1", "--from", "vm-a",
+                     "udp,nw_dst=239.129.2.3,tp_dst=9")
+    assert doc["packet"]["eth_dst"] == "01:00:5e:01:02:03"
+    assert sorted(o["port"] for o in doc["verdict"]["outputs"]) == [2, 100]
 
 
 def test_bad_input_names_what_is_wrong(capsys, store_url):
