@@ -10,7 +10,7 @@ import pytest
 
 from controller import cli, pipeline
 from controller.status import write_status
-from controller.trace import parse_spec
+from controller.tracespec import parse_spec
 from l2_fixtures import cloud_docs, pid
 from topology.store import SqliteStore
 from topology.view import interface_name
