@@ -26,6 +26,7 @@ import textwrap
 from typing import Any, Iterable, Optional
 
 from controller import pipeline
+from controller.app import APP_IDS, SwitchView
 from controller.packetfields import make_packet, packet_from_frame
 from controller.tracespec import fill_packet, parse_spec
 from controller.walker import Output, Trace, Walker
@@ -81,21 +82,9 @@ def load_topology(conf) -> Topology:
     return Topology(revision, data)
 
 
-def _app_module():
-    # App, SwitchView and APP_IDS are moving from apps/base.py to
-    # controller/app.py (issue 15, part 7); either place will do.
-    try:
-        from controller import app
-    except ImportError:
-        from apps import base as app
-    return app
-
-
 def app_names() -> dict[int, str]:
-    names = {v: k for k, v in _app_module().APP_IDS.items()}
-    pipeline_app = getattr(pipeline, "PIPELINE_APP_ID", None)
-    if pipeline_app is not None:
-        names.setdefault(pipeline_app, "pipeline")   # the table misses
+    names = {v: k for k, v in APP_IDS.items()}
+    names.setdefault(pipeline.PIPELINE_APP_ID, "pipeline")   # the table misses
     return names
 
 
@@ -212,7 +201,7 @@ def host_flows(conf, topo: Topology, host: dict, ports: dict[str, int]) -> list:
         apps = load_apps(conf)
     except AppLoadError as e:
         raise TraceError(str(e)) from None
-    sw = _app_module().SwitchView(parse_dpid(host["datapath_id"]), host, dict(ports))
+    sw = SwitchView(parse_dpid(host["datapath_id"]), host, dict(ports))
     memo = SwitchFlows()
     compiler = FlowCompiler(apps)
     compiler.refresh(topo.view, sw, memo)
@@ -277,19 +266,16 @@ def render(trace: Trace, *, host: dict, origin: Origin, packet_text: str, ct: li
 
 
 def _miss_doc(step) -> str:
-    """The stage's table-miss doc, when the step hit the miss (declared
-    stages say what their miss does; a table without a miss flow drops)."""
-    stage = pipeline.TABLES.get(step.table)
-    text = getattr(stage, "miss_doc", "") if stage is not None else ""
-    if not text:
+    """The stage's table-miss doc, when the step hit the miss (the flow the
+    compiler writes from the stage's declaration, or no flow at all)."""
+    stage = pipeline.STAGES.get(step.table)
+    if stage is None or not stage.miss_doc:
         return ""
     if step.flow is None:
-        return text
+        return stage.miss_doc
     owner = pipeline.decode_cookie(step.flow.cookie)
-    is_miss = step.flow.priority == 0 and not step.flow.match
-    if is_miss and (owner is None or owner[0] == getattr(pipeline, "PIPELINE_APP_ID", -1)
-                    or owner[1] is None):
-        return text
+    if owner is not None and owner[0] == pipeline.PIPELINE_APP_ID and not step.flow.match:
+        return stage.miss_doc
     return ""
 
 

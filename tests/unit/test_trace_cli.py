@@ -57,6 +57,9 @@ def test_an_allowed_packet_is_explained_stage_by_stage(capsys, store_url):
     for stage in ("classify", "port_security", "l2_lookup"):
         assert f". {stage}, priority" in out
     assert "wanted by l2" in out
+    # A stage passed by its table miss says what the miss does.
+    assert "wanted by pipeline" in out
+    assert "# Table miss: " + pipeline.STAGES["services"].miss_doc[:30] in out
     assert "# " + pipeline.TABLES["port_security"].doc[:40] in out
     assert "verdict: output to ofport 2 = port 00000002-aaaa-bbbb-cccc-000000000000 " \
            "(tap00000002-aa), untagged" in out
