@@ -5,6 +5,8 @@
     vmflow up          both, with the embedded SQLite store
     vmflow tables      print the pipeline's table map
     vmflow status      print the running controller's status file
+    vmflow trace       walk a packet through a host's desired flows (controller/trace.py)
+    vmflow explain     name the app and resource that own a flow, by cookie
 
 Every subcommand takes --config FILE, --store URL, --api-listen HOST:PORT and
 --ofp-listen HOST:PORT; flags override the file. SIGTERM stops each cleanly.
@@ -135,13 +137,21 @@ def main(argv=None) -> int:
                        ("api", "the Neutron-compatible REST API"),
                        ("controller", "the OpenFlow 1.3 controller"),
                        ("tables", "print the pipeline's table map"),
-                       ("status", "print the running controller's status file (JSON)")):
+                       ("status", "print the running controller's status file (JSON)"),
+                       ("trace", "walk a packet through a host's desired flows"),
+                       ("explain", "name the app and resource that own a flow")):
         p = sub.add_parser(name, help=text)
         p.add_argument("--config", metavar="FILE", help="oslo.config INI file")
         p.add_argument("--store", metavar="URL", help="store URL (default sqlite:///var/vmflow.db)")
         p.add_argument("--api-listen", metavar="HOST:PORT", help="default 127.0.0.1:9696")
         p.add_argument("--ofp-listen", metavar="HOST:PORT", help="default 0.0.0.0:6653")
+        if name in ("trace", "explain"):
+            from controller.trace import add_arguments
+            add_arguments(name, p)
     args = parser.parse_args(argv)
+    if args.command in ("trace", "explain"):
+        from controller.trace import run
+        return run(args.command, build_conf(args), args)
     if args.command == "tables":
         from controller.pipeline import describe
         print(describe())
