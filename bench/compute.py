@@ -28,13 +28,15 @@ def main() -> None:
     ap.add_argument("--ports", type=int, default=10000)
     ap.add_argument("--hosts", type=int, default=10)
     ap.add_argument("--apps", choices=["l2", "all"], default="all")
+    ap.add_argument("--groups", action="store_true",
+                    help="every port in one security group with every kind of rule")
     args = ap.parse_args()
     conf = new_conf()
     conf(args=[], default_config_files=[], default_config_dirs=[])
     apps = load_apps(conf)
     if args.apps == "l2":
         apps = [a for a in apps if a.name == "l2"]
-    view = TopologyView(1, docs(args.ports, args.hosts))
+    view = TopologyView(1, docs(args.ports, args.hosts, groups=args.groups))
     sws = switches(view)
     compiler = FlowCompiler(apps)
 

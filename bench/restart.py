@@ -75,18 +75,22 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--ports", type=int, default=10000)
     ap.add_argument("--hosts", type=int, default=10)
+    ap.add_argument("--no-groups", action="store_true",
+                    help="ports in no security group (by default all in one, every kind "
+                         "of rule and an address group present)")
     args = ap.parse_args()
     conf = new_conf()
     conf(args=[], default_config_files=[], default_config_dirs=[])
     conf.set_override("audit_interval", 3600, group="controller")
     apps = load_apps(conf)
-    data = docs(args.ports, args.hosts)
+    data = docs(args.ports, args.hosts, groups=not args.no_groups)
     tmp = tempfile.mkdtemp(prefix="vmflow-bench-")
     store = SqliteStore(f"{tmp}/db.sqlite")
     with store.transaction() as t:
-        for kind in ("hosts", "networks", "subnets", "ports"):
+        for kind in [k for k in data if k != "ports"] + ["ports"]:
             for body in data[kind].values():
-                parent = body.get("network_id") if kind in ("ports", "subnets") else None
+                parent = body.get("network_id") if kind in ("ports", "subnets") else \
+                    body.get("security_group_id")
                 t.put(kind, body["id"], body, parent_id=parent)
 
     # What the previous controller run left on each switch.

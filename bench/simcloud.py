@@ -17,7 +17,34 @@ from controller.app import SwitchView  # noqa: E402
 from topology.view import TopologyView, interface_name  # noqa: E402
 
 
-def docs(ports: int, hosts: int, per_network: int = 100) -> dict:
+GROUP = "5e000000-0000-4000-8000-000000000001"
+ADDRESSES = "ad000000-0000-4000-8000-000000000002"
+
+
+def security_docs() -> dict:
+    """One stateful group every port is in, with Neutron's default rules (in
+    from the group itself, out to anywhere), a port list, a range, ICMP, a
+    deny, and an address group as a remote."""
+    from topology.secgroup_rules import normalise
+    rules = [{"direction": "ingress", "ethertype": "IPv4", "remote_group_id": GROUP},
+             {"direction": "egress", "ethertype": "IPv4"},
+             {"rule": "in:allow tcp 22,80,443"}, {"rule": "in:allow tcp 8000-8080"},
+             {"rule": "in:allow icmp 8/0"}, {"rule": "in:deny 192.0.2.0/24 any", "priority": 5},
+             {"direction": "ingress", "ethertype": "IPv4", "protocol": "udp", "ports": "53",
+              "remote_address_group_id": ADDRESSES}]
+    out = {}
+    for i, r in enumerate(rules, start=1):
+        rid = f"{i:08x}-0000-4000-8000-00000000r{i:03d}"
+        out[rid] = {**normalise(r), "id": rid, "_key": i, "security_group_id": GROUP}
+    return {"security_groups": {GROUP: {"id": GROUP, "_key": 1, "name": "default",
+                                        "stateful": True}},
+            "security_group_rules": out,
+            "address_groups": {ADDRESSES: {"id": ADDRESSES, "_key": 1,
+                                           "addresses": ["10.250.0.0/24", "10.251.0.1/32"]}}}
+
+
+def docs(ports: int, hosts: int, per_network: int = 100, groups: bool = False) -> dict:
+    """groups: every port in one security group (security_docs)."""
     nets = {}
     out_ports = {}
     host_docs = {f"h{i}": {"id": f"h{i}", "name": f"h{i}", "datapath_id": f"{i + 1:016x}",
@@ -37,13 +64,17 @@ def docs(ports: int, hosts: int, per_network: int = 100) -> dict:
                            "ip_address": f"10.{net >> 8 & 255}.{net & 255}.{n % per_network + 2}"}],
             "allowed_address_pairs": [], "admin_state_up": True,
             "binding:host_id": f"h{n % hosts}", "device_owner": "compute:nova",
-            "device_id": f"vm-{n}", "port_security_enabled": True, "security_groups": []}
+            "device_id": f"vm-{n}", "port_security_enabled": True,
+            "security_groups": [GROUP] if groups else []}
     subnets = {f"sub-{nid}": {"id": f"sub-{nid}", "network_id": nid, "ip_version": 4,
                               "cidr": f"10.{(net['_key'] - 1) >> 8 & 255}.{(net['_key'] - 1) & 255}.0/24",
                               "gateway_ip": None, "enable_dhcp": True, "dns_nameservers": [],
                               "host_routes": [], "allocation_pools": []}
                for nid, net in nets.items()}
-    return {"hosts": host_docs, "networks": nets, "ports": out_ports, "subnets": subnets}
+    out = {"hosts": host_docs, "networks": nets, "ports": out_ports, "subnets": subnets}
+    if groups:
+        out.update(security_docs())
+    return out
 
 
 def switch_ports(view: TopologyView, host: str) -> dict[str, int]:

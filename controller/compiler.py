@@ -259,12 +259,16 @@ class FlowCompiler:
         self.violations = 0
         self.conflicts = 0
         self._checked: dict[tuple, list[str]] = {}
+        self._methods: dict[str, list[tuple[App, Callable]]] = {}
 
     def _check(self, app: App, f: Flow) -> None:
-        shape = (app.name, f.table, f.priority,
-                 tuple(pipeline._targets(f.instructions)))
+        # Apps repeat a few shapes over thousands of flows: hashing the
+        # instructions (in C) is cheaper than walking them (in Python).
+        shape = (app.app_id, f.table, f.priority, f.instructions)
         problems = self._checked.get(shape)
         if problems is None:
+            if len(self._checked) > 100_000:
+                self._checked.clear()   # bounded: flood flows are many shapes
             problems = self._checked[shape] = pipeline.check(app.name, f.table, f.priority,
                                                              f.instructions)
             for p in problems:
@@ -272,8 +276,14 @@ class FlowCompiler:
         if problems:
             self.violations += 1
 
-    def _method(self, app: App, kind: str) -> Optional[Callable]:
-        return getattr(app, f"{kind}_flows", None)
+    def _computers(self, kind: str) -> list[tuple[App, Callable]]:
+        """(app, its `<kind>_flows`) for every app that has one."""
+        got = self._methods.get(kind)
+        if got is None:
+            got = self._methods[kind] = [(app, getattr(app, f"{kind}_flows"))
+                                         for app in self.apps
+                                         if getattr(app, f"{kind}_flows", None) is not None]
+        return got
 
     def compute(self, view: TopologyView, sw: SwitchView, scope: Scope, doc,
                 prev: tuple[Flow, ...] = ()) -> tuple[Flow, ...]:
@@ -283,10 +293,7 @@ class FlowCompiler:
         kind = scope[0]
         if kind == "switch":
             out.extend(MISSES if sw.host is not None else UNCLAIMED)
-        for app in self.apps:
-            method = self._method(app, kind)
-            if method is None:
-                continue
+        for app, method in self._computers(kind):
             try:
                 for f in (method(view, sw) if kind == "switch" else method(view, sw, doc)):
                     f = canonical(f)
@@ -314,6 +321,8 @@ class FlowCompiler:
     def _conflicts(self, scope: Scope, flows: list[Flow]) -> None:
         """Two apps wanting the same (table, priority, match) is a design
         error: which one wins would depend on app order. Counted and logged."""
+        if len({(f.table, f.priority, f.match) for f in flows}) == len(flows):
+            return
         seen: dict[tuple, int] = {}
         for f in flows:
             other = seen.setdefault(f.key, f.cookie)

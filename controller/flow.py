@@ -83,9 +83,21 @@ def app_cookie(app_id: int, kind: str | None = None, key: int = 0) -> int:
 def flow(app_id: int, table: str, priority: int, match: Mapping[str, Any],
          *instructions: tuple, owner: tuple[str, int] | None = None) -> Flow:
     """A flow app_id wants; owner (store kind, `_key`) names the resource it is for."""
-    pipeline.table_id(table)  # fail early on a misspelt stage name
-    cookie = app_cookie(app_id, *owner) if owner else app_cookie(app_id)
-    return Flow(table, priority, make_match(match), tuple(instructions), cookie)
+    if table not in pipeline.STAGES:
+        raise KeyError(table)  # fail early on a misspelt stage name
+    if owner is None:
+        cookie = _APP_COOKIES.get(app_id) or _app_cookie(app_id)
+    else:
+        cookie = pipeline.make_cookie(app_id, *owner)
+    return Flow(table, priority, tuple(sorted(match.items())), instructions, cookie)
+
+
+_APP_COOKIES: dict[int, int] = {}
+
+
+def _app_cookie(app_id: int) -> int:
+    cookie = _APP_COOKIES[app_id] = pipeline.make_cookie(app_id)
+    return cookie
 
 
 def to_controller(port_key: int) -> tuple[tuple, tuple]:

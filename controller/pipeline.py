@@ -203,15 +203,14 @@ RESOURCE_KINDS: dict[int, str] = {
     10: "port_forwardings",
 }
 RESOURCE_KIND_IDS: dict[str, int] = {v: k for k, v in RESOURCE_KINDS.items()}
+_KIND_BITS: dict = {None: 0, **{v: k << COOKIE_KIND_SHIFT for k, v in RESOURCE_KINDS.items()}}
 
 
 def make_cookie(app_id: int, kind: str | None = None, key: int = 0) -> int:
     """The cookie of a flow app `app_id` wants for resource (kind, key)."""
-    kind_id = RESOURCE_KIND_IDS[kind] if kind else 0
     if not 0 <= app_id <= 0xFF or not 0 <= key <= COOKIE_KEY_MASK:
         raise ValueError(f"cookie out of range: app {app_id}, key {key}")
-    return (COOKIE_SPACE | (app_id << COOKIE_APP_SHIFT) | (kind_id << COOKIE_KIND_SHIFT)
-            | key)
+    return COOKIE_SPACE | (app_id << COOKIE_APP_SHIFT) | _KIND_BITS[kind] | key
 
 
 def decode_cookie(cookie: int) -> tuple[int, str | None, int] | None:

@@ -332,21 +332,26 @@ class Api:
 
     def create(self, kind: str, **fields) -> dict:
         one = self.SINGULAR[kind]
-        return self.request("POST", f"/v2.0/{kind}", {one: fields})[one]
+        return self.request("POST", self._path(kind), {one: fields})[one]
 
     def show(self, kind: str, id: str) -> dict:
-        return self.request("GET", f"/v2.0/{kind}/{id}")[self.SINGULAR[kind]]
+        return self.request("GET", f"{self._path(kind)}/{id}")[self.SINGULAR[kind]]
 
     def update(self, kind: str, id: str, **fields) -> dict:
         one = self.SINGULAR[kind]
-        return self.request("PUT", f"/v2.0/{kind}/{id}", {one: fields})[one]
+        return self.request("PUT", f"{self._path(kind)}/{id}", {one: fields})[one]
 
     def delete(self, kind: str, id: str) -> None:
-        self.request("DELETE", f"/v2.0/{kind}/{id}")
+        self.request("DELETE", f"{self._path(kind)}/{id}")
+
+    @staticmethod
+    def _path(kind: str) -> str:
+        """The collection's URL: Neutron spells security-groups with a dash."""
+        return "/v2.0/" + kind.replace("_", "-")
 
     def list(self, kind: str, **filters) -> list[dict]:
         q = "&".join(f"{k}={v}" for k, v in filters.items())
-        return self.request("GET", f"/v2.0/{kind}" + (f"?{q}" if q else ""))[kind]
+        return self.request("GET", self._path(kind) + (f"?{q}" if q else ""))[kind]
 
     def ready(self) -> bool:
         try:
