@@ -1,0 +1,163 @@
+"""Which connection owns a datapath id (ofconn.Connections), the half-open
+cap, and the ofp_listen syntax. The listener itself runs on real sockets and
+real OVS in tests/mininet/test_ofconn.py."""
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from controller.ofconn import Connections, Limits, is_loopback, tls_context
+from topology.config import new_conf, parse_ofp_listen
+
+
+class FakeDp:
+    """Just what Connections uses of a VmflowDatapath."""
+
+    def __init__(self, dpid, peer, answers=True):
+        self.id = dpid
+        self.peer = peer
+        self.alive = True
+        self.answers = answers
+        self.cert_sha256 = None
+        self.counted_established = False
+        self.probed = 0
+        self.fenced = None
+
+    def probe(self, timeout):
+        self.probed += 1
+        return self.answers and self.alive
+
+    def fence(self, why):
+        self.fenced = why
+        self.alive = False
+
+
+@pytest.fixture
+def conns():
+    return Connections(Limits(handshake_timeout=1, max_half_open=2, echo_timeout=0.1))
+
+
+def test_the_first_connection_takes_a_free_datapath_id(conns):
+    a = FakeDp(1, "10.0.0.1:1")
+    assert conns.admit(a)
+    assert conns.owner(1) is a
+
+
+def test_a_second_connection_is_refused_while_the_first_answers_echo(conns):
+    a, b = FakeDp(1, "10.0.0.1:1"), FakeDp(1, "10.0.0.66:2")
+    assert conns.admit(a)
+    assert not conns.admit(b)
+    assert a.probed == 1 and a.fenced is None and conns.owner(1) is a
+    snap = conns.snapshot()
+    assert snap["counters"]["ofp_duplicate_dpid_refused"] == 1
+    rec = snap["duplicate_dpids"]["0000000000000001"]
+    assert rec["refused"] == 1
+    assert rec["last_address"] == "10.0.0.66:2" and rec["kept_address"] == "10.0.0.1:1"
+
+
+def test_every_retry_of_a_duplicate_is_refused_and_the_first_never_flaps(conns):
+    a = FakeDp(7, "h1")
+    assert conns.admit(a)
+    for i in range(5):
+        assert not conns.admit(FakeDp(7, f"h2:{i}"))
+    assert conns.owner(7) is a and a.fenced is None
+    assert conns.snapshot()["duplicate_dpids"]["0000000000000007"]["refused"] == 5
+
+
+def test_a_silent_incumbent_is_closed_and_the_newcomer_takes_over(conns):
+    a, b = FakeDp(1, "old", answers=False), FakeDp(1, "new")
+    assert conns.admit(a)
+    assert conns.admit(b)
+    assert conns.owner(1) is b
+    assert a.fenced, "the replaced connection must be closed, so its switch reconnects"
+    assert conns.snapshot()["counters"]["ofp_duplicate_dpid_replaced"] == 1
+
+
+def test_a_dead_incumbent_is_not_probed(conns):
+    a, b = FakeDp(1, "old"), FakeDp(1, "new")
+    assert conns.admit(a)
+    a.alive = False
+    assert conns.admit(b)
+    assert a.probed == 0 and conns.owner(1) is b
+
+
+def test_closing_the_owner_frees_the_datapath_id_and_only_the_owner_does(conns):
+    a, b = FakeDp(1, "a"), FakeDp(1, "b")
+    assert conns.opening() and conns.opening()
+    assert conns.admit(a)
+    conns.handshake_done(a)
+    assert not conns.admit(b)
+    conns.closed(b)              # the refused one leaving changes nothing
+    assert conns.owner(1) is a
+    conns.closed(a)
+    assert conns.owner(1) is None
+    assert conns.snapshot()["counters"]["ofp_half_open"] == 0
+
+
+def test_half_open_connections_are_capped(conns):
+    assert conns.opening() and conns.opening()
+    assert not conns.opening()
+    conns.closed(None)
+    assert conns.opening()
+    snap = conns.snapshot()["counters"]
+    assert snap["ofp_half_open_rejected"] == 1 and snap["ofp_half_open"] == 2
+
+
+def test_concurrent_newcomers_leave_one_owner(conns):
+    a = FakeDp(1, "a", answers=False)
+    assert conns.admit(a)
+    newcomers = [FakeDp(1, f"n{i}") for i in range(8)]
+    results = {}
+    threads = [threading.Thread(target=lambda d=d: results.__setitem__(d.peer, conns.admit(d)))
+               for d in newcomers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    winners = [p for p, ok in results.items() if ok]
+    assert len(winners) == 1
+    assert conns.owner(1).peer == winners[0]
+
+
+def test_refusal_records_are_bounded(conns):
+    for dpid in range(200):
+        assert conns.admit(FakeDp(dpid, "a"))
+        assert not conns.admit(FakeDp(dpid, "b"))
+    assert len(conns.snapshot()["duplicate_dpids"]) == 64
+
+
+@pytest.mark.parametrize("value, expected", [
+    ("0.0.0.0:6653", ("tcp", "0.0.0.0", 6653)),
+    ("tcp:127.0.0.1:6653", ("tcp", "127.0.0.1", 6653)),
+    ("ssl:10.1.2.3:6653", ("ssl", "10.1.2.3", 6653)),
+    ("ssl:[::1]:6653", ("ssl", "::1", 6653)),
+    ("[::]:6653", ("tcp", "::", 6653)),
+    (":6653", ("tcp", "0.0.0.0", 6653)),
+])
+def test_ofp_listen_syntax(value, expected):
+    assert parse_ofp_listen(value) == expected
+
+
+@pytest.mark.parametrize("value", ["6653", "ssl:6653", "tls:1.2.3.4:6653", "ssl:1.2.3.4:0",
+                                   "1.2.3.4:http"])
+def test_ofp_listen_rejects(value):
+    with pytest.raises(ValueError, match="ofp_listen"):
+        parse_ofp_listen(value)
+
+
+def test_loopback():
+    assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
+    assert not is_loopback("0.0.0.0") and not is_loopback("10.0.0.1") and not is_loopback("::")
+
+
+def test_tls_needs_all_three_files(tmp_path):
+    conf = new_conf()
+    conf(args=[], default_config_files=[], default_config_dirs=[])
+    with pytest.raises(ValueError, match="ca_cert, certificate, private_key"):
+        tls_context(conf)
+    conf.set_override("ca_cert", str(tmp_path / "none.pem"), group="openflow")
+    conf.set_override("certificate", str(tmp_path / "none.pem"), group="openflow")
+    conf.set_override("private_key", str(tmp_path / "none.pem"), group="openflow")
+    with pytest.raises(ValueError, match="certificate"):
+        tls_context(conf)
