@@ -80,9 +80,12 @@ class VmflowOFApp(app_manager.OSKenApp):
                 old = self.channels.get(dp.id)
                 self.channels[dp.id] = ch
             if old is not None and old.dp is not dp:
-                # Never forget a connection without closing it: a switch
+                # Its DEAD, if still to come, will not find it: fail what
+                # waits on it now (a worker would wait out its timeout), and
+                # never forget a connection without closing it (a switch
                 # left connected to a controller that ignores it never
-                # reconnects.
+                # reconnects).
+                old.close()
                 old.dp.close()
             # os-ken read the port descriptions before entering MAIN.
             ports = {port_name(p): no for no, p in dp.ports.items()

@@ -70,6 +70,8 @@ POLL_S = 1.0                 # how often a silent connection checks its deadline
 MAX_REFUSAL_RECORDS = 64     # datapath ids whose refusals the status lists one by one
 REFUSAL_LOG_S = 30.0         # a refusal for one datapath id is logged at most this often
 PROBE_DATA = b"vmflow-owner-probe"
+COUNTS = ("accepted", "half_open_rejected", "handshake_timeouts", "tls_failures",
+          "duplicate_dpid_refused", "duplicate_dpid_replaced")
 OFPT_ECHO_REPLY = 3          # the same in every OpenFlow version
 
 
@@ -124,7 +126,8 @@ class Connections:
         self._owners: dict[int, "VmflowDatapath"] = {}
         self._live: set = set()
         self.half_open = 0
-        self.counters: Counter = Counter()
+        # Every count listed from the start, so a reader sees 0, not nothing.
+        self.counters: Counter = Counter(dict.fromkeys(COUNTS, 0))
         self._refusals: "OrderedDict[int, dict]" = OrderedDict()
         self._refusal_logged_at: dict[int, float] = {}
 
@@ -183,12 +186,13 @@ class Connections:
         loser = None
         with self._lock:
             current = self._owners.get(dpid)
+            if current is None or not current.alive:
+                self._owners[dpid] = dp   # the holder went away while we asked
+                return True
             if current is incumbent and not answered:
                 self._owners[dpid] = dp
                 self.counters["duplicate_dpid_replaced"] += 1
                 loser = incumbent
-            elif current is None or not current.alive:
-                self._owners[dpid] = dp
             else:
                 self._refuse(dpid, dp, current)
                 return False

@@ -137,6 +137,12 @@ class FakeSwitch:
         return False
 
     def close(self) -> None:
+        # shutdown first: close() alone leaves the connection up (no FIN)
+        # while the reading thread is still inside recv() on it.
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
         try:
             self.sock.close()
         except OSError:

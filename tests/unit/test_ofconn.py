@@ -161,3 +161,16 @@ def test_tls_needs_all_three_files(tmp_path):
     conf.set_override("private_key", str(tmp_path / "none.pem"), group="openflow")
     with pytest.raises(ValueError, match="certificate"):
         tls_context(conf)
+
+
+def test_a_holder_that_dies_during_the_probe_leaves_the_id_to_the_newcomer(conns):
+    a, b = FakeDp(1, "old"), FakeDp(1, "new")
+    assert conns.admit(a)
+
+    def probe(timeout):
+        a.alive = False   # its connection ends while we wait for the echo
+        return False
+    a.probe = probe
+    assert conns.admit(b)
+    assert conns.owner(1) is b
+    assert conns.snapshot()["counters"]["ofp_duplicate_dpid_replaced"] == 0
