@@ -56,7 +56,7 @@ import threading
 import time
 from collections import Counter, OrderedDict
 from dataclasses import dataclass
-from typing import Optional
+from typing import Callable, Optional
 
 import os_ken.base.app_manager  # noqa: F401  (before os-ken's controller: import cycle)
 from os_ken.controller import ofp_event
@@ -71,7 +71,7 @@ MAX_REFUSAL_RECORDS = 64     # datapath ids whose refusals the status lists one 
 REFUSAL_LOG_S = 30.0         # a refusal for one datapath id is logged at most this often
 PROBE_DATA = b"vmflow-owner-probe"
 COUNTS = ("accepted", "half_open_rejected", "handshake_timeouts", "tls_failures",
-          "duplicate_dpid_refused", "duplicate_dpid_replaced")
+          "duplicate_dpid_refused", "duplicate_dpid_replaced", "cert_pin_refused")
 OFPT_ECHO_REPLY = 3          # the same in every OpenFlow version
 
 
@@ -120,8 +120,12 @@ def is_loopback(host: str) -> bool:
 class Connections:
     """Who is connected, who owns which datapath id, and the counts."""
 
-    def __init__(self, limits: Limits = Limits()):
+    def __init__(self, limits: Limits = Limits(),
+                 pin_for: Optional[Callable[[int], Optional[str]]] = None):
         self.limits = limits
+        # dpid -> the SHA-256 fingerprint its switch certificate must have
+        # (the host's switch_cert_sha256), or None when the host pins none.
+        self.pin_for = pin_for or (lambda dpid: None)
         self._lock = threading.Lock()
         self._owners: dict[int, "VmflowDatapath"] = {}
         self._live: set = set()
@@ -177,38 +181,70 @@ class Connections:
         """May dp (its handshake done) take its datapath id? Called in dp's
         own receive thread; may wait up to echo_timeout for the incumbent."""
         dpid = dp.id
+        pin = self.pin_for(dpid)
+        if pin is not None and dp.cert_sha256 != pin:
+            with self._lock:
+                self.counters["cert_pin_refused"] += 1
+                self._refuse(dpid, dp, self._owners.get(dpid),
+                             "its certificate is not the one the host pins")
+            return False
         with self._lock:
             incumbent = self._owners.get(dpid)
             if incumbent is None or not incumbent.alive:
                 self._owners[dpid] = dp
                 return True
-        answered = incumbent.probe(self.limits.echo_timeout)
-        loser = None
-        with self._lock:
-            current = self._owners.get(dpid)
-            if current is None or not current.alive:
-                self._owners[dpid] = dp   # the holder went away while we asked
-                return True
-            if current is incumbent and not answered:
+            if pin is not None and incumbent.cert_sha256 != pin:
+                # The pin changed under the incumbent; the newcomer has it.
                 self._owners[dpid] = dp
                 self.counters["duplicate_dpid_replaced"] += 1
-                loser = incumbent
+                loser, why = incumbent, "its certificate is not the one the host pins"
             else:
-                self._refuse(dpid, dp, current)
-                return False
-        LOG.warning("datapath %016x: the connection from %s did not answer an echo request "
-                    "in %.1fs; closed, %s takes over", dpid, loser.peer, self.limits.echo_timeout,
-                    dp.peer)
+                loser = None
+        if loser is None:
+            answered = incumbent.probe(self.limits.echo_timeout)
+            with self._lock:
+                current = self._owners.get(dpid)
+                if current is None or not current.alive:
+                    self._owners[dpid] = dp   # the holder went away while we asked
+                    return True
+                if current is incumbent and not answered:
+                    self._owners[dpid] = dp
+                    self.counters["duplicate_dpid_replaced"] += 1
+                    loser = incumbent
+                    why = f"no answer to an echo request in {self.limits.echo_timeout:.1f}s"
+                else:
+                    self._refuse(dpid, dp, current,
+                                 "its datapath id is held by a live connection")
+                    return False
+        LOG.warning("datapath %016x: the connection from %s is closed (%s); %s takes over",
+                    dpid, loser.peer, why, dp.peer)
         loser.fence("replaced by a new connection for its datapath id")
         return True
 
-    def _refuse(self, dpid: int, dp: "VmflowDatapath", kept: "VmflowDatapath") -> None:
+    def enforce_pins(self) -> int:
+        """Close every connection whose certificate is not (or no longer)
+        the one its host pins; returns how many. Called periodically, so a
+        pin set or changed in the API also reaches switches already connected."""
+        with self._lock:
+            owners = list(self._owners.items())
+        dropped = 0
+        for dpid, dp in owners:
+            pin = self.pin_for(dpid)
+            if pin is not None and dp.cert_sha256 != pin and dp.alive:
+                self.count("cert_pin_refused")
+                dp.fence("its certificate is not the one the host pins (switch_cert_sha256)")
+                dropped += 1
+        return dropped
+
+    def _refuse(self, dpid: int, dp: "VmflowDatapath", kept: Optional["VmflowDatapath"],
+                why: str) -> None:
         """Called under self._lock."""
         self.counters["duplicate_dpid_refused"] += 1
         rec = self._refusals.pop(dpid, None) or {"refused": 0}
         rec.update(refused=rec["refused"] + 1, last_address=dp.peer, last_at=time.time(),
-                   last_certificate=dp.cert_sha256, kept_address=kept.peer,
-                   kept_certificate=kept.cert_sha256)
+                   last_certificate=dp.cert_sha256, last_reason=why,
+                   kept_address=kept.peer if kept else None,
+                   kept_certificate=kept.cert_sha256 if kept else None)
         self._refusals[dpid] = rec
         while len(self._refusals) > MAX_REFUSAL_RECORDS:
             old, _ = self._refusals.popitem(last=False)
@@ -216,9 +252,9 @@ class Connections:
         now = time.monotonic()
         if now - self._refusal_logged_at.get(dpid, float("-inf")) >= REFUSAL_LOG_S:
             self._refusal_logged_at[dpid] = now
-            LOG.error("datapath %016x: refused a second connection from %s (%d so far); %s "
-                      "holds it and answers echo requests. An impostor, or two bridges "
-                      "with the same datapath id", dpid, dp.peer, rec["refused"], kept.peer)
+            LOG.error("datapath %016x: refused a connection from %s (%d so far): %s%s. An "
+                      "impostor, or two bridges with the same datapath id", dpid, dp.peer,
+                      rec["refused"], why, f"; {kept.peer} keeps it" if kept else "")
 
     def snapshot(self) -> dict:
         with self._lock:
@@ -256,7 +292,7 @@ class VmflowDatapath(Datapath):
     def set_state(self, state):
         if state == MAIN_DISPATCHER and self.state != MAIN_DISPATCHER and self.id is not None:
             if not self.conns.admit(self):
-                self.fence("refused: its datapath id is held by a live connection")
+                self.fence("refused its datapath id (the refusal is logged and in the status)")
                 return
             self.conns.handshake_done(self)
         super().set_state(state)

@@ -14,6 +14,8 @@ import logging
 import os
 import signal
 import sys
+import threading
+import time
 
 from controller.app import APPS
 from controller.core import Controller
@@ -77,6 +79,30 @@ def build_controller(conf, store=None, apps=None) -> Controller:
     return ctl
 
 
+PIN_CHECK_S = 1.0
+
+
+def _pins_from(ctl):
+    """dpid -> its host's switch_cert_sha256 in the controller's view. Read
+    without the core's lock (one dict lookup on a view the core swaps or
+    updates in place), so admitting a switch never waits on a recompute."""
+    def pin_for(dpid: int):
+        view = ctl.view
+        host = view.host_for_dpid(dpid) if view is not None else None
+        return host.get("switch_cert_sha256") if host else None
+    return pin_for
+
+
+def _enforce_pins(conns) -> None:
+    """A pin set or changed in the API reaches connected switches within PIN_CHECK_S."""
+    while True:   # a daemon thread: it ends with the process
+        time.sleep(PIN_CHECK_S)
+        try:
+            conns.enforce_pins()
+        except Exception:
+            LOG.exception("checking switch certificate pins")
+
+
 class _Stop(BaseException):
     """Raised in the main thread by SIGTERM/SIGINT to leave run_apps."""
 
@@ -117,6 +143,9 @@ def serve(conf) -> int:
         print(f"vmflow controller: {e}", file=sys.stderr)
         return 2
     ctl.ofconns = listener.conns
+    listener.conns.pin_for = _pins_from(ctl)
+    threading.Thread(target=_enforce_pins, args=(listener.conns,), daemon=True,
+                     name="vmflow-pins").start()
     ofapp.CORE = ctl
     ofapp.CONNECTIONS = listener.conns
     # os-ken's OFPHandler builds its listener by this module-level name and

@@ -7,6 +7,7 @@ the controller sends it."""
 from __future__ import annotations
 
 import socket
+import ssl
 import struct
 import threading
 import time
@@ -37,8 +38,13 @@ class FakeSwitch:
     """connect(); handshake(dpid) answers until the controller is done with
     the handshake; then received, closed, and wait_closed()."""
 
-    def __init__(self, port: int, host: str = "127.0.0.1", timeout: float = 5.0):
+    def __init__(self, port: int, host: str = "127.0.0.1", timeout: float = 5.0,
+                 tls: Optional[ssl.SSLContext] = None):
+        """tls: a client context (its certificate, the controller CA); the
+        TLS handshake happens here."""
         self.sock = socket.create_connection((host, port), timeout=timeout)
+        if tls is not None:
+            self.sock = tls.wrap_socket(self.sock)
         self.received: list[tuple[int, int]] = []     # (type, xid)
         self.closed = False
         self.dpid: Optional[int] = None
@@ -147,3 +153,13 @@ class FakeSwitch:
             self.sock.close()
         except OSError:
             pass
+
+
+def tls_client(cert: str, key: str, ca: str) -> ssl.SSLContext:
+    """A switch's TLS context: its certificate and key, the controller's CA
+    (no host name check: OVS does none either)."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.load_cert_chain(cert, key)
+    ctx.load_verify_locations(ca)
+    return ctx

@@ -1,7 +1,9 @@
 """Issue 16: OpenFlow over TLS on real OVS. The controller listens on
 ssl:127.0.0.1:PORT with certificates made by ovs-pki in the test's temp dir;
 a bridge whose certificate another CA signed cannot connect, one with a
-certificate from the configured CA connects and gets its flows.
+certificate from the configured CA connects and gets its flows. A host that
+pins its switch's certificate (switch_cert_sha256) refuses any other, even
+one the CA signed.
 
 ovs-vswitchd has one SSL configuration for all its bridges (ovs-vsctl
 set-ssl); the test sets it and puts back what was there before. Bridges of
@@ -9,6 +11,8 @@ other runs use tcp: targets, which it does not touch.
 """
 from __future__ import annotations
 
+import hashlib
+import ssl
 import subprocess
 import sys
 from pathlib import Path
@@ -16,22 +20,32 @@ from pathlib import Path
 import pytest
 
 from harness import Cloud, free_port, sh, wait_for
+from ofclient import FakeSwitch, tls_client
 
 pytestmark = pytest.mark.mininet
 
 CONVERGE = 20.0
 
 
-def make_pki(root: Path) -> Path:
+def make_pki(root: Path, *switches: str) -> Path:
     """An ovs-pki PKI (controller CA + switch CA) under root, with a signed
-    controller certificate (ctl-*) and switch certificate (sw-*)."""
+    controller certificate (ctl-*) and switch certificates (sw-*, and one
+    NAME-* per extra name)."""
     root.mkdir(parents=True)
     pki = root / "pki"
     log = str(root / "ovs-pki.log")
-    for args in (["init"], ["req+sign", "ctl", "controller"], ["req+sign", "sw", "switch"]):
+    steps = [["init"], ["req+sign", "ctl", "controller"], ["req+sign", "sw", "switch"]]
+    steps += [["req+sign", name, "switch"] for name in switches]
+    for args in steps:
         subprocess.run(["ovs-pki", f"--dir={pki}", f"--log={log}", "--force", *args],
                        cwd=root, check=True, capture_output=True, timeout=120)
     return root
+
+
+def fingerprint(cert: Path) -> str:
+    text = cert.read_text()   # ovs-pki puts the decoded text before the PEM block
+    der = ssl.PEM_cert_to_DER_cert(text[text.index("-----BEGIN CERTIFICATE-----"):])
+    return ":".join(f"{b:02X}" for b in hashlib.sha256(der).digest())
 
 
 def get_ssl() -> list[str]:
@@ -71,7 +85,7 @@ def connect_ssl(cloud: Cloud, host, port: int) -> None:
 
 def test_only_a_switch_certificate_from_the_configured_ca_connects(mininet_ready, tmp_path,
                                                                    ovs_ssl):
-    good = make_pki(tmp_path / "good")
+    good = make_pki(tmp_path / "good", "imp")
     rogue = make_pki(tmp_path / "rogue")     # another CA: its switch cert is not ours
     port = free_port()
     cloud = Cloud.start(tmp_path / "cloud", {
@@ -111,6 +125,35 @@ def test_only_a_switch_certificate_from_the_configured_ca_connects(mininet_ready
         assert h1.flows(), "the TLS switch got no flows"
         a.wait_ping(b, CONVERGE)
         assert a.ping(b, count=3)
+
+        # Pinning: the host names its switch's certificate. Another switch
+        # certificate from the same CA (an impostor that got one) is refused
+        # for h1's datapath id even though TLS accepts it.
+        real_pin = fingerprint(good / "sw-cert.pem")
+        cloud.api.update("hosts", h1.doc["id"], switch_cert_sha256=real_pin)
+        since = cloud.switch_status(h1)["connected_at"]
+        imp_tls = tls_client(str(good / "imp-cert.pem"), str(good / "imp-privkey.pem"),
+                             str(good / "pki/controllerca/cacert.pem"))
+        imp = FakeSwitch(port, tls=imp_tls).handshake(h1.dpid)
+        assert imp.wait_closed(10), "the impostor with a CA-signed certificate was kept"
+        assert imp.programming() == []
+        imp.close()
+        st = wait_for(lambda: (lambda st: st["counters"]["ofp_cert_pin_refused"] >= 1 and st)(
+            cloud.status()), 5, 0.2, "the pin refusal in the status")
+        assert st["duplicate_dpids"][h1.dpid_hex]["last_certificate"] == \
+            fingerprint(good / "imp-cert.pem")
+        assert cloud.switch_status(h1)["connected_at"] == since and a.ping(b, count=2)
+
+        # A pin changed in the API reaches the connected switch: h1 no
+        # longer matches and is disconnected (and refused on every retry),
+        # until the pin names its certificate again.
+        cloud.api.update("hosts", h1.doc["id"], switch_cert_sha256=fingerprint(
+            good / "imp-cert.pem"))
+        wait_for(lambda: h1.dpid_hex not in cloud.status()["switches"], 10, 0.2,
+                 "h1 to be dropped for its unpinned certificate")
+        cloud.api.update("hosts", h1.doc["id"], switch_cert_sha256=real_pin)
+        cloud.wait_controller_synced([h1], timeout=CONVERGE, since=since + 0.001)
+        a.wait_ping(b, CONVERGE)
     finally:
         cloud.close()
 

@@ -174,3 +174,53 @@ def test_a_holder_that_dies_during_the_probe_leaves_the_id_to_the_newcomer(conns
     assert conns.admit(b)
     assert conns.owner(1) is b
     assert conns.snapshot()["counters"]["ofp_duplicate_dpid_replaced"] == 0
+
+
+PIN = ":".join(["AB"] * 32)
+OTHER = ":".join(["CD"] * 32)
+
+
+def pinned(conns, pins):
+    conns.pin_for = pins.get
+    return conns
+
+
+def test_a_pinned_host_refuses_any_other_certificate_even_first(conns):
+    pinned(conns, {1: PIN})
+    rogue, real = FakeDp(1, "rogue"), FakeDp(1, "real")
+    rogue.cert_sha256, real.cert_sha256 = OTHER, PIN
+    assert not conns.admit(rogue)
+    assert conns.admit(real)
+    assert not conns.admit(rogue)
+    assert conns.owner(1) is real and real.probed == 0
+    snap = conns.snapshot()
+    assert snap["counters"]["ofp_cert_pin_refused"] == 2
+    assert snap["duplicate_dpids"]["0000000000000001"]["last_certificate"] == OTHER
+
+
+def test_a_plain_tcp_connection_never_matches_a_pin(conns):
+    pinned(conns, {1: PIN})
+    assert not conns.admit(FakeDp(1, "tcp"))
+
+
+def test_a_pin_set_later_closes_the_connected_switch_and_lets_the_pinned_one_in(conns):
+    pins = {}
+    pinned(conns, pins)
+    old, new = FakeDp(1, "old"), FakeDp(1, "new")
+    old.cert_sha256, new.cert_sha256 = OTHER, PIN
+    assert conns.admit(old)
+    pins[1] = PIN
+    assert conns.admit(new), "the certificate the host pins wins over a live incumbent"
+    assert old.fenced and old.probed == 0 and conns.owner(1) is new
+
+
+def test_enforce_pins_closes_connections_whose_certificate_is_not_pinned(conns):
+    pins = {}
+    pinned(conns, pins)
+    a, b = FakeDp(1, "a"), FakeDp(2, "b")
+    a.cert_sha256, b.cert_sha256 = OTHER, PIN
+    assert conns.admit(a) and conns.admit(b)
+    assert conns.enforce_pins() == 0
+    pins.update({1: PIN, 2: PIN})
+    assert conns.enforce_pins() == 1
+    assert a.fenced and b.fenced is None
