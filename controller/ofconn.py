@@ -527,7 +527,8 @@ class Listener:
                 try:
                     conn = self.tls.wrap_socket(conn, server_side=True)
                 except (OSError, ssl.SSLError) as e:
-                    self.conns.count("tls_failures")
+                    self.conns.count("handshake_timeouts" if isinstance(e, socket.timeout)
+                                     else "tls_failures")
                     LOG.warning("OpenFlow TLS handshake with %s failed: %s", _peer(addr), e)
                     _close(conn)
                     self.conns.closed(None)

@@ -224,3 +224,24 @@ def test_enforce_pins_closes_connections_whose_certificate_is_not_pinned(conns):
     pins.update({1: PIN, 2: PIN})
     assert conns.enforce_pins() == 1
     assert a.fenced and b.fenced is None
+
+
+@pytest.mark.parametrize("listen, warns", [("0.0.0.0:{}", True), ("tcp:127.0.0.1:{}", False),
+                                           ("[::1]:{}", False)])
+def test_plain_tcp_off_loopback_warns_at_start(listen, warns, caplog):
+    import socket
+    from controller.runtime import open_listener
+    family = socket.AF_INET6 if "::" in listen else socket.AF_INET
+    with socket.socket(family) as s:
+        s.bind(("::1" if family == socket.AF_INET6 else "127.0.0.1", 0))
+        port = s.getsockname()[1]
+    conf = new_conf()
+    conf(args=[], default_config_files=[], default_config_dirs=[])
+    conf.set_override("ofp_listen", listen.format(port))
+    with caplog.at_level("WARNING", logger="controller.runtime"):
+        listener = open_listener(conf)
+    try:
+        assert listener.tls is None and listener.address[1] > 0
+        assert any("plain TCP" in r.getMessage() for r in caplog.records) == warns
+    finally:
+        listener.sock.close()
