@@ -245,3 +245,85 @@ def test_plain_tcp_off_loopback_warns_at_start(listen, warns, caplog):
         assert any("plain TCP" in r.getMessage() for r in caplog.records) == warns
     finally:
         listener.sock.close()
+
+
+# -- the listener on loopback sockets (no os-ken apps: nothing answers HELLO,
+# so no connection ever finishes its handshake) --------------------------------
+
+@pytest.fixture
+def listener():
+    import socket
+    from controller.ofconn import Listener
+    conns = Connections(Limits(handshake_timeout=1.0, max_half_open=3, echo_timeout=0.5))
+    lst = Listener.bind("127.0.0.1", _free_port(), conns, None)
+    threading.Thread(target=lst, daemon=True).start()
+    yield lst
+    try:
+        lst.sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    lst.sock.close()
+
+
+def _free_port():
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ended(s, timeout):
+    """Seconds until the peer closed s (reading what it sends), or None."""
+    import socket
+    import time
+    start = time.monotonic()
+    s.settimeout(timeout)
+    try:
+        while s.recv(4096):
+            pass
+    except socket.timeout:
+        return None
+    except ConnectionResetError:
+        pass
+    return time.monotonic() - start
+
+
+def _wait(cond, timeout=5.0):
+    import time
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(0.02)
+    return cond()
+
+
+def test_over_the_half_open_cap_a_connection_is_closed_at_accept(listener):
+    import socket
+    port = listener.address[1]
+    held = [socket.create_connection(("127.0.0.1", port)) for _ in range(3)]
+    assert _wait(lambda: listener.conns.half_open == 3)
+    extra = socket.create_connection(("127.0.0.1", port))
+    took = _ended(extra, 0.9)
+    assert took is not None and took < 0.5, "the connection over the cap was not closed at once"
+    counters = listener.conns.snapshot()["counters"]
+    assert counters["ofp_half_open_rejected"] == 1
+    # The held ones time out after the handshake timeout; then there is room again.
+    for s in held:
+        assert _ended(s, 3) is not None
+    assert _wait(lambda: listener.conns.half_open == 0)
+    assert listener.conns.snapshot()["counters"]["ofp_handshake_timeouts"] == 3
+    for s in held + [extra]:
+        s.close()
+
+
+def test_every_connection_thread_ends_with_its_connection(listener):
+    import socket
+    before = threading.active_count()
+    for i in range(60):
+        s = socket.create_connection(("127.0.0.1", listener.address[1]))
+        if i % 2:
+            s.recv(8)   # the controller's HELLO: it has nothing more to send
+        s.close()
+    assert _wait(lambda: threading.active_count() == before and listener.conns.half_open == 0)
+    assert listener.conns.snapshot()["counters"]["ofp_connections"] == 0
