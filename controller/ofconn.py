@@ -75,6 +75,33 @@ COUNTS = ("accepted", "half_open_rejected", "handshake_timeouts", "tls_failures"
 OFPT_ECHO_REPLY = 3          # the same in every OpenFlow version
 
 
+class _Throttled:
+    """Logs what any client can trigger at will (a failed TLS handshake, a
+    handshake timeout, garbage instead of OpenFlow) at most once per
+    `every` seconds per kind; the next message says how many were held back."""
+
+    def __init__(self, every: float = 10.0):
+        self.every = every
+        self._lock = threading.Lock()
+        self._state: dict[str, tuple[float, int]] = {}
+
+    def __call__(self, kind: str, level: int, msg: str, *args, exc_info=False) -> None:
+        now = time.monotonic()
+        with self._lock:
+            last, held = self._state.get(kind, (float("-inf"), 0))
+            if now - last < self.every:
+                self._state[kind] = (last, held + 1)
+                return
+            self._state[kind] = (now, 0)
+        if held:
+            msg += " (and %d more like it in the last %.0fs)"
+            args += (held, self.every)
+        LOG.log(level, msg, *args, exc_info=exc_info)
+
+
+THROTTLED = _Throttled()
+
+
 @dataclass(frozen=True)
 class Limits:
     handshake_timeout: float = 10.0
@@ -304,8 +331,11 @@ class VmflowDatapath(Datapath):
 
     def fence(self, why: str) -> None:
         if self.alive:
-            LOG.info("OpenFlow connection from %s%s: %s", self.peer,
-                     f" (datapath {self.id:016x})" if self.id is not None else "", why)
+            args = (self.peer, f" (datapath {self.id:016x})" if self.id is not None else "", why)
+            if self.state == MAIN_DISPATCHER:
+                LOG.info("OpenFlow connection from %s%s: %s", *args)
+            else:
+                THROTTLED("fence", logging.INFO, "OpenFlow connection from %s%s: %s", *args)
         self.alive = False
         self._shutdown()
 
@@ -388,8 +418,10 @@ class VmflowDatapath(Datapath):
             self.send_msg(self.ofproto_parser.OFPHello(self))
             self._recv_loop()
         except Exception:
-            LOG.exception("OpenFlow connection from %s%s failed", self.peer,
-                          f" (datapath {self.id:016x})" if self.id is not None else "")
+            # os-ken's parser raises on what it cannot read; anyone can send that.
+            THROTTLED("error", logging.ERROR, "OpenFlow connection from %s%s failed", self.peer,
+                      f" (datapath {self.id:016x})" if self.id is not None else "",
+                      exc_info=True)
         finally:
             self.alive = False
             self._shutdown()
@@ -501,13 +533,13 @@ class Listener:
             except OSError as e:
                 if self.sock.fileno() < 0:
                     return
-                LOG.error("OpenFlow accept failed: %s", e)
+                THROTTLED("accept", logging.ERROR, "OpenFlow accept failed: %s", e)
                 time.sleep(0.1)   # e.g. out of file descriptors: do not spin
                 continue
             if not self.conns.opening():
-                LOG.warning("OpenFlow connection from %s closed at accept: %d connections "
-                            "are already in their handshake", _peer(addr),
-                            self.conns.limits.max_half_open)
+                THROTTLED("cap", logging.WARNING, "OpenFlow connection from %s closed at "
+                          "accept: %d connections are already in their handshake",
+                          _peer(addr), self.conns.limits.max_half_open)
                 _close(conn)
                 continue
             deadline = time.monotonic() + self.conns.limits.handshake_timeout
@@ -529,7 +561,8 @@ class Listener:
                 except (OSError, ssl.SSLError) as e:
                     self.conns.count("handshake_timeouts" if isinstance(e, socket.timeout)
                                      else "tls_failures")
-                    LOG.warning("OpenFlow TLS handshake with %s failed: %s", _peer(addr), e)
+                    THROTTLED("tls", logging.WARNING, "OpenFlow TLS handshake with %s "
+                              "failed: %s", _peer(addr), e)
                     _close(conn)
                     self.conns.closed(None)
                     return

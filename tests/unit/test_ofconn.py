@@ -327,3 +327,18 @@ def test_every_connection_thread_ends_with_its_connection(listener):
         s.close()
     assert _wait(lambda: threading.active_count() == before and listener.conns.half_open == 0)
     assert listener.conns.snapshot()["counters"]["ofp_connections"] == 0
+
+
+def test_client_triggered_logs_are_throttled(caplog):
+    from controller.ofconn import _Throttled
+    log = _Throttled(every=60)
+    with caplog.at_level("INFO", logger="controller.ofconn"):
+        for i in range(100):
+            log("tls", 30, "handshake %d failed", i)
+        log("cap", 30, "over the cap")
+    assert [r.getMessage() for r in caplog.records] == ["handshake 0 failed", "over the cap"]
+    log.every = 0
+    with caplog.at_level("INFO", logger="controller.ofconn"):
+        log("tls", 30, "handshake %d failed", 100)
+    assert caplog.records[-1].getMessage() == \
+        "handshake 100 failed (and 99 more like it in the last 0s)"
