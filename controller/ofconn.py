@@ -211,9 +211,8 @@ class Connections:
         pin = self.pin_for(dpid)
         if pin is not None and dp.cert_sha256 != pin:
             with self._lock:
-                self.counters["cert_pin_refused"] += 1
                 self._refuse(dpid, dp, self._owners.get(dpid),
-                             "its certificate is not the one the host pins")
+                             "its certificate is not the one the host pins", "cert_pin_refused")
             return False
         with self._lock:
             incumbent = self._owners.get(dpid)
@@ -241,7 +240,8 @@ class Connections:
                     why = f"no answer to an echo request in {self.limits.echo_timeout:.1f}s"
                 else:
                     self._refuse(dpid, dp, current,
-                                 "its datapath id is held by a live connection")
+                                 "its datapath id is held by a live connection",
+                                 "duplicate_dpid_refused")
                     return False
         LOG.warning("datapath %016x: the connection from %s is closed (%s); %s takes over",
                     dpid, loser.peer, why, dp.peer)
@@ -264,9 +264,9 @@ class Connections:
         return dropped
 
     def _refuse(self, dpid: int, dp: "VmflowDatapath", kept: Optional["VmflowDatapath"],
-                why: str) -> None:
+                why: str, counter: str) -> None:
         """Called under self._lock."""
-        self.counters["duplicate_dpid_refused"] += 1
+        self.counters[counter] += 1
         rec = self._refusals.pop(dpid, None) or {"refused": 0}
         rec.update(refused=rec["refused"] + 1, last_address=dp.peer, last_at=time.time(),
                    last_certificate=dp.cert_sha256, last_reason=why,
@@ -289,7 +289,7 @@ class Connections:
             counters["ofp_connections"] = len(self._live)
             counters["ofp_half_open"] = self.half_open
             refusals = {f"{d:016x}": dict(r) for d, r in self._refusals.items()}
-        return {"counters": counters, "duplicate_dpids": refusals}
+        return {"counters": counters, "refused_dpids": refusals}
 
 
 class VmflowDatapath(Datapath):

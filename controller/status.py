@@ -12,7 +12,7 @@ SQLite store file. Shape:
                   "unsolicited_errors": 0, ...},
      "app_errors": {"arp": 1},            # per app: flow computations that raised
      "unclaimed": ["00000000000000aa"],   # connected, no host claims it
-     "duplicate_dpids": {"0000000000000001": {"refused": 3, "last_address": "10.0.0.9:40112",
+     "refused_dpids": {"0000000000000001": {"refused": 3, "last_address": "10.0.0.9:40112",
                          "last_at": ..., "kept_address": "10.0.0.1:51234", ...}},
      "switches": {"0000000000000001": {
          "host": "h1", "claimed": true, "busy": false, "in_sync": true,
@@ -38,9 +38,12 @@ Where the less obvious counts come from:
   ofp_half_open_rejected (closed at accept, over [openflow] max_half_open),
   ofp_handshake_timeouts, ofp_tls_failures, ofp_duplicate_dpid_refused (a
   second connection for a datapath id whose connection still answers echo
-  requests) and ofp_duplicate_dpid_replaced (the holder did not answer).
-- duplicate_dpids: per datapath id with refusals, how many, the refused
-  connection's address and certificate (SHA-256, with TLS) and the one kept.
+  requests), ofp_duplicate_dpid_replaced (the holder did not answer, or
+  lacked the certificate its host pins) and ofp_cert_pin_refused (a
+  certificate other than the host's switch_cert_sha256).
+- refused_dpids: per datapath id with refusals, how many, the last refused
+  connection's address, certificate (SHA-256, with TLS) and reason, and the
+  connection kept, if any.
 - counters' switch_events_coalesced: connect/port/disconnect events that a
   later one for the same switch or interface superseded before the core
   applied them (controller/events.py).
@@ -102,7 +105,7 @@ def build_status(ctl) -> dict[str, Any]:
     counters["switch_events_coalesced"] = events.coalesced if events is not None else 0
     # Set by runtime.serve(); tests that drive the core directly have none.
     conns = getattr(ctl, "ofconns", None)
-    ofp = conns.snapshot() if conns is not None else {"counters": {}, "duplicate_dpids": {}}
+    ofp = conns.snapshot() if conns is not None else {"counters": {}, "refused_dpids": {}}
     counters.update(ofp["counters"])
     return {
         "pid": os.getpid(),
@@ -115,7 +118,7 @@ def build_status(ctl) -> dict[str, Any]:
         "counters": counters,
         "app_errors": dict(ctl.compiler.app_errors),
         "unclaimed": unclaimed,
-        "duplicate_dpids": ofp["duplicate_dpids"],
+        "refused_dpids": ofp["refused_dpids"],
         "switches": switches,
     }
 

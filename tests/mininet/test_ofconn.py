@@ -85,7 +85,7 @@ def test_an_impostor_claiming_a_connected_datapath_changes_nothing(topo):
     assert after["in_sync"] and h1.flows() == flows_before
     st = cloud.status()
     assert st["counters"]["ofp_duplicate_dpid_refused"] == refused_before + 3
-    rec = st["duplicate_dpids"][h1.dpid_hex]
+    rec = st["refused_dpids"][h1.dpid_hex]
     assert rec["refused"] >= 3
     assert rec["last_address"].startswith("127.0.0.1:")
     assert a.ping(b, count=3)
@@ -111,7 +111,7 @@ def test_two_bridges_sharing_a_datapath_id_do_not_flap(topo):
     cloud, h1, _h2, a, b = topo
     before = cloud.switch_status(h1)["connected_at"]
     flows_before = h1.flows()
-    refused_before = cloud.status()["duplicate_dpids"].get(h1.dpid_hex, {}).get("refused", 0)
+    refused_before = cloud.status()["refused_dpids"].get(h1.dpid_hex, {}).get("refused", 0)
     twin = f"{cloud.prefix}-twin"
     cloud._bridges.append(twin)
     sh(["ovs-vsctl", "--timeout=20", "add-br", twin, "--", "set", "bridge", twin,
@@ -124,7 +124,7 @@ def test_two_bridges_sharing_a_datapath_id_do_not_flap(topo):
         "connection_mode=out-of-band", "inactivity_probe=5000",
         "--", "set", "bridge", twin, "controller=@c"])
     # The twin retries every second or so; each try is refused.
-    wait_for(lambda: cloud.status()["duplicate_dpids"].get(h1.dpid_hex, {}).get("refused", 0)
+    wait_for(lambda: cloud.status()["refused_dpids"].get(h1.dpid_hex, {}).get("refused", 0)
              >= refused_before + 2, 15, 0.2, "the twin bridge to be refused twice")
     sent, received = ping.stop()
     assert sent >= 70 and received == sent, f"ping a->b lost {sent - received} of {sent}"

@@ -140,7 +140,7 @@ def test_only_a_switch_certificate_from_the_configured_ca_connects(mininet_ready
         imp.close()
         st = wait_for(lambda: (lambda st: st["counters"]["ofp_cert_pin_refused"] >= 1 and st)(
             cloud.status()), 5, 0.2, "the pin refusal in the status")
-        assert st["duplicate_dpids"][h1.dpid_hex]["last_certificate"] == \
+        assert st["refused_dpids"][h1.dpid_hex]["last_certificate"] == \
             fingerprint(good / "imp-cert.pem")
         assert cloud.switch_status(h1)["connected_at"] == since and a.ping(b, count=2)
 

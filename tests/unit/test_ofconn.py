@@ -51,7 +51,7 @@ def test_a_second_connection_is_refused_while_the_first_answers_echo(conns):
     assert a.probed == 1 and a.fenced is None and conns.owner(1) is a
     snap = conns.snapshot()
     assert snap["counters"]["ofp_duplicate_dpid_refused"] == 1
-    rec = snap["duplicate_dpids"]["0000000000000001"]
+    rec = snap["refused_dpids"]["0000000000000001"]
     assert rec["refused"] == 1
     assert rec["last_address"] == "10.0.0.66:2" and rec["kept_address"] == "10.0.0.1:1"
 
@@ -62,7 +62,7 @@ def test_every_retry_of_a_duplicate_is_refused_and_the_first_never_flaps(conns):
     for i in range(5):
         assert not conns.admit(FakeDp(7, f"h2:{i}"))
     assert conns.owner(7) is a and a.fenced is None
-    assert conns.snapshot()["duplicate_dpids"]["0000000000000007"]["refused"] == 5
+    assert conns.snapshot()["refused_dpids"]["0000000000000007"]["refused"] == 5
 
 
 def test_a_silent_incumbent_is_closed_and_the_newcomer_takes_over(conns):
@@ -124,7 +124,7 @@ def test_refusal_records_are_bounded(conns):
     for dpid in range(200):
         assert conns.admit(FakeDp(dpid, "a"))
         assert not conns.admit(FakeDp(dpid, "b"))
-    assert len(conns.snapshot()["duplicate_dpids"]) == 64
+    assert len(conns.snapshot()["refused_dpids"]) == 64
 
 
 @pytest.mark.parametrize("value, expected", [
@@ -195,7 +195,7 @@ def test_a_pinned_host_refuses_any_other_certificate_even_first(conns):
     assert conns.owner(1) is real and real.probed == 0
     snap = conns.snapshot()
     assert snap["counters"]["ofp_cert_pin_refused"] == 2
-    assert snap["duplicate_dpids"]["0000000000000001"]["last_certificate"] == OTHER
+    assert snap["refused_dpids"]["0000000000000001"]["last_certificate"] == OTHER
 
 
 def test_a_plain_tcp_connection_never_matches_a_pin(conns):
