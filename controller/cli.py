@@ -23,7 +23,7 @@ import time
 
 from oslo_config import cfg
 
-from topology.config import new_conf, split_hostport
+from topology.config import new_conf, parse_ofp_listen, split_hostport
 
 LOG = logging.getLogger("vmflow")
 
@@ -41,11 +41,11 @@ def build_conf(args: argparse.Namespace) -> cfg.ConfigOpts:
         conf.set_override("api_listen", args.api_listen)
     if args.ofp_listen:
         conf.set_override("ofp_listen", args.ofp_listen)
-    for name in ("api_listen", "ofp_listen"):
-        try:
-            split_hostport(getattr(conf, name), "--" + name.replace("_", "-"))
-        except ValueError as e:
-            raise SystemExit(f"vmflow: {e}")
+    try:
+        split_hostport(conf.api_listen, "--api-listen")
+        parse_ofp_listen(conf.ofp_listen, "--ofp-listen")
+    except ValueError as e:
+        raise SystemExit(f"vmflow: {e}")
     logging.basicConfig(level=getattr(logging, conf.log_level.upper(), logging.INFO),
                         format="%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s")
     return conf
@@ -144,7 +144,8 @@ def main(argv=None) -> int:
         p.add_argument("--config", metavar="FILE", help="oslo.config INI file")
         p.add_argument("--store", metavar="URL", help="store URL (default sqlite:///var/vmflow.db)")
         p.add_argument("--api-listen", metavar="HOST:PORT", help="default 127.0.0.1:9696")
-        p.add_argument("--ofp-listen", metavar="HOST:PORT", help="default 0.0.0.0:6653")
+        p.add_argument("--ofp-listen", metavar="[tcp:|ssl:]HOST:PORT",
+                       help="default 0.0.0.0:6653 (plain TCP)")
         if name in ("trace", "explain"):
             from controller.trace import add_arguments
             add_arguments(name, p)

@@ -30,7 +30,8 @@ from controller.ofchannel import OFChannel
 
 LOG = logging.getLogger(__name__)
 
-CORE = None   # controller.core.Controller, set by runtime.serve()
+CORE = None          # controller.core.Controller, set by runtime.serve()
+CONNECTIONS = None   # controller.ofconn.Connections, set by runtime.serve()
 
 
 def port_name(port) -> str:
@@ -69,9 +70,23 @@ class VmflowOFApp(app_manager.OSKenApp):
         if dp.id is None:
             return
         if ev.state == MAIN_DISPATCHER:
+            # The listener admitted one connection per datapath id
+            # (ofconn.Connections.admit); a MAIN that reaches us after its
+            # connection lost the id, or died, is stale.
+            if CONNECTIONS is not None and CONNECTIONS.owner(dp.id) is not dp:
+                return
             ch = OFChannel(dp)
             with self._lock:
+                old = self.channels.get(dp.id)
                 self.channels[dp.id] = ch
+            if old is not None and old.dp is not dp:
+                # Its DEAD, if still to come, will not find it: fail what
+                # waits on it now (a worker would wait out its timeout), and
+                # never forget a connection without closing it (a switch
+                # left connected to a controller that ignores it never
+                # reconnects).
+                old.close()
+                old.dp.close()
             # os-ken read the port descriptions before entering MAIN.
             ports = {port_name(p): no for no, p in dp.ports.items()
                      if no <= dp.ofproto.OFPP_MAX}

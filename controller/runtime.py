@@ -14,12 +14,14 @@ import logging
 import os
 import signal
 import sys
+import threading
+import time
 
 from controller.app import APPS
 from controller.core import Controller
 from controller.dispatch import Dispatcher
 from controller.status import default_path, write_status
-from topology.config import split_hostport
+from topology.config import parse_ofp_listen
 from topology.store import open_store
 from topology.store.base import ensure_secret
 
@@ -77,28 +79,81 @@ def build_controller(conf, store=None, apps=None) -> Controller:
     return ctl
 
 
+PIN_CHECK_S = 1.0
+
+
+def _pins_from(ctl):
+    """dpid -> its host's switch_cert_sha256 in the controller's view. Read
+    without the core's lock (one dict lookup on a view the core swaps or
+    updates in place), so admitting a switch never waits on a recompute."""
+    def pin_for(dpid: int):
+        view = ctl.view
+        host = view.host_for_dpid(dpid) if view is not None else None
+        return host.get("switch_cert_sha256") if host else None
+    return pin_for
+
+
+def _enforce_pins(conns) -> None:
+    """A pin set or changed in the API reaches connected switches within PIN_CHECK_S."""
+    while True:   # a daemon thread: it ends with the process
+        time.sleep(PIN_CHECK_S)
+        try:
+            conns.enforce_pins()
+        except Exception:
+            LOG.exception("checking switch certificate pins")
+
+
 class _Stop(BaseException):
     """Raised in the main thread by SIGTERM/SIGINT to leave run_apps."""
 
 
+def open_listener(conf):
+    """The bound OpenFlow listener (ofconn.Listener) for conf.ofp_listen;
+    ValueError or OSError says why there is none."""
+    from controller.ofconn import Connections, Limits, Listener, is_loopback, tls_context
+    scheme, host, port = parse_ofp_listen(conf.ofp_listen, "--ofp-listen")
+    tls = tls_context(conf) if scheme == "ssl" else None
+    if tls is None and not is_loopback(host):
+        LOG.warning("OpenFlow listens on plain TCP at %s:%d: anyone who reaches it can "
+                    "connect as a switch. Use ofp_listen = ssl:%s:%d with [openflow] "
+                    "ca_cert, certificate and private_key (README: OpenFlow over TLS)",
+                    host, port, host, port)
+    return Listener.bind(host, port, Connections(Limits.from_conf(conf)), tls)
+
+
 def serve(conf) -> int:
-    host, port = split_hostport(conf.ofp_listen, "--ofp-listen")
     # Imported here: importing os-ken's controller registers its CLI options.
     import os_ken.cfg
     from os_ken.base.app_manager import AppManager
     import os_ken.controller.controller  # noqa: F401  (after app_manager: import cycle)
+    from os_ken.controller import ofp_handler
 
     from controller import ofapp
 
+    try:
+        listener = open_listener(conf)
+    except (ValueError, OSError) as e:
+        LOG.error("controller not started: OpenFlow listener %s: %s", conf.ofp_listen, e)
+        print(f"vmflow controller: OpenFlow listener {conf.ofp_listen}: {e}", file=sys.stderr)
+        return 2
     try:
         ctl = build_controller(conf)
     except AppLoadError as e:
         LOG.error("controller not started: %s", e)
         print(f"vmflow controller: {e}", file=sys.stderr)
         return 2
+    ctl.ofconns = listener.conns
+    listener.conns.pin_for = _pins_from(ctl)
+    threading.Thread(target=_enforce_pins, args=(listener.conns,), daemon=True,
+                     name="vmflow-pins").start()
     ofapp.CORE = ctl
-    os_ken.cfg.CONF(args=["--ofp-listen-host", host, "--ofp-tcp-listen-port", str(port)],
-                    project="os_ken", default_config_files=[])
+    ofapp.CONNECTIONS = listener.conns
+    # os-ken's OFPHandler builds its listener by this module-level name and
+    # runs it; ours replaces os-ken's, whose connections leak their threads
+    # (controller/ofconn.py says how).
+    ofp_handler.OpenFlowController = lambda: listener
+    os_ken.cfg.CONF(args=[], project="os_ken", default_config_files=[])
+    host, port = listener.address
 
     def stop(signum, frame):
         raise _Stop()
@@ -107,13 +162,13 @@ def serve(conf) -> int:
     signal.signal(signal.SIGINT, stop)
     ctl.start()
     ctl.dispatcher.start()
-    LOG.info("controller listening for OpenFlow 1.3 on %s:%d", host, port)
+    LOG.info("controller listening for OpenFlow 1.3 on %s:%s:%d",
+             "ssl" if listener.tls is not None else "tcp", host, port)
     code = 0
     try:
         AppManager.run_apps(["controller.ofapp"])
-        # run_apps returns on its own only when os-ken's threads died, e.g.
-        # the listen address was taken.
-        LOG.error("os-ken stopped by itself (is %s:%d already in use?)", host, port)
+        # run_apps returns on its own only when os-ken's threads died.
+        LOG.error("os-ken stopped by itself")
         code = 1
     except _Stop:
         pass

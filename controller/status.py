@@ -12,6 +12,8 @@ SQLite store file. Shape:
                   "unsolicited_errors": 0, ...},
      "app_errors": {"arp": 1},            # per app: flow computations that raised
      "unclaimed": ["00000000000000aa"],   # connected, no host claims it
+     "refused_dpids": {"0000000000000001": {"refused": 3, "last_address": "10.0.0.9:40112",
+                         "last_at": ..., "kept_address": "10.0.0.1:51234", ...}},
      "switches": {"0000000000000001": {
          "host": "h1", "claimed": true, "busy": false, "in_sync": true,
          "ports": {"tap1234": 3}, "desired_flows": 12, "installed_flows": 12,
@@ -31,6 +33,17 @@ Where the less obvious counts come from:
   compiler kept that scope's previous flows (controller/compiler.py);
   counters' compile_errors is their sum. A packet-in an app raised on is
   counted as "<app>.errors" among the counters (controller/dispatch.py).
+- counters' ofp_*: the OpenFlow listener (controller/ofconn.py):
+  ofp_connections and ofp_half_open now; since start ofp_accepted,
+  ofp_half_open_rejected (closed at accept, over [openflow] max_half_open),
+  ofp_handshake_timeouts, ofp_tls_failures, ofp_duplicate_dpid_refused (a
+  second connection for a datapath id whose connection still answers echo
+  requests), ofp_duplicate_dpid_replaced (the holder did not answer, or
+  lacked the certificate its host pins) and ofp_cert_pin_refused (a
+  certificate other than the host's switch_cert_sha256).
+- refused_dpids: per datapath id with refusals, how many, the last refused
+  connection's address, certificate (SHA-256, with TLS) and reason, and the
+  connection kept, if any.
 - counters' switch_events_coalesced: connect/port/disconnect events that a
   later one for the same switch or interface superseded before the core
   applied them (controller/events.py).
@@ -90,6 +103,10 @@ def build_status(ctl) -> dict[str, Any]:
     counters["unsolicited_errors"] = unsolicited_total
     events = getattr(ctl, "_events", None)
     counters["switch_events_coalesced"] = events.coalesced if events is not None else 0
+    # Set by runtime.serve(); tests that drive the core directly have none.
+    conns = getattr(ctl, "ofconns", None)
+    ofp = conns.snapshot() if conns is not None else {"counters": {}, "refused_dpids": {}}
+    counters.update(ofp["counters"])
     return {
         "pid": os.getpid(),
         "time": time.time(),
@@ -101,6 +118,7 @@ def build_status(ctl) -> dict[str, Any]:
         "counters": counters,
         "app_errors": dict(ctl.compiler.app_errors),
         "unclaimed": unclaimed,
+        "refused_dpids": ofp["refused_dpids"],
         "switches": switches,
     }
 

@@ -15,7 +15,12 @@ DEFAULT_OPTS = [
     cfg.StrOpt("api_listen", default="127.0.0.1:9696",
                help="HOST:PORT the Neutron-compatible REST API listens on."),
     cfg.StrOpt("ofp_listen", default="0.0.0.0:6653",
-               help="HOST:PORT the OpenFlow 1.3 controller listens on."),
+               help="Where the OpenFlow 1.3 controller listens: HOST:PORT or "
+                    "tcp:HOST:PORT for plain TCP, ssl:HOST:PORT for TLS with the "
+                    "[openflow] ca_cert, certificate and private_key (every switch "
+                    "must then present a certificate signed by ca_cert). Plain TCP "
+                    "on an address other than loopback logs a warning: anyone who "
+                    "reaches the port can claim to be a switch."),
     cfg.StrOpt("log_level", default="INFO", help="DEBUG, INFO, WARNING or ERROR."),
 ]
 
@@ -71,6 +76,30 @@ CONTROLLER_OPTS = [
                     "controller-status.json next to the SQLite store file."),
 ]
 
+OPENFLOW_OPTS = [
+    cfg.FloatOpt("handshake_timeout", default=10.0, min=0.1,
+                 help="Seconds a new OpenFlow connection has to finish the TLS and "
+                      "OpenFlow handshakes (HELLO, FEATURES, port descriptions); "
+                      "then it is closed."),
+    cfg.IntOpt("max_half_open", default=256, min=1,
+               help="OpenFlow connections still in their handshake held at once; a "
+                    "connection beyond it is closed at accept."),
+    cfg.FloatOpt("echo_timeout", default=3.0, min=0.1,
+                 help="When a second connection claims a datapath id that is already "
+                      "connected, the first is sent an echo request: if it answers "
+                      "within this many seconds it keeps the datapath and the second "
+                      "is refused; otherwise the first is closed and the second takes "
+                      "over."),
+    cfg.StrOpt("ca_cert", default="",
+               help="With ofp_listen ssl:...: the CA certificate (PEM) that every "
+                    "switch certificate must be signed by (ovs-pki's "
+                    "switchca/cacert.pem)."),
+    cfg.StrOpt("certificate", default="",
+               help="With ofp_listen ssl:...: the controller's certificate (PEM)."),
+    cfg.StrOpt("private_key", default="",
+               help="With ofp_listen ssl:...: the controller's private key (PEM)."),
+]
+
 DHCP_OPTS = [
     cfg.IntOpt("lease_time", default=86400, min=60, help="DHCP lease time in seconds."),
     cfg.StrOpt("dns_domain", default="openstacklocal",
@@ -98,6 +127,7 @@ GROUPS = {
     None: DEFAULT_OPTS,
     "api": API_OPTS,
     "controller": CONTROLLER_OPTS,
+    "openflow": OPENFLOW_OPTS,
     "dhcp": DHCP_OPTS,
     "metadata": METADATA_OPTS,
 }
@@ -116,3 +146,16 @@ def split_hostport(value: str, field: str) -> tuple[str, int]:
     if not sep or not port.isdigit() or not (0 < int(port) < 65536):
         raise ValueError(f"{field}: expected HOST:PORT, got {value!r}")
     return host.strip("[]") or "0.0.0.0", int(port)
+
+
+def parse_ofp_listen(value: str, field: str = "ofp_listen") -> tuple[str, str, int]:
+    """(scheme, host, port) from HOST:PORT, tcp:HOST:PORT or ssl:HOST:PORT."""
+    scheme, sep, rest = value.partition(":")
+    if sep and scheme in ("tcp", "ssl"):
+        host, port = split_hostport(rest, field)
+        return scheme, host, port
+    host, port = split_hostport(value, field)
+    if ":" in host and not value.startswith("["):
+        raise ValueError(f"{field}: expected HOST:PORT, tcp:HOST:PORT or ssl:HOST:PORT, "
+                         f"got {value!r}")
+    return "tcp", host, port

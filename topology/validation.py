@@ -277,6 +277,23 @@ def datapath_id(field, value):
     return f"{number:016x}"
 
 
+def sha256_fingerprint(field, value):
+    """A certificate's SHA-256 fingerprint, as `openssl x509 -fingerprint
+    -sha256` prints it (optionally with its "sha256 Fingerprint=" prefix) or
+    as 64 hex digits; stored as 32 upper-case hex pairs joined by colons."""
+    if not isinstance(value, str):
+        raise Invalid(field, f"'{value!r}' is not a SHA-256 fingerprint")
+    text = value.strip()
+    head, sep, rest = text.partition("=")
+    if sep and head.strip().lower().replace(" ", "") in ("sha256fingerprint", "sha256"):
+        text = rest.strip()
+    text = text.replace(":", "").replace(" ", "")
+    if not re.fullmatch(r"[0-9A-Fa-f]{64}", text):
+        raise Invalid(field, f"'{value}' is not a SHA-256 fingerprint (64 hex digits)")
+    text = text.upper()
+    return ":".join(text[i:i + 2] for i in range(0, 64, 2))
+
+
 _IFNAME_RE = re.compile(r"[A-Za-z0-9_.:@-]{1,15}")
 
 

@@ -33,6 +33,19 @@ def test_host_lifecycle_and_uniqueness(client):
     assert client.create("hosts", "host", name=name, datapath_id=dpid)["name"] == name
 
 
+def test_host_pins_its_switch_certificate(client):
+    dpid = uuid.uuid4().int & 0xFFFFFFFF
+    h = client.create("hosts", "host", name=f"pin-{uuid.uuid4().hex[:6]}", datapath_id=dpid)
+    assert h["switch_cert_sha256"] is None
+    pin = ":".join(["0A"] * 32)
+    r = client.call("PUT", f"/hosts/{h['id']}", {"host": {"switch_cert_sha256": "0a" * 32}})
+    assert r.status_code == 200 and r.json()["host"]["switch_cert_sha256"] == pin
+    r = client.call("PUT", f"/hosts/{h['id']}", {"host": {"switch_cert_sha256": "0a" * 20}})
+    assert r.status_code == 400 and "switch_cert_sha256" in error(r)["message"]
+    assert client.call("GET", f"/hosts/{h['id']}").json()["host"]["switch_cert_sha256"] == pin
+    assert client.call("DELETE", f"/hosts/{h['id']}").status_code == 204
+
+
 def test_instance_lifecycle(client):
     vm = str(uuid.uuid4())
     user_data = base64.b64encode(b"#cloud-config\n").decode()

@@ -56,3 +56,18 @@ def test_a_switch_channel_without_error_counts_is_left_out(ctl):
     assert "unsolicited_errors" not in st["switches"]["0000000000000001"]
     assert st["counters"]["unsolicited_errors"] == 0
     assert st["app_errors"] == {} and st["counters"]["switch_events_coalesced"] == 0
+
+
+def test_status_shows_the_openflow_listeners_counts_and_refusals(ctl):
+    from test_ofconn import FakeDp
+
+    from controller.ofconn import Connections
+    assert ctl.status()["refused_dpids"] == {}
+    ctl.ofconns = Connections()
+    assert ctl.ofconns.admit(FakeDp(0xAB, "10.0.0.1:1"))
+    assert not ctl.ofconns.admit(FakeDp(0xAB, "10.0.0.66:2"))
+    st = ctl.status()
+    assert st["counters"]["ofp_duplicate_dpid_refused"] == 1
+    assert st["counters"]["ofp_tls_failures"] == 0 and st["counters"]["ofp_connections"] == 0
+    assert st["refused_dpids"]["00000000000000ab"]["last_address"] == "10.0.0.66:2"
+    assert st["refused_dpids"]["00000000000000ab"]["kept_address"] == "10.0.0.1:1"

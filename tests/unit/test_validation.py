@@ -144,3 +144,14 @@ def test_unique_list_and_maps():
     for bad in ({"a": 1}, {"long": "x"}, {"a": "long"}, {"a": "1", "b": "2", "c": "3"}, []):
         with pytest.raises(v.Invalid):
             conv("meta", bad)
+
+
+def test_sha256_fingerprint_forms():
+    from topology.validation import Invalid, sha256_fingerprint
+    want = ":".join(["D4"] * 32)
+    assert sha256_fingerprint("f", "d4" * 32) == want
+    assert sha256_fingerprint("f", want.lower()) == want
+    assert sha256_fingerprint("f", "sha256 Fingerprint=" + want) == want
+    for bad in ("d4" * 31, "zz" * 32, 5, None, "sha1 Fingerprint=" + want):
+        with pytest.raises(Invalid, match="f"):
+            sha256_fingerprint("f", bad)

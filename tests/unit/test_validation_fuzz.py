@@ -26,7 +26,8 @@ FIELDS = {
                 "host_routes", "enable_dhcp", "ip_version"],
     "ports": ["network_id", "mac_address", "fixed_ips", "allowed_address_pairs",
               "security_groups", "binding:profile", "port_security_enabled"],
-    "hosts": ["name", "datapath_id", "physical_networks", "dvr_mac", "is_gateway"],
+    "hosts": ["name", "datapath_id", "physical_networks", "dvr_mac", "is_gateway",
+              "switch_cert_sha256"],
     "instances": ["id", "hostname", "user_data", "meta", "public_keys"],
 }
 MEMBER = {"networks": "network", "subnets": "subnet", "ports": "port", "hosts": "host",

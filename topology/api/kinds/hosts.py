@@ -22,6 +22,9 @@ class Hosts(Kind):
         "physical_networks": v.Attr(v.physnet_map, dict),
         "dvr_mac": v.Attr(v.nullable(v.mac_address), None, put=False),
         "is_gateway": v.Attr(v.boolean, False),
+        # Pins the host's switch certificate (OpenFlow over TLS): a connection
+        # for this datapath id with any other certificate is refused.
+        "switch_cert_sha256": v.Attr(v.nullable(v.sha256_fingerprint), None),
         "project_id": v.Attr(v.string(255), None, put=False),
         "tenant_id": v.Attr(v.string(255), None, put=False),
     }
