@@ -61,6 +61,9 @@ PRIO_CT = 100
 PRIO_STATE = 65000       # +inv drop, +rel pass
 PRIO_ESTABLISHED = 60000
 PRIO_RULE_BASE = 1000
+# Conjunction ids: a rule's is its key (< 2**24); a group's established
+# check is this bit plus the group's key.
+ESTABLISHED_CONJ = 1 << 24
 
 # Match fields of a protocol's destination port (OpenFlow 1.3 has no others).
 PORT_FIELDS = {6: "tcp_dst", 17: "udp_dst", 132: "sctp_dst"}
@@ -97,17 +100,6 @@ def firewalled(port: Document) -> bool:
     return port.get("port_security_enabled", True) is not False
 
 
-def port_rules(view: TopologyView, port: Document) -> list[Rule]:
-    """Every IPv4 rule of the port's groups that has a key, in a stable order."""
-    out = []
-    for gid in port.get("security_groups") or ():
-        for doc in view.rules_by_group.get(gid, {}).values():
-            if doc.get("ethertype", "IPv4") == "IPv4" and doc.get("_key"):
-                out.append(Rule.from_doc(doc))
-    out.sort(key=lambda r: r.key)
-    return out
-
-
 def stateful(view: TopologyView, port: Document) -> bool:
     """The API refuses a port mixing stateful and stateless groups."""
     groups = [view.docs.get("security_groups", {}).get(g) for g in port.get("security_groups") or ()]
@@ -134,6 +126,40 @@ def remote_addresses(view: TopologyView, ref: str) -> list[str]:
             if ":" not in a:
                 out.add(a)
     return sorted(out)
+
+
+def rule_matches(rule: Rule, side: Side) -> list[dict]:
+    """The rule's own match, port independent: one per masked port range."""
+    base: dict = {"eth_type": ETH_IP}
+    if rule.protocol is not None:
+        base["ip_proto"] = rule.protocol
+        if rule.icmp_type is not None and rule.protocol == 1:
+            base["icmpv4_type"] = rule.icmp_type
+            if rule.icmp_code is not None:
+                base["icmpv4_code"] = rule.icmp_code
+    if rule.remote_prefix and rule.remote_prefix != "0.0.0.0/0":
+        base[side.remote_field] = rule.remote_prefix
+    field = PORT_FIELDS.get(rule.protocol)
+    if field and rule.port_ranges:
+        return [{**base, field: m} for lo, hi in rule.port_ranges for m in port_masks(lo, hi)]
+    return [base]
+
+
+def group_rules(view: TopologyView, gid: str) -> list[Rule]:
+    """A group's IPv4 rules that have keys, in key order."""
+    return sorted((Rule.from_doc(d) for d in view.rules_by_group.get(gid, {}).values()
+                   if d.get("ethertype", "IPv4") == "IPv4" and d.get("_key")),
+                  key=lambda r: r.key)
+
+
+def port_groups(view: TopologyView, port: Document) -> list[tuple[int, list[Rule]]]:
+    """(group key, its rules) for each of the port's groups that has a key."""
+    out = []
+    for gid in port.get("security_groups") or ():
+        group = view.docs.get("security_groups", {}).get(gid)
+        if group is not None and group.get("_key"):
+            out.append((group["_key"], group_rules(view, gid)))
+    return out
 
 
 def _ref(rule: Rule) -> Optional[str]:
@@ -185,29 +211,65 @@ class SecGroupApp(App):
             yield flow(a, side.rules_table, PRIO_STATE, {"eth_type": ETH_IP, "ct_state": CT_REL},
                        goto(side.next))
 
-    # -- per local port: zone, established connections, rules ---------------
+    # -- per local port: its zone and its membership clauses ------------------
     def port_flows(self, view: TopologyView, sw: SwitchView, port: Document) -> Iterable[Flow]:
         if not firewalled(port) or port.get("_key") is None or not is_local(view, sw, port):
             return []
         key = port["_key"]
         keep_state = stateful(view, port)
-        rules = port_rules(view, port)
         out = _Merged()
+        a = self.app_id
+        owner = ("ports", key)
         for direction, side in SIDES.items():
-            into = goto(side.rules_table)
-            out.add(flow(self.app_id, side.ct_table, PRIO_CT, {side.port_reg: key, "eth_type": ETH_IP},
-                         apply(ct(zone=key, table=side.rules_table)) if keep_state else into,
-                         owner=("ports", key)))
-            for rule in rules:
+            out.add(flow(a, side.ct_table, PRIO_CT, {side.port_reg: key, "eth_type": ETH_IP},
+                         apply(ct(zone=key, table=side.rules_table)) if keep_state
+                         else goto(side.rules_table), owner=owner))
+            port_side = {side.port_reg: key, "eth_type": ETH_IP}
+            if keep_state:
+                port_side["ct_state"] = CT_NEW
+            for gkey, rules in port_groups(view, port):
                 if keep_state:
-                    # Whatever direction admitted it, a connection of this port
-                    # lives on while its rule still applies here.
-                    out.add(flow(self.app_id, side.rules_table, PRIO_ESTABLISHED,
-                                 {side.port_reg: key, "eth_type": ETH_IP, "ct_state": CT_EST,
-                                  "ct_mark": rule.key},
-                                 goto(side.next), owner=("security_group_rules", rule.key)))
-                if rule.direction == direction:
-                    self._rule(out, side, key, rule, keep_state)
+                    # Clause 1 of "a connection of this port lives on while
+                    # the rule that admitted it is in one of its groups".
+                    out.add_conj(flow(a, side.rules_table, PRIO_ESTABLISHED,
+                                      {side.port_reg: key, "eth_type": ETH_IP, "ct_state": CT_EST},
+                                      owner=owner), conjunction(ESTABLISHED_CONJ | gkey, 1, 2))
+                for rule in rules:
+                    if rule.direction == direction:
+                        out.add_conj(flow(a, side.rules_table, rule_priority(rule), port_side,
+                                          owner=owner),
+                                     conjunction(rule.key, 1, 3 if _ref(rule) else 2))
+        return out.all()
+
+    # -- per group with a firewalled member here: its rules' own clauses -------
+    def secgroup_flows(self, view: TopologyView, sw: SwitchView, group: Document) -> Iterable[Flow]:
+        """Clause 2 of each rule (protocol, ports, prefix) and its verdict on
+        conj_id, and the established check's clause 2 (ct_mark is one of the
+        group's rules): the same for every member port, so computed once."""
+        a = self.app_id
+        gkey = group["_key"]
+        keep_state = group.get("stateful", True) is not False
+        est = ESTABLISHED_CONJ | gkey
+        out = _Merged()
+        for rule in group_rules(view, group["id"]):
+            side = SIDES[rule.direction]
+            owner = ("security_group_rules", rule.key)
+            prio = rule_priority(rule)
+            n = 3 if _ref(rule) else 2
+            for m in rule_matches(rule, side):
+                out.add_conj(flow(a, side.rules_table, prio, m, owner=owner),
+                             conjunction(rule.key, 2, n))
+            out.add(flow(a, side.rules_table, prio, {"conj_id": rule.key, "eth_type": ETH_IP},
+                         *self._verdict(side, rule, keep_state), owner=owner))
+            if keep_state:
+                for s in SIDES.values():
+                    out.add_conj(flow(a, s.rules_table, PRIO_ESTABLISHED,
+                                      {"eth_type": ETH_IP, "ct_state": CT_EST, "ct_mark": rule.key},
+                                      owner=owner), conjunction(est, 2, 2))
+        if keep_state:
+            for s in SIDES.values():
+                out.add(flow(a, s.rules_table, PRIO_ESTABLISHED, {"conj_id": est, "eth_type": ETH_IP},
+                             goto(s.next), owner=("security_groups", gkey)))
         return out.all()
 
     def _verdict(self, side: Side, rule: Rule, keep_state: bool) -> tuple:
@@ -218,54 +280,27 @@ class SecGroupApp(App):
         return (apply(ct(commit=True, zone=side.port_reg,
                          exec=(set_field("ct_mark", rule.key),))), goto(side.next))
 
-    def _rule(self, out: _Merged, side: Side, key: int, rule: Rule, keep_state: bool) -> None:
-        a = self.app_id
-        owner = ("security_group_rules", rule.key)
-        prio = rule_priority(rule)
-        base = {side.port_reg: key, "eth_type": ETH_IP}
-        if keep_state:
-            base["ct_state"] = CT_NEW
-        if rule.protocol is not None:
-            base["ip_proto"] = rule.protocol
-            if rule.icmp_type is not None and rule.protocol == 1:
-                base["icmpv4_type"] = rule.icmp_type
-                if rule.icmp_code is not None:
-                    base["icmpv4_code"] = rule.icmp_code
-        matches = [base]
-        field = PORT_FIELDS.get(rule.protocol)
-        if field and rule.port_ranges:
-            matches = [{**base, field: m} for lo, hi in rule.port_ranges
-                       for m in port_masks(lo, hi)]
-        verdict = self._verdict(side, rule, keep_state)
-        if _ref(rule) is None:
-            for m in matches:
-                if rule.remote_prefix and rule.remote_prefix != "0.0.0.0/0":
-                    m = {**m, side.remote_field: rule.remote_prefix}
-                out.add(flow(a, side.rules_table, prio, m, *verdict, owner=owner))
-            return
-        # Clause 1 here, clause 2 in the remote set's scope, and the verdict
-        # on conj_id (the same flow from every port with this rule).
-        for m in matches:
-            out.add_conj(flow(a, side.rules_table, prio, m, owner=owner),
-                         conjunction(rule.key, 1, 2))
-        conj_match = {"conj_id": rule.key, "eth_type": ETH_IP}
-        out.add(flow(a, side.rules_table, prio, conj_match, *verdict, owner=owner))
-
     # -- per remote set referred to from this switch: its addresses -----------
     def remote_set_flows(self, view: TopologyView, sw: SwitchView, doc: Document) -> Iterable[Flow]:
+        """Clause 3 of the rules over a remote set: one flow per address and
+        (direction, priority), carrying every such rule's conjunction."""
         ref = doc["ref"]
-        addresses = remote_addresses(view, ref)
         kind = "security_groups" if ref.startswith("sg:") else "address_groups"
         target = view.docs.get(kind, {}).get(ref[3:]) or {}
         owner = (kind, target["_key"]) if target.get("_key") else None
-        out = _Merged()
+        wanted: dict[tuple[str, int], list[tuple]] = {}
         for rule in _referring_rules(view, sw, ref):
-            side = SIDES[rule.direction]
-            for addr in addresses:
-                out.add_conj(flow(self.app_id, side.rules_table, rule_priority(rule),
-                                  {"eth_type": ETH_IP, side.remote_field: addr}, owner=owner),
-                             conjunction(rule.key, 2, 2))
-        return out.all()
+            wanted.setdefault((rule.direction, rule_priority(rule)), []).append(
+                conjunction(rule.key, 3, 3))
+        out = []
+        for (direction, prio), actions in sorted(wanted.items()):
+            side = SIDES[direction]
+            instructions = (apply(*sorted(actions)),)
+            for addr in remote_addresses(view, ref):
+                out.append(flow(self.app_id, side.rules_table, prio,
+                                {"eth_type": ETH_IP, side.remote_field: addr}, *instructions,
+                                owner=owner))
+        return out
 
 
 # -- the remote_set scope kind ---------------------------------------------------
@@ -312,6 +347,45 @@ def _remote_set_here(view: TopologyView, sw, ref: str) -> Optional[Document]:
 def _remote_set_hosts(view: TopologyView, ref: str) -> set[str]:
     return {p.get("binding:host_id") for g in view.groups_referring.get(ref, ())
             for p in view.ports_by_group.get(g, {}).values() if p.get("binding:host_id")}
+
+
+def _groups_on(view: TopologyView, sw) -> list[tuple[str, Document]]:
+    groups = view.docs.get("security_groups", {})
+    ids = {g for p in (view.ports_on_host(sw.host_name) if sw.host else ()) if firewalled(p)
+           for g in p.get("security_groups") or ()}
+    return [(g, groups[g]) for g in sorted(ids) if g in groups and groups[g].get("_key")]
+
+
+def _group_here(view: TopologyView, sw, gid: str) -> Optional[Document]:
+    group = view.docs.get("security_groups", {}).get(gid)
+    if group is None or not group.get("_key") or not _local_firewalled(view, sw.host_name, gid):
+        return None
+    return group
+
+
+SECGROUP = scopes.register(scopes.ScopeKind(
+    name="secgroup",
+    on_switch=_groups_on,
+    lookup=_group_here,
+    hosts=lambda view, gid: {p.get("binding:host_id")
+                             for p in view.ports_by_group.get(gid, {}).values()},
+))
+
+
+@SECGROUP.watch("security_groups")
+def _group_changed(view, old, new):
+    return {d["id"] for d in _docs(old, new)}
+
+
+@SECGROUP.watch("security_group_rules")
+def _group_of_rule(view, old, new):
+    return {d["security_group_id"] for d in _docs(old, new)}
+
+
+@SECGROUP.watch("ports")
+def _groups_of_port(view, old, new):
+    # A member arriving on a host, or leaving it, brings or takes the group.
+    return {g for d in _docs(old, new) for g in d.get("security_groups") or ()}
 
 
 REMOTE_SET = scopes.register(scopes.ScopeKind(
