@@ -11,6 +11,7 @@ from __future__ import annotations
 import falcon
 
 from topology import validation as v
+from topology.api import policy
 from topology.api.errors import BadRequest
 from topology.api.http import respond
 from topology.store.base import ReadTxn, Store
@@ -43,6 +44,7 @@ class AvailabilityZones:
         self.store = store
 
     def on_get(self, req, resp):
+        policy.enforce(req.context.auth, "get_availability_zone")
         filters = {}
         for key, value in req.params.items():
             if key == "fields":

@@ -131,6 +131,9 @@ RULES: dict[str, str] = {
     "update_instance": OWNER,
     "delete_instance": OWNER,
 
+    # -- availability zones: every authenticated caller may list them ---------
+    "get_availability_zone": "role:member",
+
     # -- quotas: a project reads its own, an admin sets them ---------------------
     "get_quota": OWNER,
     "update_quota": ADMIN,
@@ -188,6 +191,8 @@ def _parse(tokens: list[str], pos: int = 0) -> tuple[Check, int]:
     """expr := term ("or" term)*; term := factor ("and" factor)*;
     factor := "not" factor | "(" expr ")" | check"""
     def factor(i):
+        if i >= len(tokens):
+            raise ValueError("policy: a rule ends where a check should be")
         if tokens[i] == "not":
             inner, i = factor(i + 1)
             return (lambda ctx, t: not inner(ctx, t)), i
