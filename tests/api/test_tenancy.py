@@ -178,3 +178,16 @@ def test_policy_table_compiles_and_names_every_rule_neutron_style():
     policy.validate()
     assert policy.RULES["create_port:port_security_enabled"] == "rule:admin_or_network_owner"
     assert policy.RULES["create_instance"] == "rule:admin_only"
+
+
+def test_members_read_their_own_quota_and_set_none(token_api, clients):
+    admin, alice, bob = clients
+    assert bob.call("GET", "/quotas/bob").status_code == 200
+    assert bob.call("GET", "/quotas/bob/details").status_code == 200
+    assert bob.call("GET", "/quotas/alice").status_code == 403
+    refused(token_api, bob, "PUT", "/quotas/bob", {"quota": {"network": 1000}}, "update_quota")
+    refused(token_api, bob, "DELETE", "/quotas/bob", None, "delete_quota")
+    r = admin.call("PUT", "/quotas/bob", {"quota": {"security_group": 50}})
+    assert r.status_code == 200
+    assert bob.call("GET", "/quotas/bob").json()["quota"]["security_group"] == 50
+    assert [q["project_id"] for q in bob.call("GET", "/quotas").json()["quotas"]] == ["bob"]
