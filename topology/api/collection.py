@@ -166,12 +166,16 @@ class Resource:
             parent = filters[kind.parent_field][0]
         if kind.collection == "security_groups" and ctx.project_id:
             self._ensure_default_group(ctx.project_id)
+        # Whom the table lets see everything reads everything; where it shows
+        # members only their own project's, the store narrows the read.
+        sees_all = policy.check(ctx, "context_is_admin")
+        own_only = policy.RULES.get(f"get_{kind.member}") == policy.OWNER
         with self.store.read() as r:
-            if ctx.is_admin or kind.collection in ("networks", "subnets"):
-                docs = r.list(kind.collection, parent_id=parent)
-            else:
+            if own_only and not sees_all:
                 docs = r.list(kind.collection, project_id=ctx.project_id, parent_id=parent)
-            if not ctx.is_admin:
+            else:
+                docs = r.list(kind.collection, parent_id=parent)
+            if not sees_all:
                 docs = [d for d in docs if kind.visible(r, ctx, d)]
             for name, wanted in filters.items():
                 docs = [d for d in docs if _matches(d, name, wanted)]
