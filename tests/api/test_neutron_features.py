@@ -113,6 +113,17 @@ def test_revision_number_rises_and_if_match_is_honoured(api, client):
     assert r.status_code == 200 and r.json()["network"]["revision_number"] == rev + 1
 
 
+def test_a_rule_added_or_removed_raises_its_groups_revision(client):
+    sg = client.create("security-groups", "security_group", name=unique("rv"))
+    rule = client.create("security-group-rules", "security_group_rule", security_group_id=sg["id"],
+                         direction="ingress", protocol="tcp", port_range_min=22, port_range_max=22)
+    shown = client.call("GET", f"/security-groups/{sg['id']}").json()["security_group"]
+    assert shown["revision_number"] == sg["revision_number"] + 1
+    assert client.call("DELETE", f"/security-group-rules/{rule['id']}").status_code == 204
+    shown = client.call("GET", f"/security-groups/{sg['id']}").json()["security_group"]
+    assert shown["revision_number"] == sg["revision_number"] + 2
+
+
 def test_timestamps_are_rfc3339_on_every_kind(client):
     net = client.network(name=unique("ts"))
     docs = [net, client.subnet(net["id"], "10.122.0.0/24"), client.port(net["id"]),

@@ -16,7 +16,7 @@ from topology import validation as v
 from topology.api import policy, quotas, tags
 from topology.api.errors import ApiError, BadRequest
 from topology.api.http import read_body, respond
-from topology.api.kinds.base import UNSET, Kind
+from topology.api.kinds.base import UNSET, Kind, now
 from topology.api.kinds.security_groups import DEFAULT_NAMESPACE, ensure_default
 from topology.store.base import Store
 
@@ -32,6 +32,9 @@ UNSORTABLE = frozenset(("fixed_ips", "allowed_address_pairs", "security_groups",
                         "public_keys", "physical_networks", "availability_zone_hints",
                         "availability_zones"))
 FIXED_IP_FILTERS = frozenset(("ip_address", "subnet_id", "ip_address_substr"))
+# A child whose parent shows it embedded: adding or removing one changes the
+# parent, whose revision_number rises with it (as Neutron's security groups do).
+PARENT_REVISION = {"security_group_rules": ("security_groups", "security_group_id")}
 IF_MATCH = re.compile(r"\s*revision_number\s*=\s*(\d+)\s*")
 
 
@@ -104,6 +107,18 @@ def check_revision(doc: dict, wanted: Optional[int]) -> None:
     if wanted is not None and doc.get("revision_number", 0) != wanted:
         raise PreconditionFailed(f"Constrained to {wanted}, but current revision is "
                                  f"{doc.get('revision_number', 0)}")
+
+
+def touch_parent(txn, collection: str, doc: dict) -> None:
+    if collection not in PARENT_REVISION:
+        return
+    parent_kind, field = PARENT_REVISION[collection]
+    parent = txn.get(parent_kind, doc.get(field) or "")
+    if parent is None:
+        return
+    parent["revision_number"] = parent.get("revision_number", 0) + 1
+    parent["updated_at"] = now()
+    txn.put(parent_kind, parent["id"], parent, project_id=parent.get("project_id"))
 
 
 class Resource:
@@ -275,6 +290,7 @@ class Resource:
                 if new_tags:
                     doc["tags"] = new_tags
                     kind.save(txn, doc)
+                touch_parent(txn, kind.collection, doc)
                 docs.append(doc)
             shown = self._show(ctx, kind.present(txn, docs), [])
         if bulk:
@@ -315,4 +331,5 @@ class Resource:
             check_revision(doc, wanted)
             self.kind.authorize(txn, ctx, "delete", doc)
             self.kind.delete(txn, ctx, doc)
+            touch_parent(txn, self.kind.collection, doc)
         resp.status = falcon.HTTP_204
