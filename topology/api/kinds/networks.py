@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 from topology import validation as v
-from topology.api.errors import InUse
 from topology.api import availability_zones
+from topology.api.errors import InUse
 from topology.api.kinds import dhcp
 from topology.api.kinds.base import Kind, common_attrs
 from topology.store.base import Conflict
