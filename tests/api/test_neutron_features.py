@@ -122,6 +122,11 @@ def test_a_rule_added_or_removed_raises_its_groups_revision(client):
     assert client.call("DELETE", f"/security-group-rules/{rule['id']}").status_code == 204
     shown = client.call("GET", f"/security-groups/{sg['id']}").json()["security_group"]
     assert shown["revision_number"] == sg["revision_number"] + 2
+    client.call("POST", "/security-group-rules", {"security_group_rules": [
+        {"security_group_id": sg["id"], "direction": "ingress", "protocol": "udp",
+         "port_range_min": p, "port_range_max": p} for p in (53, 123)]})
+    shown = client.call("GET", f"/security-groups/{sg['id']}").json()["security_group"]
+    assert shown["revision_number"] == sg["revision_number"] + 3   # once per request
 
 
 def test_timestamps_are_rfc3339_on_every_kind(client):

@@ -109,16 +109,18 @@ def check_revision(doc: dict, wanted: Optional[int]) -> None:
                                  f"{doc.get('revision_number', 0)}")
 
 
-def touch_parent(txn, collection: str, doc: dict) -> None:
+def touch_parents(txn, collection: str, docs: list[dict]) -> None:
+    """Raise each parent's revision once, however many of its children changed."""
     if collection not in PARENT_REVISION:
         return
     parent_kind, field = PARENT_REVISION[collection]
-    parent = txn.get(parent_kind, doc.get(field) or "")
-    if parent is None:
-        return
-    parent["revision_number"] = parent.get("revision_number", 0) + 1
-    parent["updated_at"] = now()
-    txn.put(parent_kind, parent["id"], parent, project_id=parent.get("project_id"))
+    for parent_id in sorted({d.get(field) or "" for d in docs}):
+        parent = txn.get(parent_kind, parent_id)
+        if parent is None:
+            continue
+        parent["revision_number"] = parent.get("revision_number", 0) + 1
+        parent["updated_at"] = now()
+        txn.put(parent_kind, parent["id"], parent, project_id=parent.get("project_id"))
 
 
 class Resource:
@@ -290,8 +292,8 @@ class Resource:
                 if new_tags:
                     doc["tags"] = new_tags
                     kind.save(txn, doc)
-                touch_parent(txn, kind.collection, doc)
                 docs.append(doc)
+            touch_parents(txn, kind.collection, docs)
             shown = self._show(ctx, kind.present(txn, docs), [])
         if bulk:
             respond(resp, falcon.HTTP_201, {kind.collection: shown})
@@ -331,5 +333,5 @@ class Resource:
             check_revision(doc, wanted)
             self.kind.authorize(txn, ctx, "delete", doc)
             self.kind.delete(txn, ctx, doc)
-            touch_parent(txn, self.kind.collection, doc)
+            touch_parents(txn, self.kind.collection, [doc])
         resp.status = falcon.HTTP_204
