@@ -123,6 +123,17 @@ METADATA_OPTS = [
                     "controller, so tokens survive restarts and failovers."),
 ]
 
+# Neutron's [quotas] names. -1 is unlimited, the default here: a limit is set per
+# project through /v2.0/quotas, or for every project by these options
+# (Neutron's own defaults are network 100, subnet 100, port 500, router 10,
+# floatingip 50, security_group 10, security_group_rule 100).
+QUOTA_OPTS = [
+    cfg.IntOpt(f"quota_{name}", default=-1, min=-1,
+               help=f"Default {name.replace('_', ' ')} quota of a project (-1: unlimited).")
+    for name in ("network", "subnet", "port", "router", "floatingip", "security_group",
+                 "security_group_rule")
+]
+
 GROUPS = {
     None: DEFAULT_OPTS,
     "api": API_OPTS,
@@ -130,6 +141,7 @@ GROUPS = {
     "openflow": OPENFLOW_OPTS,
     "dhcp": DHCP_OPTS,
     "metadata": METADATA_OPTS,
+    "quotas": QUOTA_OPTS,
 }
 
 

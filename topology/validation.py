@@ -49,7 +49,6 @@ class Attr:
     default: Any = None  # a value, REQUIRED, or a zero-argument callable
     post: bool = True    # may be given on create
     put: bool = True     # may be changed on update
-    admin: bool = False  # only an admin may set it
 
     def default_value(self):
         return self.default() if callable(self.default) else self.default

@@ -214,7 +214,9 @@ class TopologyView:
 
     def instance_for_port(self, port: Document) -> Optional[Document]:
         device = port.get("device_id")
-        return self.instances.get(device) if device else None
+        instance = self.instances.get(device) if device else None
+        # device_id is the port owner's to write: another project's instance is not theirs
+        return instance if instance and instance.get("project_id") == port.get("project_id") else None
 
     def port_on_host(self, host_name: str, interface: str) -> Optional[Document]:
         """The port bound to this host whose switch-side interface has this name."""

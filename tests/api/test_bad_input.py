@@ -44,6 +44,12 @@ CASES = [
     ("networks", {"network": vlan(**{"provider:segmentation_id": True})}, "provider:segmentation_id"),
     ("networks", {"network": {"provider:network_type": "vxlan"}}, "provider:network_type"),
     ("networks", {"network": []}, "network"),
+    ("networks", {"network": {"tags": ["a,b"]}}, "tags"),
+    ("networks", {"network": {"tags": "a"}}, "tags"),
+    ("networks", {"network": {"availability_zone_hints": ["no-such-zone"]}}, "availability_zone_hints"),
+    ("networks", {"network": {"availability_zone_hints": "nova"}}, "availability_zone_hints"),
+    ("ports", {"port": {"network_id": "NET", "tags": [""]}}, "tags"),
+    ("subnets", {"subnet": {"network_id": "NET", "cidr": "10.60.0.0/24", "tags": [7]}}, "tags"),
     ("networks", {"netwrk": {}}, "network"),
     ("subnets", {"subnet": {"network_id": "NET", "cidr": "10.60.0.0/33"}}, "cidr"),
     ("subnets", {"subnet": {"network_id": "NET", "cidr": "10.60.0.5/24"}}, "cidr"),
@@ -81,6 +87,8 @@ CASES = [
     ("hosts", {"host": {"name": "h", "datapath_id": "1", "physical_networks": {"p": "way-too-long-ifname"}}},
      "physical_networks"),
     ("hosts", {"host": {"name": "bad name!", "datapath_id": "1"}}, "name"),
+    ("hosts", {"host": {"name": "h", "datapath_id": "1", "availability_zone": ""}}, "availability_zone"),
+    ("hosts", {"host": {"name": "h", "datapath_id": "1", "availability_zone": ["a"]}}, "availability_zone"),
     ("instances", {"instance": {"user_data": "not base64!"}}, "user_data"),
     ("instances", {"instance": {"meta": {"k": 1}}}, "meta"),
     ("instances", {"instance": {"public_keys": ["k"]}}, "public_keys"),
@@ -114,8 +122,11 @@ def test_bad_update_writes_nothing(api, client, net):
     r = client.call("PUT", f"/networks/{net[0]['id']}", {"network": {"name": "ok", "mtu": 10}})
     assert r.status_code == 400 and "mtu" in error(r)["message"]
     r = client.call("PUT", f"/networks/{net[0]['id']}",
-                    {"network": {"provider:segmentation_id": 7}})
+                    {"network": {"provider:segmentation_id": 4095}})
     assert r.status_code == 400 and "provider:segmentation_id" in error(r)["message"]
+    r = client.call("PUT", f"/networks/{net[0]['id']}",
+                    {"network": {"provider:network_type": "flat"}})
+    assert r.status_code == 400 and "provider:network_type" in error(r)["message"]
     assert api.revision() == before
     assert client.call("GET", f"/networks/{net[0]['id']}").json()["network"]["name"] != "ok"
 

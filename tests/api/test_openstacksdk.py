@@ -68,3 +68,41 @@ def test_security_groups_through_sdk(conn):
     conn.network.delete_security_group(sg)
     with pytest.raises(exceptions.ResourceNotFound):
         conn.network.get_security_group(sg.id)
+
+
+def test_quotas_through_sdk_get_quota_and_update_quota(conn):
+    project = "sdk-quota-project"
+    quota = conn.network.get_quota(project)
+    assert quota.networks == -1 and quota.ports == -1 and quota.routers == -1
+    quota = conn.network.update_quota(quota, networks=1, ports=10, routers=3,
+                                      floating_ips=4, security_groups=5,
+                                      security_group_rules=20, subnets=2)
+    got = conn.network.get_quota(project)
+    assert (got.networks, got.ports, got.routers, got.floating_ips, got.security_groups,
+            got.security_group_rules, got.subnets) == (1, 10, 3, 4, 5, 20, 2)
+    details = conn.network.get_quota(project, details=True)
+    assert details.networks == {"limit": 1, "used": 0, "reserved": 0}
+    conn.network.create_network(name="q-net", project_id=project)
+    with pytest.raises(exceptions.ConflictException) as err:
+        conn.network.create_network(name="q-net-2", project_id=project)
+    assert "Quota exceeded" in str(err.value)
+    assert conn.network.get_quota(project, details=True).networks["used"] == 1
+    conn.network.delete_quota(project)
+    assert conn.network.get_quota(project).networks == -1
+
+
+def test_tags_and_revision_through_sdk(conn):
+    net = conn.network.create_network(name="sdk-tags")
+    conn.network.set_tags(net, ["a", "b"])
+    assert sorted(conn.network.get_network(net.id).tags) == ["a", "b"]
+    assert [n.id for n in conn.network.networks(tags="a,b")] == [net.id]
+    assert net.id not in [n.id for n in conn.network.networks(not_tags="a")]
+    conn.network.remove_tag(net, "a")
+    assert conn.network.get_network(net.id).tags == ["b"]
+    # openstacksdk sends If-Match when asked to honour the revision it holds
+    stale = conn.network.get_network(net.id)
+    conn.network.update_network(net, name="sdk-tags-2")
+    with pytest.raises(exceptions.HttpException) as err:
+        conn.network.update_network(stale, name="sdk-tags-3", if_revision=stale.revision_number)
+    assert err.value.status_code == 412
+    conn.network.delete_network(net)

@@ -27,7 +27,7 @@ def port_doc(pid, key, mac, addr, device, host="h1", sgs=("sg-1",)):
     return {"id": pid, "network_id": NET, "mac_address": mac,
             "fixed_ips": [{"subnet_id": SUBNET, "ip_address": addr}],
             "device_id": device, "device_owner": "compute:nova", "binding:host_id": host,
-            "security_groups": list(sgs), "_key": key}
+            "security_groups": list(sgs), "_key": key, "project_id": "proj-1"}
 
 
 def make_view(user_data=USER_DATA, extra_ports=(), floating=None) -> TopologyView:

@@ -44,3 +44,14 @@ def test_switch_interface_at_stays_right_when_ports_change_underneath():
     assert sw.interface_at(2) == "tapc"
     sw.ports_by_name.clear()
     assert sw.interface_at(1) is None
+
+
+def test_instance_is_served_only_to_ports_of_its_own_project():
+    """Issue 8, hole 1: a port's device_id naming another project's instance
+    does not make that instance its own (metadata and DHCP hostname)."""
+    inst = {"id": "inst-a", "project_id": "alice", "hostname": "secret"}
+    mine = {"id": "p1", "network_id": "n", "device_id": "inst-a", "project_id": "alice"}
+    theirs = {"id": "p2", "network_id": "n", "device_id": "inst-a", "project_id": "bob"}
+    view = TopologyView(1, {"ports": {"p1": mine, "p2": theirs}, "instances": {"inst-a": inst}})
+    assert view.instance_for_port(mine) is inst
+    assert view.instance_for_port(theirs) is None

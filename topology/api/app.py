@@ -4,7 +4,8 @@ from __future__ import annotations
 import falcon
 from oslo_config import cfg
 
-from topology.api import errors, versions
+from topology.api import errors, policy, versions
+from topology.api.availability_zones import AvailabilityZones
 from topology.api.auth import AuthMiddleware, load_tokens
 from topology.api.collection import Resource
 from topology.api.kinds.address_groups import AddressGroupActions, AddressGroups
@@ -15,11 +16,13 @@ from topology.api.kinds.networks import Networks
 from topology.api.kinds.ports import Ports
 from topology.api.kinds.security_groups import SecurityGroupRules, SecurityGroups
 from topology.api.kinds.subnets import Subnets
+from topology.api.quotas import Quotas, defaults_from_conf
+from topology.api.tags import TAGGABLE, Tags
 from topology.store.base import Store
 
 # Fields a kind shows (and can be filtered on) beyond the attributes a client sets.
 EXTRA_FIELDS = {
-    "networks": {"status", "subnets"},
+    "networks": {"status", "subnets", "availability_zones"},
     "subnets": {"ipv6_ra_mode", "ipv6_address_mode", "subnetpool_id"},
     "ports": {"status", "binding:vif_type", "binding:vif_details"},
     "security_groups": {"security_group_rules"},
@@ -59,7 +62,9 @@ def create_app(conf: cfg.ConfigOpts, store: Store) -> falcon.App:
     app.req_options.auto_parse_qs_csv = False
     errors.install(app)
 
+    policy.validate()
     settings = settings_from_conf(conf)
+    quota_defaults = defaults_from_conf(conf)
     networks = Networks(settings)
     ports = Ports(settings)
     kinds = [networks, Subnets(settings, ports, networks), ports, SecurityGroups(settings),
@@ -70,14 +75,27 @@ def create_app(conf: cfg.ConfigOpts, store: Store) -> falcon.App:
     collections = []
     for kind in kinds:
         path = kind.collection.replace("_", "-")
-        resource = Resource(kind, store, frozenset(EXTRA_FIELDS[kind.collection]))
+        resource = Resource(kind, store, frozenset(EXTRA_FIELDS[kind.collection]),
+                            quota_defaults)
         app.add_route(f"/v2.0/{path}", resource)
         app.add_route(f"/v2.0/{path}/{{id}}", resource, suffix="item")
+        if kind.collection in TAGGABLE:
+            tags = Tags(kind, store)
+            app.add_route(f"/v2.0/{path}/{{id}}/tags", tags)
+            app.add_route(f"/v2.0/{path}/{{id}}/tags/{{name}}", tags, suffix="one")
         collections.append((path, kind.member))
         if isinstance(kind, AddressGroups):
             actions = AddressGroupActions(kind, store)
             app.add_route(f"/v2.0/{path}/{{id}}/add_addresses", actions, suffix="add")
             app.add_route(f"/v2.0/{path}/{{id}}/remove_addresses", actions, suffix="remove")
+    quotas = Quotas(store, quota_defaults)
+    app.add_route("/v2.0/quotas", quotas)
+    app.add_route("/v2.0/quotas/{project_id}", quotas, suffix="item")
+    app.add_route("/v2.0/quotas/{project_id}/default", quotas, suffix="default")
+    app.add_route("/v2.0/quotas/{project_id}/details", quotas, suffix="details")
+    collections.append(("quotas", "quota"))
+    app.add_route("/v2.0/availability_zones", AvailabilityZones(store))
+    collections.append(("availability_zones", "availability_zone"))
     app.add_route("/v2.0", versions.V2(collections))
     extensions = versions.Extensions()
     app.add_route("/v2.0/extensions", extensions)

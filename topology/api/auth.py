@@ -12,6 +12,7 @@ import json
 from dataclasses import dataclass
 from typing import Optional
 
+from topology.api import policy
 from topology.api.errors import Unauthorized
 
 # Version discovery answers without credentials, as Neutron's does.
@@ -24,7 +25,7 @@ class Context:
     is_admin: bool
 
     def can_see(self, doc: dict) -> bool:
-        return self.is_admin or doc.get("project_id") == self.project_id
+        return policy.check(self, "admin_or_owner", doc)
 
 
 def load_tokens(path: str) -> dict[str, Context]:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import falcon
 
-from topology.api.collection import respond
+from topology.api.http import respond
 
 EXTENSIONS = [
     ("provider", "Provider Network", "Expose mapping of virtual networks to physical networks"),
@@ -22,6 +22,17 @@ EXTENSIONS = [
     ("security-groups-normalized-cidr", "normalized_cidr field for security group rules", "Add new field with normalized remote_ip_prefix cidr in SG rule"),
     ("security-groups-rules-belongs-to-default-sg", "Security group rule belongs to the project's default security group", "Flag to determine if the security group rule belongs to the project's default security group"),
     ("vmflow-security-group-rules", "vmflow security group rules", "Rules with action allow|deny, priority 1-100, port lists (ports) and OneCloud's compact form (rule)."),
+    ("standard-attr-tag", "Tag support for resources with standard attribute: network, subnet, port, security_group", "Enables to set tag on resources with standard attribute."),
+    ("tag-creation", "Tag support for resources during creation", "Enables to set tags on resources during creation."),
+    ("revision-if-match", "If-Match constraints based on revision_number", "Extension indicating that If-Match based on revision_number is supported."),
+    ("pagination", "Pagination support", "Extension that indicates that pagination is enabled."),
+    ("sorting", "Sorting support", "Extension that indicates that sorting is enabled."),
+    ("filter-validation", "Filter parameters validation", "Provides validation on filter parameters."),
+    ("ip-substring-filtering", "IP address substring filtering", "Provides IP address substring filtering when listing ports"),
+    ("availability_zone", "Availability Zone", "The availability zone extension."),
+    ("network_availability_zone", "Network Availability Zone", "Availability zone support for network."),
+    ("quotas", "Quota management support", "Expose functions for quotas management per project"),
+    ("quota_details", "Quota details management support", "Expose functions for quotas usage statistics per project"),
     ("stateful-security-group", "Stateful security group", "Indicates if the security group is stateful or not"),
     ("vmflow-hosts", "vmflow hosts", "Compute hosts: datapath id, uplinks per physical network, DVR MAC."),
     ("vmflow-instances", "vmflow instances", "Instance metadata served to VMs at 169.254.169.254."),

@@ -70,6 +70,10 @@ class ReadTxn(abc.ABC):
         a security group rule's group.
         """
 
+    def count(self, kind: str, *, project_id: Optional[str] = None) -> int:
+        """How many documents list() would return (backends may count without reading them)."""
+        return len(self.list(kind, project_id=project_id))
+
     @abc.abstractmethod
     def claim_owner(self, namespace: str, key: str) -> Optional[str]: ...
 

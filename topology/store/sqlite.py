@@ -79,6 +79,12 @@ class _SqliteRead(ReadTxn):
             args.append(parent_id)
         return [json.loads(r[0]) for r in self._c.execute(sql + " ORDER BY rowid", args)]
 
+    def count(self, kind, *, project_id=None):
+        if project_id is None:
+            return self._c.execute("SELECT COUNT(*) FROM resources WHERE kind=?", (kind,)).fetchone()[0]
+        return self._c.execute("SELECT COUNT(*) FROM resources WHERE kind=? AND project_id=?",
+                               (kind, project_id)).fetchone()[0]
+
     def claim_owner(self, namespace, key):
         row = self._c.execute("SELECT owner FROM claims WHERE namespace=? AND key=?",
                               (namespace, key)).fetchone()

@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from topology import validation as v
+from topology.api import policy
 from topology.api.auth import Context
-from topology.api.errors import BadRequest, Forbidden, not_found
+from topology.api.errors import BadRequest, not_found
 from topology.store.base import Document, ReadTxn, Txn
 
 UNSET = object()  # "not given" where None (JSON null) is a meaningful value
@@ -52,7 +53,6 @@ class Kind:
     collection: str = ""
     member: str = ""
     attrs: dict[str, v.Attr] = {}
-    admin_only = False      # hosts: operators' business only
     has_project = True
     parent_field: Optional[str] = None  # the field stored as the document's parent
 
@@ -60,28 +60,57 @@ class Kind:
         self.settings = settings
 
     # -- ownership ---------------------------------------------------------
-    def resolve_project(self, ctx: Context, values: dict[str, Any]) -> str:
-        given = values.pop("project_id", None)
-        tenant = values.pop("tenant_id", None)
+    def requested_project(self, ctx: Context, values: dict[str, Any]) -> str:
+        """The project a new resource will belong to (400 for another one, unless admin)."""
+        given = values.get("project_id")
+        tenant = values.get("tenant_id")
         if given and tenant and given != tenant:
             raise BadRequest("project_id and tenant_id do not match")
         given = given or tenant
         if given is None:
             return ctx.project_id or self.settings.default_project
-        if not ctx.is_admin and given != ctx.project_id:
+        if not policy.check(ctx, "act_for_project", {"project_id": given}):
             raise BadRequest("Specifying 'project_id' or 'tenant_id' other than the "
                              "authenticated project in request requires admin privileges")
         return given
 
-    def visible(self, r: ReadTxn, ctx: Context, doc: Document) -> bool:
-        return ctx.can_see(doc)
+    def resolve_project(self, ctx: Context, values: dict[str, Any]) -> str:
+        project = self.requested_project(ctx, values)
+        values.pop("project_id", None)
+        values.pop("tenant_id", None)
+        return project
 
-    def check_admin_attrs(self, ctx: Context, values: dict[str, Any], given) -> None:
-        if ctx.is_admin:
-            return
-        for name in given:
-            if self.attrs[name].admin:
-                raise Forbidden(f"(rule:{self.member}:{name}) is disallowed by policy")
+    def target(self, r: ReadTxn, doc: Document) -> policy.Target:
+        """The document as policy sees it, with its network's attributes on demand."""
+        if self.collection == "networks":
+            return policy.Target(doc, lambda: doc)
+        if doc.get("network_id"):
+            return policy.Target(doc, lambda: r.get("networks", doc["network_id"]))
+        return policy.Target(doc)
+
+    def visible(self, r: ReadTxn, ctx: Context, doc: Document) -> bool:
+        return policy.check(ctx, f"get_{self.member}", self.target(r, doc))
+
+    def authorize(self, r: ReadTxn, ctx: Context, action: str, doc: Document,
+                  given=()) -> None:
+        """The table's say on `action` ("create", "update", "delete") for this
+        document (the requested values, on create), and on each attribute given."""
+        target = self.target(r, doc)
+        policy.enforce(ctx, f"{action}_{self.member}", target)
+        policy.enforce_attributes(ctx, action, self.member, target, given)
+
+    def authorize_create(self, r: ReadTxn, ctx: Context, values: dict[str, Any], given) -> None:
+        """A network a new resource goes on must be one the caller can see (404
+        otherwise, as Neutron answers); then the table decides (403)."""
+        target = dict(values)
+        if self.has_project:
+            target["project_id"] = self.requested_project(ctx, values)
+        if self.collection != "networks" and values.get("network_id"):
+            network = r.get("networks", values["network_id"])
+            if network is None or not policy.check(ctx, "get_network",
+                                                   policy.Target(network, lambda: network)):
+                raise not_found("network", values["network_id"])
+        self.authorize(r, ctx, "create", target, given)
 
     def load(self, r: ReadTxn, ctx: Context, id: str) -> Document:
         doc = r.get(self.collection, id)
@@ -90,9 +119,9 @@ class Kind:
         return doc
 
     def check_owner(self, ctx: Context, doc: Document, action: str) -> None:
-        """Members change only their own project's resources (shared ones are read-only)."""
-        if not ctx.is_admin and doc.get("project_id") != ctx.project_id:
-            raise Forbidden(f"rule:{action}_{self.member} is disallowed by policy")
+        """The table's rule "<action>_<member>" (Neutron's default rule, owner or
+        admin, for an action the table does not name)."""
+        policy.enforce(ctx, f"{action}_{self.member}", policy.Target(doc))
 
     # -- documents -----------------------------------------------------------
     def new_doc(self, ctx: Context, values: dict[str, Any], id: Optional[str] = None) -> Document:

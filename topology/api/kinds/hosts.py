@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from topology import ipam
 from topology import validation as v
+from topology.api import availability_zones
 from topology.api.kinds.base import Kind
 
 
@@ -13,7 +14,6 @@ def _owner(doc) -> str:
 class Hosts(Kind):
     collection = "hosts"
     member = "host"
-    admin_only = True
     has_project = False
     attrs = {
         "name": v.Attr(v.hostname, v.REQUIRED),
@@ -25,6 +25,7 @@ class Hosts(Kind):
         # Pins the host's switch certificate (OpenFlow over TLS): a connection
         # for this datapath id with any other certificate is refused.
         "switch_cert_sha256": v.Attr(v.nullable(v.sha256_fingerprint), None),
+        "availability_zone": v.Attr(availability_zones.name, availability_zones.DEFAULT),
         "project_id": v.Attr(v.string(255), None, put=False),
         "tenant_id": v.Attr(v.string(255), None, put=False),
     }
@@ -48,3 +49,9 @@ class Hosts(Kind):
                 txn.claim(namespace, changes[field], owner)
                 txn.release(namespace, doc[field])
         return super().update(txn, ctx, doc, changes)
+
+    def present(self, r, docs):
+        out = super().present(r, docs)
+        for doc in out:
+            doc.setdefault("availability_zone", availability_zones.DEFAULT)
+        return out

@@ -37,11 +37,6 @@ class Instances(Kind):
         return doc
 
     def update(self, txn, ctx, doc, changes):
-        self.check_owner(ctx, doc, "update")
         if changes.get("hostname", "") is None:
             changes["hostname"] = f"instance-{doc['id'][:8]}"
         return super().update(txn, ctx, doc, changes)
-
-    def delete(self, txn, ctx, doc):
-        self.check_owner(ctx, doc, "delete")
-        super().delete(txn, ctx, doc)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from topology import validation as v
+from topology.api import availability_zones
 from topology.api.errors import InUse
 from topology.api.kinds import dhcp
 from topology.api.kinds.base import Kind, common_attrs
@@ -16,22 +17,21 @@ class Networks(Kind):
     attrs = {
         **common_attrs(),
         "admin_state_up": v.Attr(v.boolean, True),
-        "shared": v.Attr(v.boolean, False, admin=True),
-        "router:external": v.Attr(v.boolean, False, admin=True),
+        "shared": v.Attr(v.boolean, False),
+        "router:external": v.Attr(v.boolean, False),
         "mtu": v.Attr(v.integer(68, 65535, nullable=True), None),
         "port_security_enabled": v.Attr(v.boolean, True),
         "provider:network_type": v.Attr(v.one_of("vlan", "flat", nullable=True), None,
-                                        put=False, admin=True),
+                                        put=False),
         "provider:physical_network": v.Attr(v.string(64, nullable=True, empty_ok=False), None,
-                                            put=False, admin=True),
-        "provider:segmentation_id": v.Attr(v.integer(1, 4094, nullable=True), None,
-                                           put=False, admin=True),
+                                            put=False),
+        "provider:segmentation_id": v.Attr(v.integer(1, 4094, nullable=True), None),
+        "availability_zone_hints": v.Attr(v.unique_list_of(availability_zones.name,
+                                                           max_items=64), list, put=False),
     }
 
-    def visible(self, r, ctx, doc):
-        return ctx.can_see(doc) or doc.get("shared", False) or doc.get("router:external", False)
-
     def create(self, txn, ctx, values):
+        availability_zones.check_hints(txn, values["availability_zone_hints"])
         doc = self.new_doc(ctx, values)
         owner = f"network:{doc['id']}"
         self._segment(txn, doc, owner)
@@ -91,13 +91,40 @@ class Networks(Kind):
                     "allocation.", "NoNetworkAvailable")
 
     def update(self, txn, ctx, doc, changes):
-        self.check_owner(ctx, doc, "update")
         if changes.get("mtu", 0) is None:
             changes["mtu"] = self.settings.default_mtu
+        seg = changes.get("provider:segmentation_id", doc["provider:segmentation_id"])
+        if seg != doc["provider:segmentation_id"]:
+            self._move_segment(txn, doc, seg)
         return super().update(txn, ctx, doc, changes)
 
+    @staticmethod
+    def _move_segment(txn, doc, seg):
+        """A new VLAN id for a network that no VM uses yet (Neutron's
+        provider-segmentation-id update): a bound port would lose its traffic."""
+        if doc["provider:network_type"] != "vlan":
+            raise v.Invalid("provider:segmentation_id",
+                            f"cannot be set on a {doc['provider:network_type']} network")
+        v.check(seg is not None, "provider:segmentation_id", "required for a vlan network")
+        bound = [p["id"] for p in txn.list("ports", parent_id=doc["id"]) if p.get("binding:host_id")]
+        if bound:
+            raise InUse(f"Unable to update the segmentation id of network {doc['id']}: "
+                        f"ports {', '.join(bound)} are bound to hosts.", "NetworkInUse")
+        namespace = f"vlan:{doc['provider:physical_network']}"
+        txn.claim(namespace, str(seg), f"network:{doc['id']}")
+        txn.release(namespace, str(doc["provider:segmentation_id"]))
+
+    def present(self, r, docs):
+        out = super().present(r, docs)
+        zones = availability_zones.zones(r)
+        for doc in out:
+            hints = doc.setdefault("availability_zone_hints", [])
+            # Every host serves every network (the controller answers DHCP and
+            # metadata on each): a network is in every zone, or in its hinted ones.
+            doc["availability_zones"] = sorted(set(hints) & zones if hints else zones)
+        return out
+
     def delete(self, txn, ctx, doc):
-        self.check_owner(ctx, doc, "delete")
         net_id = doc["id"]
         ports = txn.list("ports", parent_id=net_id)
         if any(p.get("device_owner") != dhcp.DEVICE_OWNER for p in ports):

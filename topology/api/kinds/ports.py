@@ -5,7 +5,7 @@ from typing import Any, Optional
 
 from topology import ipam
 from topology import validation as v
-from topology.api.errors import BadRequest, InUse, not_found
+from topology.api.errors import BadRequest, InUse
 from topology.api.kinds import security_groups
 from topology.api.kinds.base import UNSET, Kind, common_attrs
 from topology.store.base import Document, Txn
@@ -124,8 +124,8 @@ class Ports(Kind):
         "fixed_ips": v.Attr(v.list_of(_fixed_ip, max_items=64), UNSET),
         "device_id": v.Attr(v.string(255), ""),
         "device_owner": v.Attr(v.string(255), ""),
-        "binding:host_id": v.Attr(v.string(255), "", admin=True),
-        "binding:profile": v.Attr(_profile, dict, admin=True),
+        "binding:host_id": v.Attr(v.string(255), ""),
+        "binding:profile": v.Attr(_profile, dict),
         "binding:vnic_type": v.Attr(v.one_of("normal"), "normal"),
         "allowed_address_pairs": v.Attr(v.list_of(_address_pair, max_items=64), list),
         "port_security_enabled": v.Attr(v.boolean, UNSET),
@@ -134,8 +134,6 @@ class Ports(Kind):
 
     def create(self, txn, ctx, values):
         network = txn.get("networks", values["network_id"])
-        if network is None or not (ctx.can_see(network) or network.get("shared")):
-            raise not_found("network", values["network_id"])
         return self.build(txn, ctx, values, network)
 
     def build(self, txn: Txn, ctx, values: dict[str, Any], network: Document) -> Document:
@@ -192,7 +190,6 @@ class Ports(Kind):
         security_groups.check_port_groups(txn, ctx, group_ids)
 
     def update(self, txn, ctx, doc, changes):
-        self.check_owner(ctx, doc, "update")
         owner = port_owner(doc["id"])
         if "fixed_ips" in changes:
             new = assign_fixed_ips(txn, doc["network_id"], changes["fixed_ips"], owner,
@@ -213,7 +210,3 @@ class Ports(Kind):
         self.touch(doc)
         self.save(txn, doc)
         return doc
-
-    def delete(self, txn, ctx, doc):
-        self.check_owner(ctx, doc, "delete")
-        super().delete(txn, ctx, doc)

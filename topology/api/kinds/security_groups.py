@@ -13,6 +13,7 @@ from typing import Any
 
 from topology import secgroup_rules as rules
 from topology import validation as v
+from topology.api import policy
 from topology.api.errors import BadRequest, InUse, not_found
 from topology.api.kinds.base import UNSET, Kind, common_attrs, now, public
 from topology.store.base import Document, Txn
@@ -145,7 +146,7 @@ class SecurityGroups(Kind):
     def delete(self, txn, ctx, doc):
         self.check_owner(ctx, doc, "delete")
         gid = doc["id"]
-        if is_default(txn, doc) and not ctx.is_admin:
+        if is_default(txn, doc) and not policy.check(ctx, "delete_default_security_group", doc):
             raise InUse("Removing default security group not allowed.",
                         "SecurityGroupCannotRemoveDefault")
         if _ports_using(txn, gid):

@@ -5,7 +5,7 @@ import netaddr
 
 from topology import ipam
 from topology import validation as v
-from topology.api.errors import InUse, not_found
+from topology.api.errors import InUse
 from topology.api.kinds import dhcp
 from topology.api.kinds.base import UNSET, Kind, common_attrs
 
@@ -51,16 +51,8 @@ class Subnets(Kind):
         self.ports = ports_kind
         self.networks = networks_kind
 
-    def visible(self, r, ctx, doc):
-        if ctx.can_see(doc):
-            return True
-        network = r.get("networks", doc["network_id"])
-        return bool(network and network.get("shared"))
-
     def create(self, txn, ctx, values):
         network = txn.get("networks", values["network_id"])
-        if network is None or not ctx.can_see(network):
-            raise not_found("network", values["network_id"])
         doc = self.new_doc(ctx, values)
         cidr = doc["cidr"]
         net = netaddr.IPNetwork(cidr)
@@ -85,7 +77,6 @@ class Subnets(Kind):
         return doc
 
     def update(self, txn, ctx, doc, changes):
-        self.check_owner(ctx, doc, "update")
         cidr = doc["cidr"]
         gateway = changes.get("gateway_ip", doc["gateway_ip"])
         if "gateway_ip" in changes and gateway != doc["gateway_ip"]:
@@ -104,7 +95,6 @@ class Subnets(Kind):
         return doc
 
     def delete(self, txn, ctx, doc):
-        self.check_owner(ctx, doc, "delete")
         ns = ipam.ip_namespace(doc["id"])
         dhcp_port = dhcp.find(txn, doc["network_id"])
         dhcp_owner = f"port:{dhcp_port['id']}" if dhcp_port else None
