@@ -139,26 +139,33 @@ def ovs_verdict(bridge: str, flow: str, vlans_in=()):
     """ofproto/trace's verdict in the same shape as vmflow_verdict, and its
     text; vlans_in: the VIDs the packet came in with, outermost first."""
     out = sh(["ovs-appctl", "ofproto/trace", bridge, flow])
-    m = re.search(r"^Datapath actions: (.*)$", out, re.M)
-    assert m, out
-    actions = m.group(1).strip()
-    if actions == "drop":
-        return "drop", out
+    # One "Datapath actions:" line per pass: the first, then one per ct()
+    # recirculation (conntrack answering trk|new, as vmflow trace's default).
+    passes = re.findall(r"^Datapath actions: (.*)$", out, re.M)
+    assert passes, out
     odp = odp_ports(bridge)
-    vlans = list(vlans_in)
     outs, controller = [], False
-    for a in _split_actions(actions):
-        if a.startswith("push_vlan("):
-            vlans.insert(0, int(re.search(r"vid=(\d+)", a).group(1)))
-        elif a == "pop_vlan":
-            vlans.pop(0)
-        elif "userspace(" in a and "controller(" in a:
-            # userspace(...controller(...)), bare or inside sample(...,actions(...))
-            # when the packet-in is metered by a controller(meter_id=N) action.
-            controller = True
-        elif a.isdigit():
-            outs.append((odp[int(a)], tuple(vlans)))
-        # meter(N), recirc, ct: not verdicts on their own
+    vlans = list(vlans_in)
+    at_recirc = None        # the tags a recirculated packet carries
+    for i, actions in enumerate(passes):
+        if i and at_recirc is not None:
+            vlans = list(at_recirc)
+        for a in _split_actions(actions.strip()):
+            if a.startswith("push_vlan("):
+                vlans.insert(0, int(re.search(r"vid=(\d+)", a).group(1)))
+            elif a == "pop_vlan":
+                vlans.pop(0)
+            elif a.startswith("recirc(") and at_recirc is None:
+                at_recirc = list(vlans)
+            elif "userspace(" in a and "controller(" in a:
+                # userspace(...controller(...)), bare or inside sample(...,actions(...))
+                # when the packet-in is metered by a controller(meter_id=N) action.
+                controller = True
+            elif a.isdigit():
+                outs.append((odp[int(a)], tuple(vlans)))
+            # meter(N), ct: not verdicts on their own
+    if not outs and not controller:
+        return "drop", out
     return (sorted(outs), controller), out
 
 
