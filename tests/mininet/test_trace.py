@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from harness import REPO, Cloud, Host, Vm, sh
+from harness import REPO, Cloud, Host, Vm, sh, wait_for
 
 pytestmark = pytest.mark.mininet
 
@@ -214,6 +214,23 @@ def test_a_broadcast_floods_its_network_only(topo):
     assert "ingress_firewall" in to_b[0]["path"], to_b
 
 
+def test_a_security_group_verdict_matches_ovs(topo):
+    """A group admitting only tcp 22 from the network: 22 passes, 23 is
+    dropped in ingress_rules, on vmflow's walk and on OVS's trace alike."""
+    cloud = topo.cloud
+    g = cloud.api.create("security_groups", name="ssh-only")
+    cloud.api.create("security_group_rules", security_group_id=g["id"],
+                     rule="in:allow 10.0.0.0/24 tcp 22")
+    e = cloud.add_vm(topo.h1, topo.a.network, "e", ip="10.0.0.14", security_groups=[g["id"]])
+    cloud.wait_controller_synced()
+    # trace learns e's ofport from the status file, rewritten once a second
+    wait_for(lambda: e.ifname in cloud.switch_status(topo.h1)["ports"], 5, 0.1,
+             "e's interface in the controller's status")
+    check_same(topo, topo.h1, topo.a, f"tcp,nw_dst={e.ip},tp_dst=22", ([(e.ofport, ())], False))
+    doc = check_same(topo, topo.h1, topo.a, f"tcp,nw_dst={e.ip},tp_dst=23", "drop")
+    assert doc["verdict"]["dropped_at"] == "ingress_rules"
+
+
 def test_spoofed_source_is_dropped_at_port_security(topo):
     doc = check_same(topo, topo.h1, topo.a,
                      f"tcp,nw_src=10.0.0.99,nw_dst={topo.b.ip},tp_dst=22", "drop")
@@ -257,5 +274,8 @@ def test_explain_names_the_owner_of_every_installed_flow(topo):
     flows = [l for l in dump.splitlines() if "cookie=" in l]
     assert len(lines) == 2 * len(flows) and flows
     owners = lines[1::2]
-    assert all(re.match(r"    (pipeline|l2|arp|dhcp|metadata)\b.*\[table \d+: \w+\]$", o) for o in owners), \
+    assert all(re.match(r"    (pipeline|l2|arp|dhcp|metadata|secgroup)\b.*\[table \d+: \w+\]$",
+                        o) for o in owners), \
         "\n".join(o for o in owners if "not vmflow" in o or "[" not in o)
+    # the firewall's flows name their security group rule, group or port
+    assert any(o.startswith("    secgroup, security_group_rule ") for o in owners), owners
