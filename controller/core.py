@@ -34,6 +34,7 @@ from controller.app import App
 from controller.compiler import Dirty, FlowCompiler
 from controller.events import SwitchEvents
 from controller.follower import RESYNC, StoreFollower
+from controller.port_status import PortStatusWriter
 from controller.reconciler import MeterSpec
 from controller.switch_worker import Switch
 from topology.store.base import Change, Store
@@ -60,6 +61,8 @@ class Controller:
         self.switches: dict[int, Switch] = {}
         self.counters: Counter = Counter()
         self.follower = StoreFollower(store, self.counters)
+        self.port_status = PortStatusWriter(store)
+        self.port_status_interval = c.port_status_interval
         # Coalesced per switch, so bounded without losing what matters (events.py).
         self._events = SwitchEvents()
         self._recompute_all = False
@@ -72,7 +75,8 @@ class Controller:
     # -- lifecycle ---------------------------------------------------------
     def start(self) -> None:
         for name, target in (("core", self._core_loop), ("audit", self._audit_loop),
-                             ("status", self._status_loop)):
+                             ("status", self._status_loop),
+                             ("port-status", self._port_status_loop)):
             t = threading.Thread(target=target, name=f"vmflow-{name}", daemon=True)
             t.start()
             self._threads.append(t)
@@ -297,6 +301,16 @@ class Controller:
         from controller.status import build_status
         with self.lock:
             return build_status(self)
+
+    def _port_status_loop(self) -> None:
+        while not self.stopping.wait(self.port_status_interval):
+            try:
+                with self.lock:
+                    updates = self.port_status.due(self.view, list(self.switches.values()))
+                self.port_status.flush(updates)
+            except Exception:
+                self.counters["port_status_errors"] += 1
+                LOG.exception("port status write-back")
 
     def _status_loop(self) -> None:
         from controller.status import write_status

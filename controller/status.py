@@ -100,6 +100,12 @@ def build_status(ctl) -> dict[str, Any]:
     if ctl.dispatcher is not None:
         counters.update(ctl.dispatcher.counters_snapshot())
     counters["compile_errors"] = ctl.compiler.errors
+    counters["pipeline_violations"] = ctl.compiler.violations
+    counters["flow_conflicts"] = ctl.compiler.conflicts
+    writer = getattr(ctl, "port_status", None)
+    if writer is not None:
+        counters["port_status_written"] = writer.written
+        counters["port_status_errors"] = writer.errors
     counters["unsolicited_errors"] = unsolicited_total
     events = getattr(ctl, "_events", None)
     counters["switch_events_coalesced"] = events.coalesced if events is not None else 0

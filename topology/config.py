@@ -74,6 +74,10 @@ CONTROLLER_OPTS = [
                help="Where the controller writes its status JSON (switches, claimed or "
                     "not, sync state, counters) every second. Empty: "
                     "controller-status.json next to the SQLite store file."),
+    cfg.FloatOpt("port_status_interval", default=0.2, min=0.05,
+                 help="Seconds between write-backs of port status (ACTIVE once a "
+                      "port's flows are installed where it is plugged, DOWN otherwise); "
+                      "each round writes every change in one transaction."),
 ]
 
 OPENFLOW_OPTS = [

@@ -1,0 +1,96 @@
+"""Port status written back to the store: what Nova and Terraform wait for.
+
+A port is ACTIVE when its interface is present on the switch of the host it
+is bound to, that switch is connected and claimed, and the switch's worker
+has installed everything desired (not busy, in sync); the DHCP port, served
+by the controller itself, is ACTIVE. Anything else is DOWN: unplugged,
+unbound, admin down, or its host's switch disconnected.
+
+The controller compares that with the status the store has and writes the
+differences in one transaction, every status interval, on a thread of its
+own: never on the packet path, and never one write per port. A write goes
+through the same store as the API's, with revision_number and updated_at
+moved as the API moves them, so `If-Match` and tools that poll see the
+change. A document the API changed meanwhile is read again inside the
+transaction, so only `status` is ever written over.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Iterable, Optional
+
+from controller.locality import local_ofport
+from topology.store.base import Document, Store, StoreError
+from topology.view import TopologyView
+
+LOG = logging.getLogger(__name__)
+
+ACTIVE, DOWN = "ACTIVE", "DOWN"
+
+
+def wanted_statuses(view: TopologyView, switches: Iterable) -> dict[str, str]:
+    """port id -> the status it should have, for every port in the view.
+
+    `switches` are the connected switches (core.Switch); a port is ACTIVE
+    only on one whose flows are all installed."""
+    out = {pid: DOWN for pid in view.ports}
+    for pid, port in view.ports.items():
+        if port.get("device_owner") == "network:dhcp":
+            out[pid] = ACTIVE
+    for sw in switches:
+        host = sw.view.host
+        if host is None or sw.busy or not sw.reconciler.in_sync:
+            continue
+        for port in view.ports_on_host(host["name"]):
+            if local_ofport(view, sw.view, port) is not None:
+                out[port["id"]] = ACTIVE
+    return out
+
+
+def changes(view: TopologyView, wanted: dict[str, str]) -> dict[str, str]:
+    """The ports whose stored status differs from the wanted one."""
+    return {pid: status for pid, status in wanted.items()
+            if view.ports.get(pid, {}).get("status") != status}
+
+
+def write(store: Store, updates: dict[str, str], now: Optional[str] = None) -> int:
+    """Write the statuses in one transaction; return how many changed."""
+    stamp = now or time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    written = 0
+    with store.transaction() as txn:
+        for pid, status in updates.items():
+            doc: Optional[Document] = txn.get("ports", pid)
+            if doc is None or doc.get("status") == status:
+                continue
+            doc = {**doc, "status": status, "updated_at": stamp,
+                   "revision_number": doc.get("revision_number", 0) + 1}
+            txn.put("ports", pid, doc, project_id=doc.get("project_id"),
+                    parent_id=doc.get("network_id"))
+            written += 1
+    return written
+
+
+class PortStatusWriter:
+    """Called by the controller's status thread with its lock held only to
+    compute; the store write happens after, without it."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.written = 0
+        self.errors = 0
+
+    def due(self, view: Optional[TopologyView], switches: Iterable) -> dict[str, str]:
+        if view is None:
+            return {}
+        return changes(view, wanted_statuses(view, switches))
+
+    def flush(self, updates: dict[str, str]) -> None:
+        if not updates:
+            return
+        try:
+            self.written += write(self.store, updates)
+        except StoreError as e:
+            # Tried again next round: the view still shows the old status.
+            self.errors += 1
+            LOG.warning("port status: %d update(s) not written: %s", len(updates), e)
