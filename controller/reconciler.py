@@ -34,6 +34,7 @@ import time
 from dataclasses import dataclass
 from typing import Iterable, Mapping, Optional, Protocol
 
+from controller import pipeline
 from controller.flow import Flow
 
 LOG = logging.getLogger(__name__)
@@ -75,6 +76,13 @@ def diff_flows(desired: Mapping[tuple, Flow], installed: Mapping[tuple, Flow]) -
             # cookie; a new owner needs an add, which replaces the flow.
             ops.append(("modify" if cur.cookie == f.cookie else "add", f))
     return ops
+
+
+def ours(meters: Mapping[int, MeterSpec]) -> dict[int, MeterSpec]:
+    """The meters in vmflow's id ranges (controller/pipeline.py METER_RANGES):
+    the only ones it installs, changes or deletes; others belong to someone
+    else sharing the switch."""
+    return {m: spec for m, spec in meters.items() if pipeline.meter_purpose(m)}
 
 
 def meters_used(flows: Iterable[Flow]) -> set[int]:
@@ -143,7 +151,7 @@ class SwitchReconciler:
             self._readings.append(reading)
         try:
             flows = self.channel.read_flows()
-            reading.meters = self.channel.read_meters()
+            reading.meters = ours(self.channel.read_meters())
         except BaseException:
             self.discard(reading)
             raise
@@ -189,7 +197,7 @@ class SwitchReconciler:
     # -- reading under the lock ----------------------------------------------
     def _read(self, audit: bool) -> None:
         flows = self.channel.read_flows()
-        meters = self.channel.read_meters()
+        meters = ours(self.channel.read_meters())
         self._believe({f.key: f for f in flows}, meters, audit)
 
     def _believe(self, fresh: dict[tuple, Flow], meters: dict[int, MeterSpec],

@@ -109,6 +109,18 @@ def test_meters_go_before_their_flows_and_leave_after():
     assert sw.meters == {} and sw.flows == {}
 
 
+def test_meters_outside_vmflows_ranges_are_left_alone():
+    """Another controller's meter (an id outside pipeline.METER_RANGES) is
+    neither deleted nor counted as drift; one of ours nothing uses goes."""
+    sw = FakeSwitch()
+    sw.meters = {0x300000: SPEC, 9: SPEC}
+    rec = SwitchReconciler(1, sw, SPEC)
+    rec.sync({})
+    assert sw.meters == {0x300000: SPEC}
+    assert ("meter", "delete", 9) in sw.log
+    assert rec.sync({}, audit=True) == 0 and rec.stats["repairs"] == 0
+
+
 def test_audit_repairs_hand_edits_and_counts_them():
     sw = FakeSwitch()
     rec = SwitchReconciler(1, sw, SPEC)
