@@ -97,17 +97,20 @@ PIPELINE: tuple[Stage, ...] = (
           miss_doc="Ports with port security off, and non-IP traffic, go on to routing."),
     Stage("egress_rules", 21, next=("routing",), miss=None,
           writers={"secgroup": (1, 65000)},
-          doc="The sending VM's outbound rules, with the connection's state known. "
-              "Priority 65000: +inv is dropped; +rel passes. Priority 60000: +est "
-              "passes when its ct_mark names a rule that still applies to the port (a "
-              "flow per port and rule of its groups, both directions), so removing a "
-              "rule, or the port leaving a group, cuts what it admitted. Priorities "
-              "1000-1201: +new is checked against the port's egress rules in priority "
-              "order (a rule's priority p maps to 1000 + 2*(100-p), deny one above "
-              "allow, so deny wins a tie); an allow commits the connection in the "
-              "port's zone with ct_mark = the rule's key. Rules over remote groups, "
-              "address groups and port lists are conjunctive matches: clause 1 is "
-              "(port, protocol, port range), clause 2 the remote set's addresses.",
+          doc="The sending VM's outbound rules, with the connection's state known "
+              "(reg6 = the port). Priority 65000: +inv is dropped; +rel passes. "
+              "Priority 60000: +est passes while the rule that admitted the connection "
+              "(its ct_mark) is a rule of one of the port's groups, a conjunctive match "
+              "(port, +est) x (ct_mark = a rule of group G), id 2**24 + G's key: a rule "
+              "removed, or the port leaving the group, cuts what it admitted. Priorities "
+              "1000-1201: +new is checked against the rules in priority order (rule "
+              "priority p is 1000 + 2*(100-p), a deny one above an allow, so deny wins a "
+              "tie), each rule a conjunctive match with the rule's key as id: clause 1 "
+              "the port (one flow per port and priority), clause 2 the rule's protocol, "
+              "masked port ranges and prefix (shared by every port with the rule), "
+              "clause 3 for a remote group or address group its addresses; the conj_id "
+              "flow drops (deny) or commits in the port's zone with ct_mark = the rule's "
+              "key and goes on.",
           miss_doc="What no rule admits is dropped: a port with no groups sends nothing."),
     Stage("routing", 30, next=("l2_lookup",), miss="l2_lookup",
           writers={"dvr": (1, 65000), "nat": (1, 65000)},
