@@ -103,6 +103,17 @@ def test_priorities_deny_beats_allow_and_allow_beats_deny_all(two):
     assert c.tcp_check(d, 5001)
     assert refused(a, d, 5001)
     assert a.no_ping(d)
+    # egress too: a deny at 10 beats the group's allow-all at 50 for its port
+    out = group(cloud, "egress-prio", egress_all=False)
+    add_rule(cloud, out, {"direction": "egress", "ethertype": "IPv4", "priority": 50})
+    add_rule(cloud, out, "out:deny tcp 5002", priority=10)
+    e = cloud.add_vm(h1, net, "e", security_groups=[out["id"]])
+    open_ = cloud.add_vm(h2, net, "open", port_security_enabled=False, security_groups=[])
+    settle(cloud, [h1, h2])
+    open_.tcp_server(5002)
+    open_.tcp_server(5003)
+    assert e.tcp_check(open_, 5003)
+    assert refused(e, open_, 5002)
 
 
 def test_stateful_replies_return_and_unsolicited_is_refused(two):
