@@ -11,8 +11,6 @@ from typing import Iterable, Optional
 
 from topology.store.base import Change, Document
 
-KINDS = ("networks", "subnets", "ports", "security_groups", "security_group_rules",
-         "address_groups", "hosts", "instances")
 
 
 def interface_name(port: Document) -> str:
@@ -54,7 +52,8 @@ def _uncount(index: dict[str, Counter], outer: str, inner: str) -> None:
 class TopologyView:
     def __init__(self, revision: int = 0, data: Optional[dict[str, dict[str, Document]]] = None):
         self.revision = revision
-        self.docs: dict[str, dict[str, Document]] = {k: {} for k in KINDS}
+        # Every kind reads as a dict, stored or not: a new kind needs no list here.
+        self.docs: dict[str, dict[str, Document]] = defaultdict(dict)
         for kind, items in (data or {}).items():
             self.docs.setdefault(kind, {}).update(items)
         self._reindex()

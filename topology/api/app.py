@@ -20,19 +20,6 @@ from topology.api.quotas import Quotas, defaults_from_conf
 from topology.api.tags import TAGGABLE, Tags
 from topology.store.base import Store
 
-# Fields a kind shows (and can be filtered on) beyond the attributes a client sets.
-EXTRA_FIELDS = {
-    "networks": {"status", "subnets", "availability_zones"},
-    "subnets": {"ipv6_ra_mode", "ipv6_address_mode", "subnetpool_id"},
-    "ports": {"status", "binding:vif_type", "binding:vif_details"},
-    "security_groups": {"security_group_rules"},
-    "security_group_rules": {"normalized_cidr", "belongs_to_default_sg"},
-    "address_groups": set(),
-    "hosts": set(),
-    "instances": set(),
-}
-
-
 def parse_vlan_ranges(entries: list[str]) -> dict[str, list[tuple[int, int]]]:
     """physnet:low:high entries, as Neutron's network_vlan_ranges."""
     ranges: dict[str, list[tuple[int, int]]] = {}
@@ -75,7 +62,7 @@ def create_app(conf: cfg.ConfigOpts, store: Store) -> falcon.App:
     collections = []
     for kind in kinds:
         path = kind.collection.replace("_", "-")
-        resource = Resource(kind, store, frozenset(EXTRA_FIELDS[kind.collection]),
+        resource = Resource(kind, store, kind.shown,
                             quota_defaults)
         app.add_route(f"/v2.0/{path}", resource)
         app.add_route(f"/v2.0/{path}/{{id}}", resource, suffix="item")

@@ -55,6 +55,7 @@ class Kind:
     attrs: dict[str, v.Attr] = {}
     has_project = True
     parent_field: Optional[str] = None  # the field stored as the document's parent
+    shown: frozenset = frozenset()       # fields shown beyond the settable attributes
 
     def __init__(self, settings: Settings):
         self.settings = settings

@@ -13,6 +13,8 @@ NETWORK_KEY_MAX = 0xFFFFFF
 
 class Networks(Kind):
     collection = "networks"
+    # shown (and filterable) beyond the attributes a client sets
+    shown = frozenset({"status", "subnets", "availability_zones"})
     member = "network"
     attrs = {
         **common_attrs(),

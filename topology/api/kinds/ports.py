@@ -114,6 +114,8 @@ def release_fixed_ips(txn: Txn, fixed_ips: list[dict]) -> None:
 
 class Ports(Kind):
     collection = "ports"
+    # shown (and filterable) beyond the attributes a client sets
+    shown = frozenset({"status", "binding:vif_type", "binding:vif_details"})
     member = "port"
     parent_field = "network_id"
     attrs = {

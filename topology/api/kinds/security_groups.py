@@ -122,6 +122,8 @@ def _ports_using(txn, gid: str) -> bool:
 
 class SecurityGroups(Kind):
     collection = "security_groups"
+    # shown (and filterable) beyond the attributes a client sets
+    shown = frozenset({"security_group_rules"})
     member = "security_group"
     attrs = {**common_attrs(), "stateful": v.Attr(v.boolean, True)}
 
@@ -185,6 +187,8 @@ def _rule_attr(convert) -> v.Attr:
 
 class SecurityGroupRules(Kind):
     collection = "security_group_rules"
+    # shown (and filterable) beyond the attributes a client sets
+    shown = frozenset({"normalized_cidr", "belongs_to_default_sg"})
     member = "security_group_rule"
     parent_field = "security_group_id"
     attrs = {

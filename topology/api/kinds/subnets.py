@@ -32,6 +32,8 @@ def _ip_version(field, value):
 
 class Subnets(Kind):
     collection = "subnets"
+    # shown (and filterable) beyond the attributes a client sets
+    shown = frozenset({"ipv6_ra_mode", "ipv6_address_mode", "subnetpool_id"})
     member = "subnet"
     parent_field = "network_id"
     attrs = {
