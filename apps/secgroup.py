@@ -112,14 +112,7 @@ def remote_addresses(view: TopologyView, ref: str) -> list[str]:
     out: set[str] = set()
     if kind == "sg":
         for p in view.ports_by_group.get(rid, {}).values():
-            for fixed in p.get("fixed_ips") or ():
-                ip = fixed.get("ip_address", "")
-                if ip and ":" not in ip:
-                    out.add(ip)
-            for pair in p.get("allowed_address_pairs") or ():
-                ip = pair.get("ip_address", "")
-                if ip and ":" not in ip:
-                    out.add(ip)
+            out.update(port_addresses(p))
     else:
         doc = view.docs.get("address_groups", {}).get(rid)
         for a in (doc or {}).get("addresses") or ():
@@ -160,6 +153,14 @@ def port_groups(view: TopologyView, port: Document) -> list[tuple[int, list[Rule
         if group is not None and group.get("_key"):
             out.append((group["_key"], group_rules(view, gid)))
     return out
+
+
+def port_addresses(port: Document) -> list[str]:
+    """A port's IPv4 addresses as a remote group member: fixed IPs and the
+    allowed address pairs' addresses or CIDRs, as Neutron counts them."""
+    out = {f.get("ip_address", "") for f in port.get("fixed_ips") or ()}
+    out |= {p.get("ip_address", "") for p in port.get("allowed_address_pairs") or ()}
+    return sorted(a for a in out if a and ":" not in a)
 
 
 def _ref(rule: Rule) -> Optional[str]:
@@ -282,12 +283,27 @@ class SecGroupApp(App):
 
     # -- per remote set referred to from this switch: its addresses -----------
     def remote_set_flows(self, view: TopologyView, sw: SwitchView, doc: Document) -> Iterable[Flow]:
-        """Clause 3 of the rules over a remote set: one flow per address and
-        (direction, priority), carrying every such rule's conjunction."""
+        """Clause 3 of the rules over an address group: its addresses. A
+        security group's members each have a scope of their own
+        (remote_member_flows), so one joining changes only its own flows."""
         ref = doc["ref"]
-        kind = "security_groups" if ref.startswith("sg:") else "address_groups"
-        target = view.docs.get(kind, {}).get(ref[3:]) or {}
-        owner = (kind, target["_key"]) if target.get("_key") else None
+        if not ref.startswith("ag:"):
+            return []
+        target = view.docs.get("address_groups", {}).get(ref[3:]) or {}
+        owner = ("address_groups", target["_key"]) if target.get("_key") else None
+        return self._addresses(view, sw, ref, remote_addresses(view, ref), owner)
+
+    def remote_member_flows(self, view: TopologyView, sw: SwitchView, doc: Document) -> Iterable[Flow]:
+        """Clause 3 of the rules over a security group, for one member: its
+        fixed IPs and allowed address pairs."""
+        port = doc["port"]
+        return self._addresses(view, sw, doc["ref"], port_addresses(port),
+                               ("ports", port["_key"]) if port.get("_key") else None)
+
+    def _addresses(self, view: TopologyView, sw: SwitchView, ref: str, addresses: list[str],
+                   owner) -> list[Flow]:
+        """One flow per address and (direction, priority) of the rules here
+        that refer to `ref`, carrying every such rule's conjunction."""
         wanted: dict[tuple[str, int], list[tuple]] = {}
         for rule in _referring_rules(view, sw, ref):
             wanted.setdefault((rule.direction, rule_priority(rule)), []).append(
@@ -296,19 +312,16 @@ class SecGroupApp(App):
         for (direction, prio), actions in sorted(wanted.items()):
             side = SIDES[direction]
             instructions = (apply(*sorted(actions)),)
-            for addr in remote_addresses(view, ref):
+            for addr in addresses:
                 out.append(flow(self.app_id, side.rules_table, prio,
                                 {"eth_type": ETH_IP, side.remote_field: addr}, *instructions,
                                 owner=owner))
         return out
 
 
-# -- the remote_set scope kind ---------------------------------------------------
+# -- the secgroup, remote_set and remote_member scope kinds ----------------------
 def _local_firewalled(view: TopologyView, host: Optional[str], group: str) -> bool:
-    if not host:
-        return False
-    return any(p.get("binding:host_id") == host and firewalled(p)
-               for p in view.ports_by_group.get(group, {}).values())
+    return bool(host) and view.group_hosts.get(group, {}).get(host, 0) > 0
 
 
 def _referring_rules(view: TopologyView, sw: SwitchView, ref: str) -> list[Rule]:
@@ -326,29 +339,11 @@ def _referring_rules(view: TopologyView, sw: SwitchView, ref: str) -> list[Rule]
     return out
 
 
-def _remote_sets_on(view: TopologyView, sw) -> list[tuple[str, Document]]:
-    refs = set()
-    for port in view.ports_on_host(sw.host_name) if sw.host else ():
-        if firewalled(port):
-            for g in port.get("security_groups") or ():
-                for doc in view.rules_by_group.get(g, {}).values():
-                    refs.update(remote_refs(doc))
-    return [(ref, {"ref": ref}) for ref in sorted(refs)]
+def _docs(old, new) -> list[Document]:
+    return [d for d in (old, new) if d]
 
 
-def _remote_set_here(view: TopologyView, sw, ref: str) -> Optional[Document]:
-    if sw.host is None:
-        return None
-    if any(_local_firewalled(view, sw.host_name, g) for g in view.groups_referring.get(ref, ())):
-        return {"ref": ref}
-    return None
-
-
-def _remote_set_hosts(view: TopologyView, ref: str) -> set[str]:
-    return {p.get("binding:host_id") for g in view.groups_referring.get(ref, ())
-            for p in view.ports_by_group.get(g, {}).values() if p.get("binding:host_id")}
-
-
+# secgroup: a group with a firewalled member on the switch's host
 def _groups_on(view: TopologyView, sw) -> list[tuple[str, Document]]:
     groups = view.docs.get("security_groups", {})
     ids = {g for p in (view.ports_on_host(sw.host_name) if sw.host else ()) if firewalled(p)
@@ -367,8 +362,7 @@ SECGROUP = scopes.register(scopes.ScopeKind(
     name="secgroup",
     on_switch=_groups_on,
     lookup=_group_here,
-    hosts=lambda view, gid: {p.get("binding:host_id")
-                             for p in view.ports_by_group.get(gid, {}).values()},
+    hosts=lambda view, gid: set(view.group_hosts.get(gid, ())),
 ))
 
 
@@ -388,29 +382,49 @@ def _groups_of_port(view, old, new):
     return {g for d in _docs(old, new) for g in d.get("security_groups") or ()}
 
 
+# remote_set: a remote group or address group that a rule here refers to
+def _remote_sets_on(view: TopologyView, sw) -> list[tuple[str, Document]]:
+    refs = set()
+    for port in view.ports_on_host(sw.host_name) if sw.host else ():
+        if firewalled(port):
+            for g in port.get("security_groups") or ():
+                for doc in view.rules_by_group.get(g, {}).values():
+                    refs.update(remote_refs(doc))
+    return [(ref, {"ref": ref}) for ref in sorted(refs)]
+
+
+def _remote_set_here(view: TopologyView, sw, ref: str) -> Optional[Document]:
+    if sw.host is None:
+        return None
+    if any(_local_firewalled(view, sw.host_name, g) for g in view.groups_referring.get(ref, ())):
+        return {"ref": ref}
+    return None
+
+
+def _remote_set_hosts(view: TopologyView, ref: str) -> set[str]:
+    return {h for g in view.groups_referring.get(ref, ()) for h in view.group_hosts.get(g, ())}
+
+
+def _members(view: TopologyView, ref: str) -> list[str]:
+    if not ref.startswith("sg:"):
+        return []
+    return [f"{ref}|{pid}" for pid in view.ports_by_group.get(ref[3:], {})]
+
+
 REMOTE_SET = scopes.register(scopes.ScopeKind(
     name="remote_set",
     on_switch=_remote_sets_on,
     lookup=_remote_set_here,
     hosts=_remote_set_hosts,
+    children=("remote_member", _members),
 ))
-
-
-def _docs(old, new) -> list[Document]:
-    return [d for d in (old, new) if d]
 
 
 @REMOTE_SET.watch("ports")
 def _sets_of_port(view, old, new):
-    # A port's addresses are members of its groups' sets, and its groups'
-    # rules decide which sets its host refers to.
-    out = set()
-    for d in _docs(old, new):
-        for g in d.get("security_groups") or ():
-            out.add("sg:" + g)
-            for doc in view.rules_by_group.get(g, {}).values():
-                out.update(remote_refs(doc))
-    return out
+    # Its groups' rules decide which sets the port's host refers to.
+    return {ref for d in _docs(old, new) for g in d.get("security_groups") or ()
+            for doc in view.rules_by_group.get(g, {}).values() for ref in remote_refs(doc)}
 
 
 @REMOTE_SET.watch("security_group_rules")
@@ -423,6 +437,47 @@ def _address_group(view, old, new):
     return {"ag:" + d["id"] for d in _docs(old, new)}
 
 
+# remote_member: one member port of a remote group referred to here ("sg:G|port id")
+def _remote_members_on(view: TopologyView, sw) -> list[tuple[str, Document]]:
+    out = []
+    for ref, _ in _remote_sets_on(view, sw):
+        for sid in _members(view, ref):
+            doc = _remote_member_here(view, sw, sid)
+            if doc is not None:
+                out.append((sid, doc))
+    return out
+
+
+def _remote_member_here(view: TopologyView, sw, sid: str) -> Optional[Document]:
+    ref, _, pid = sid.partition("|")
+    port = view.ports.get(pid)
+    if port is None or ref[3:] not in (port.get("security_groups") or ()) \
+            or _remote_set_here(view, sw, ref) is None:
+        return None
+    return {"ref": ref, "port": port}
+
+
+REMOTE_MEMBER = scopes.register(scopes.ScopeKind(
+    name="remote_member",
+    on_switch=_remote_members_on,
+    lookup=_remote_member_here,
+    hosts=lambda view, sid: _remote_set_hosts(view, sid.partition("|")[0]),
+    parent=lambda doc: ("remote_set", doc["ref"]),
+))
+
+
+@REMOTE_MEMBER.watch("ports")
+def _member_of(view, old, new):
+    return {f"sg:{g}|{d['id']}" for d in _docs(old, new) for g in d.get("security_groups") or ()}
+
+
+@REMOTE_MEMBER.watch("security_group_rules")
+def _members_referred_by_rule(view, old, new):
+    # Which rules here refer to the set decides each member's conjunctions.
+    return {sid for d in _docs(old, new) for ref in remote_refs(d)
+            for sid in _members(view, ref)}
+
+
 @scopes.KINDS["port"].watch("security_group_rules")
 def _members_of_rule_group(view, old, new):
     groups = {d["security_group_id"] for d in _docs(old, new)}
@@ -432,4 +487,3 @@ def _members_of_rule_group(view, old, new):
 @scopes.KINDS["port"].watch("security_groups")
 def _members_of_group(view, old, new):
     return [pid for d in _docs(old, new) for pid in view.ports_by_group.get(d["id"], {})]
-

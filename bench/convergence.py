@@ -49,9 +49,12 @@ def percentile(values: list[float], p: float) -> float:
     return s[k]
 
 
-def run(ports: int, bridges: int, workdir: Path, audit_interval: int = 60) -> dict:
-    cloud = Cloud.start(workdir, {"DEFAULT": {"log_level": "WARNING"},
-                                  "controller": {"audit_interval": audit_interval}})
+def run(ports: int, bridges: int, workdir: Path, audit_interval: int = 60,
+        apps: str = "") -> dict:
+    controller = {"audit_interval": audit_interval}
+    if apps:
+        controller["apps"] = apps
+    cloud = Cloud.start(workdir, {"DEFAULT": {"log_level": "WARNING"}, "controller": controller})
     monitors = []
     try:
         log(f"vmflow up (api :{cloud.api_port}, ofp :{cloud.ofp_port}); adding {bridges} hosts")
@@ -170,11 +173,14 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--ports", type=int, default=1000)
     ap.add_argument("--bridges", type=int, default=10)
+    ap.add_argument("--apps", default="",
+                    help="[controller] apps, e.g. l2,arp,dhcp,metadata (without the "
+                         "firewall); default: the controller's default (all)")
     ap.add_argument("--audit-interval", type=int, default=60,
                     help="the controller's [controller] audit_interval (default 60, as shipped)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="vmflow-bench-") as d:
-        r = run(args.ports, args.bridges, Path(d), args.audit_interval)
+        r = run(args.ports, args.bridges, Path(d), args.audit_interval, args.apps)
     lat = [x * 1000 for x in r["lat"]]
     post = [x * 1000 for x in r["post"]]
     print(f"convergence: {r['ports']} ports over {r['bridges']} real OVS bridges "

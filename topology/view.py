@@ -78,6 +78,9 @@ class TopologyView:
         self.ports_by_group: dict[str, dict[str, Document]] = defaultdict(dict)
         self.rules_by_group: dict[str, dict[str, Document]] = defaultdict(dict)
         self.groups_referring: dict[str, Counter] = defaultdict(Counter)
+        # group -> host -> how many of its members bound there have port
+        # security on (the ones its rules apply to)
+        self.group_hosts: dict[str, Counter] = defaultdict(Counter)
         for p in self.docs["ports"].values():
             self._index_port(p)
         for r in self.docs["security_group_rules"].values():
@@ -99,6 +102,8 @@ class TopologyView:
             self.dhcp_port_by_network[p["network_id"]] = p
         for g in p.get("security_groups") or ():
             self.ports_by_group[g][p["id"]] = p
+            if host and p.get("port_security_enabled", True) is not False:
+                self.group_hosts[g][host] += 1
 
     def _unindex_port(self, p: Document) -> None:
         self.ports_by_network[p["network_id"]].pop(p["id"], None)
@@ -118,6 +123,8 @@ class TopologyView:
                 members.pop(p["id"], None)
                 if not members:
                     del self.ports_by_group[g]
+            if host and p.get("port_security_enabled", True) is not False:
+                _uncount(self.group_hosts, g, host)
 
     def _index_rule(self, r: Document, n: int) -> None:
         group = r["security_group_id"]
