@@ -49,6 +49,33 @@ API_OPTS = [
                help="Seconds a worker may finish its requests after SIGTERM."),
     cfg.IntOpt("timeout", default=60, min=1,
                help="Seconds a worker may take on one request before gunicorn restarts it."),
+    cfg.IntOpt("threads", default=8, min=1,
+               help="Threads per worker that run requests. A request reaches a thread "
+                    "only once it has arrived whole, so slow clients never hold one; "
+                    "more threads help only while requests wait on the store."),
+    cfg.IntOpt("worker_connections", default=1000, min=1,
+               help="Connections one worker holds at once (arriving, running or kept "
+                    "alive); beyond this it stops accepting until one closes."),
+    cfg.IntOpt("keepalive_timeout", default=5, min=0,
+               help="Seconds an idle kept-alive connection is held for its next "
+                    "request; 0 closes the connection after each response."),
+    cfg.FloatOpt("header_timeout", default=10.0, min=0.1,
+                 help="Seconds a client has, from connecting (or from its last "
+                      "response, on a kept-alive connection), to send a whole request "
+                      "header; then it gets a 408 and is closed."),
+    cfg.FloatOpt("body_timeout", default=30.0, min=0.1,
+                 help="Seconds a client has, after its header, to send the whole body; "
+                      "then it gets a 408 and is closed."),
+    cfg.IntOpt("max_header_size", default=65536, min=1024,
+               help="Bytes a request line and header may take; beyond this a 431."),
+    cfg.IntOpt("max_body_size", default=1048576, min=1024,
+               help="Bytes a request body may take; beyond this a 413 with nothing "
+                    "written (Neutron's oslo.middleware default is 114688; vmflow's "
+                    "is larger for bulk creates)."),
+    cfg.FloatOpt("store_timeout", default=5.0, min=0.1,
+                 help="Seconds a request waits for a locked or busy store before it "
+                      "is answered 503 with Retry-After; the transaction it would "
+                      "have made is not made."),
 ]
 
 CONTROLLER_OPTS = [

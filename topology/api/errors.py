@@ -16,6 +16,9 @@ from topology.store.base import Conflict, StoreError
 
 LOG = logging.getLogger(__name__)
 
+# What a 503 for a busy or stalled store tells clients to wait before retrying.
+STORE_RETRY_AFTER_S = 2
+
 
 class ApiError(Exception):
     status = falcon.HTTP_500
@@ -82,14 +85,14 @@ def conflict_error(exc: Conflict) -> InUse:
     return InUse(template.format(key=exc.key, sub=sub, namespace=exc.namespace), type_)
 
 
-def _body(type_: str, message: str) -> str:
+def error_body(type_: str, message: str) -> str:
     return json.dumps({"NeutronError": {"type": type_, "message": message, "detail": ""}})
 
 
 def _respond(resp: falcon.Response, status, type_: str, message: str) -> None:
     resp.status = status
     resp.content_type = falcon.MEDIA_JSON
-    resp.text = _body(type_, message)
+    resp.text = error_body(type_, message)
 
 
 def install(app: falcon.App) -> None:
@@ -111,6 +114,7 @@ def install(app: falcon.App) -> None:
     def store_error(req, resp, exc, params):
         LOG.warning("store error on %s %s: %s", req.method, req.path, exc)
         _respond(resp, falcon.HTTP_503, "HTTPServiceUnavailable", "The store is unavailable; retry.")
+        resp.set_header("Retry-After", str(STORE_RETRY_AFTER_S))
 
     def http_error(req, resp, exc, params):
         # falcon's own errors (404 for unknown routes, 405, ...) in Neutron's shape

@@ -1,5 +1,10 @@
 """`vmflow api`: the falcon app under gunicorn, started from Python.
 
+Workers are topology.api.worker.BufferingWorker: gunicorn's gthread worker
+whose event loop reads every request whole (with header and body deadlines
+and size limits) before a thread runs it, so slow clients cannot take the
+threads. bench/RESULTS.md has the measurements behind the choice.
+
 The master opens the store once (running schema migrations) and closes it
 before forking, so no SQLite connection crosses a fork; each worker then
 builds its own app and connections. SIGTERM is gunicorn's graceful stop:
@@ -36,7 +41,10 @@ class ApiServer(BaseApplication):
         options = {
             "bind": [bind_address(self.conf.api_listen)],
             "workers": api.workers,
-            "worker_class": "sync",
+            "worker_class": "topology.api.worker.BufferingWorker",
+            "threads": api.threads,
+            "worker_connections": api.worker_connections,
+            "keepalive": api.keepalive_timeout,
             "timeout": api.timeout,
             "graceful_timeout": api.graceful_timeout,
             "preload_app": False,
@@ -51,7 +59,8 @@ class ApiServer(BaseApplication):
             self.cfg.set(key, value)
 
     def load(self):
-        return create_app(self.conf, open_store(self.conf.store))
+        return create_app(self.conf, open_store(self.conf.store,
+                                                timeout_s=self.conf.api.store_timeout))
 
 
 def check(conf: cfg.ConfigOpts) -> None:
@@ -82,7 +91,7 @@ def serve(conf: cfg.ConfigOpts) -> int:
     except ValueError as e:
         LOG.error("%s", e)
         return 2
-    LOG.info("API on http://%s with %d workers, store %s", conf.api_listen,
-             conf.api.workers, conf.store)
+    LOG.info("API on http://%s with %d workers of %d threads, store %s", conf.api_listen,
+             conf.api.workers, conf.api.threads, conf.store)
     ApiServer(conf).run()
     return 0

@@ -12,6 +12,7 @@ import json
 import os
 import sqlite3
 import threading
+import time
 from typing import Iterator, Optional
 
 from topology.store.base import (Change, Conflict, Document, HistoryCompacted,
@@ -219,20 +220,37 @@ class SqliteStore(Store):
         # moment the lock is free, where SQLite's busy handler would sleep
         # (up to 100 ms a time) and poll. A dead process's flock is released
         # by the kernel, so a crash never wedges the store.
+        #
+        # The wait is bounded by busy_timeout_s from here, not per stage: a
+        # writer that got the flock late waits on SQLite only for what is
+        # left, and one whose time is up gives up before starting, so queued
+        # writers behind a stalled one (say, another process holding SQLite's
+        # lock) fail together instead of one busy_timeout after another.
+        deadline = time.monotonic() + self.busy_timeout_s
         fcntl.flock(self._local.lock_fd, fcntl.LOCK_EX)
         try:
+            left_ms = int((deadline - time.monotonic()) * 1000)
+            if left_ms <= 0:
+                raise StoreError("store busy: timed out waiting for the other writers")
             try:
+                conn.execute(f"PRAGMA busy_timeout={left_ms}")
                 conn.execute("BEGIN IMMEDIATE")
             except sqlite3.Error as e:
                 raise StoreError(f"store busy or unavailable: {e}") from e
+            # All of the transaction commits, or none of it: any failure
+            # inside, the COMMIT's own included, rolls it all back.
             try:
                 yield
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            else:
                 conn.execute("COMMIT")
+            except BaseException as e:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                if isinstance(e, sqlite3.Error):
+                    raise StoreError(f"store busy or unavailable: {e}") from e
+                raise
         finally:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout_s * 1000)}")
             fcntl.flock(self._local.lock_fd, fcntl.LOCK_UN)
 
     @contextlib.contextmanager
@@ -259,8 +277,13 @@ class SqliteStore(Store):
             raise StoreError(f"store unavailable: {e}") from e
         try:
             yield _SqliteRead(conn)
+        except sqlite3.Error as e:
+            # A read that waited out busy_timeout (a writer in another
+            # process holding an exclusive lock): the caller may retry.
+            raise StoreError(f"store busy or unavailable: {e}") from e
         finally:
-            conn.execute("COMMIT")
+            if conn.in_transaction:
+                conn.execute("COMMIT")
 
     def revision(self) -> int:
         try:
@@ -329,8 +352,13 @@ class SqliteStore(Store):
             self._local.hint_conn = None
 
 
-def open_store(url: str) -> Store:
-    """The store named by a URL. sqlite:///path today; etcd:// later."""
+def open_store(url: str, *, timeout_s: Optional[float] = None) -> Store:
+    """The store named by a URL. sqlite:///path today; etcd:// later.
+
+    timeout_s: how long a read or write may wait on a lock before StoreError.
+    """
     if url.startswith("sqlite:///"):
+        if timeout_s is not None:
+            return SqliteStore.from_url(url, busy_timeout_s=timeout_s)
         return SqliteStore.from_url(url)
     raise ValueError(f"unsupported store URL {url!r} (expected sqlite:///PATH)")

@@ -1,0 +1,198 @@
+"""The API's gunicorn worker: gthread, with each request read whole before a thread sees it.
+
+gunicorn's gthread worker hands a connection to a thread as soon as its first
+byte arrives; a client that then sends the rest slowly holds that thread, and
+a few hundred such clients hold them all (sync workers are worse: one client
+per process). gunicorn's documentation asks for a buffering proxy in front.
+This worker is that buffer, inside each worker process: its event loop
+(the thread that accepts) reads requests without blocking, up to
+api.max_header_size and api.max_body_size, within api.header_timeout and
+api.body_timeout, and only a complete request goes to the thread pool, where
+gunicorn's parser reads it from memory. A slow client costs a buffer and a
+file descriptor (api.worker_connections caps those per worker), never a
+thread. Kept-alive connections return to the same loop between requests.
+
+Refusals are answered from the loop with a Neutron error body: 408 when a
+request is not in by its deadline, 413 for a body over the limit (nothing
+reaches the app, so nothing is written), 431 for an oversized header, 411
+for a chunked body.
+"""
+from __future__ import annotations
+
+import selectors
+import socket
+import time
+from functools import partial
+
+from gunicorn.workers.gthread import TConn, ThreadWorker
+
+from topology.api.errors import error_body
+from topology.api.framing import Refusal, error_response, frame
+
+# How long a refused connection is kept open to read what its client is
+# still sending, so that the client reads the refusal rather than a reset.
+REFUSAL_LINGER_S = 5.0
+
+
+class _Pending:
+    """A connection whose next request is still arriving."""
+
+    __slots__ = ("conn", "buf", "deadline", "end", "discard", "refused")
+
+    def __init__(self, conn: TConn, buf: bytes, deadline: float):
+        self.conn = conn
+        self.buf = bytearray(buf)
+        self.deadline = deadline
+        self.end: int | None = None  # the request's length, once its header is in
+        self.discard = 0  # refused: body bytes still to throw away (-1: until EOF)
+        self.refused = False
+
+
+class BufferingWorker(ThreadWorker):
+
+    def init_process(self):
+        api = self.app.conf.api
+        self.header_timeout = float(api.header_timeout)
+        self.body_timeout = float(api.body_timeout)
+        self.max_header = int(api.max_header_size)
+        self.max_body = int(api.max_body_size)
+        self.pending: dict[socket.socket, _Pending] = {}
+        super().init_process()
+
+    # -- where connections enter the loop ------------------------------------
+    def accept(self, listener):
+        try:
+            sock, addr = listener.accept()
+        except BlockingIOError:
+            return
+        except OSError:
+            return  # ECONNABORTED and the like: the client is gone already
+        self.nr_conns += 1
+        self._read_next(TConn(self.cfg, sock, addr, listener.getsockname()), b"")
+
+    def on_client_socket_readable(self, conn, client):
+        # A kept-alive connection starts its next request.
+        self.poller.unregister(client)
+        self.keepalived_conns.remove(conn)
+        self._read_next(conn, b"")
+
+    def finish_request(self, conn, fs):
+        # A client may pipeline its next request behind the last one; the
+        # parser holds what it read ahead. That request, too, is read whole
+        # in the loop rather than by a thread that would block on its rest.
+        keepalive = not fs.cancelled() and fs.exception() is None and fs.result() is True
+        if keepalive and self.alive and conn.parser is not None \
+                and conn.parser.unreader.buf.getvalue():
+            self._read_next(conn, conn.parser.unreader.take_buffered())
+            return
+        super().finish_request(conn, fs)
+
+    # -- reading -------------------------------------------------------------
+    def _read_next(self, conn: TConn, buffered: bytes) -> None:
+        conn.sock.setblocking(False)
+        p = _Pending(conn, buffered, time.monotonic() + self.header_timeout)
+        self.pending[conn.sock] = p
+        self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._on_readable, p))
+        if buffered:
+            self._advance(p)
+
+    def _on_readable(self, p: _Pending, sock) -> None:
+        # An exception here would end the worker process and every
+        # connection it holds: it ends this connection only.
+        try:
+            self._receive(p, sock)
+        except Exception:
+            self.log.exception("dropping a connection after an error reading its request")
+            if p.conn.sock in self.pending:
+                self._close(p)
+
+    def _receive(self, p: _Pending, sock) -> None:
+        try:
+            data = sock.recv(65536)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._close(p)
+            return
+        if p.refused:
+            if p.discard > 0:
+                p.discard -= len(data)
+                if p.discard <= 0:
+                    self._close(p)
+            return
+        p.buf += data
+        self._advance(p)
+
+    def _advance(self, p: _Pending) -> None:
+        if p.end is None:
+            f = frame(p.buf, self.max_header, self.max_body)
+            if f.refusal:
+                self._refuse(p, f.refusal)
+                return
+            if f.end is None:
+                return
+            p.end = f.end
+            p.deadline = time.monotonic() + self.body_timeout
+            if f.expects_continue:
+                # The client waits for this before it sends the body. gunicorn
+                # sends its own once the request reaches it: a second 1xx,
+                # which HTTP clients must accept.
+                self._send(p.conn.sock, b"HTTP/1.1 100 Continue\r\n\r\n")
+        if len(p.buf) >= p.end:
+            self._dispatch(p)
+
+    def _dispatch(self, p: _Pending) -> None:
+        conn = p.conn
+        self._forget(p)
+        conn.init()  # makes gunicorn's parser (plain HTTP/1.1: reads nothing)
+        conn.parser.unreader.unread(bytes(p.buf))
+        conn.data_ready = True
+        self.enqueue_req(conn)
+
+    # -- refusing and closing ------------------------------------------------
+    def _refuse(self, p: _Pending, refusal: Refusal, extra: str = "") -> None:
+        body = error_body(refusal.type, refusal.message).encode()
+        self._send(p.conn.sock, error_response(refusal.status, body, extra))
+        p.refused = True
+        p.buf = bytearray()
+        p.discard = refusal.discard if refusal.discard > 0 else -1
+        if refusal.discard <= 0:
+            try:
+                p.conn.sock.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass
+        p.deadline = time.monotonic() + REFUSAL_LINGER_S
+
+    @staticmethod
+    def _send(sock, data: bytes) -> None:
+        # A fresh connection's send buffer takes a few hundred bytes whole;
+        # a client that cannot take them is dropped with the connection.
+        try:
+            sock.send(data)
+        except OSError:
+            pass
+
+    def _forget(self, p: _Pending) -> None:
+        del self.pending[p.conn.sock]
+        try:
+            self.poller.unregister(p.conn.sock)
+        except (KeyError, ValueError, OSError):
+            pass
+
+    def _close(self, p: _Pending) -> None:
+        self._forget(p)
+        self.nr_conns -= 1
+        p.conn.close()
+
+    def murder_pending(self):
+        super().murder_pending()
+        now = time.monotonic()
+        for p in [p for p in self.pending.values()
+                  if p.deadline <= now or (not self.alive and not p.buf and not p.refused)]:
+            if p.refused or not p.buf:
+                self._close(p)  # idle, or its refusal is already sent
+            else:
+                self._refuse(p, Refusal("408 Request Timeout", "HTTPRequestTimeout",
+                                        "The request was not received in time."))
