@@ -1,0 +1,163 @@
+"""The API under slow, large and kept-alive clients, on a real gunicorn.
+
+Each request is read whole in a worker's event loop before a thread runs it
+(topology/api/worker.py): slow clients must not stop others, oversized
+requests are refused with a Neutron body before anything is written, and
+keep-alive and pipelining still work.
+"""
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+import time
+
+import requests
+
+from apihelpers import Client, error
+
+PARTIAL_HEADER = b"GET /v2.0/networks HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: "
+PARTIAL_BODY = (b"POST /v2.0/networks HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                b"Content-Type: application/json\r\nContent-Length: 4096\r\n\r\n{\"network\"")
+
+
+def _slow_clients(port: int, count: int) -> list[socket.socket]:
+    socks = []
+    for i in range(count):
+        s = socket.create_connection(("127.0.0.1", port), timeout=5)
+        s.sendall(PARTIAL_HEADER if i % 2 == 0 else PARTIAL_BODY)
+        socks.append(s)
+    return socks
+
+
+def _still_open(s: socket.socket) -> bool:
+    s.setblocking(False)
+    try:
+        return s.recv(1) != b""  # data would be an answer: not expected here
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    finally:
+        s.setblocking(True)
+
+
+def _read_response(s: socket.socket, limit_s: float) -> bytes:
+    s.settimeout(limit_s)
+    data = b""
+    while True:
+        chunk = s.recv(65536)
+        if not chunk:
+            return data
+        data += chunk
+
+
+def _split(raw: bytes) -> tuple[int, dict, dict]:
+    head, _, body = raw.partition(b"\r\n\r\n")
+    lines = head.decode().split("\r\n")
+    headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+    return int(lines[0].split()[1]), headers, json.loads(body)
+
+
+def test_slow_clients_do_not_block_a_normal_get(make_api):
+    # Two workers; before this worker class, two slow clients were enough to
+    # hold both sync workers, and 32 gthread threads fell to 24 (bench/RESULTS.md).
+    api = make_api(workers=2)
+    Client(api.url).network(name="n1")
+    slow = _slow_clients(api.port, 50)
+    try:
+        latencies = []
+        for _ in range(20):
+            t0 = time.monotonic()
+            r = requests.get(api.url + "/v2.0/networks", timeout=10)
+            latencies.append(time.monotonic() - t0)
+            assert r.status_code == 200
+            assert [n["name"] for n in r.json()["networks"]] == ["n1"]
+        # "Not blocked", with room for 2 loaded cores: a blocked GET would
+        # wait for a slow client's header_timeout (10 s).
+        assert max(latencies) < 2.0, latencies
+        # The slow clients are held, not shed to make room.
+        assert all(_still_open(s) for s in slow)
+    finally:
+        for s in slow:
+            s.close()
+
+
+def test_a_request_not_in_by_its_deadline_is_a_408(make_api):
+    api = make_api(workers=1, extra="header_timeout = 1\nbody_timeout = 1\n")
+    for partial in (PARTIAL_HEADER, PARTIAL_BODY):
+        s = socket.create_connection(("127.0.0.1", api.port), timeout=5)
+        s.sendall(partial)
+        t0 = time.monotonic()
+        status, headers, body = _split(_read_response(s, 10))
+        s.close()
+        assert status == 408
+        assert headers["connection"] == "close"
+        assert body["NeutronError"]["type"] == "HTTPRequestTimeout"
+        assert 0.5 < time.monotonic() - t0 < 5
+
+
+def test_a_10_mb_body_is_a_413_and_nothing_is_written(api):
+    before = api.revision()
+    body = json.dumps({"network": {"name": "x" * (10 * 1024 * 1024)}})
+    r = requests.post(api.url + "/v2.0/networks", data=body,
+                      headers={"Content-Type": "application/json"}, timeout=30)
+    assert r.status_code == 413
+    assert error(r)["type"] == "HTTPRequestEntityTooLarge"
+    assert "1048576" in error(r)["message"]
+    assert api.revision() == before
+    assert "x" * 100 not in requests.get(api.url + "/v2.0/networks", timeout=10).text
+
+
+def test_a_body_at_the_limit_is_read(make_api):
+    api = make_api(workers=1, extra="max_body_size = 2048\n")
+    ok = json.dumps({"network": {"name": "y" * 200, "description": " " * 100}})
+    r = requests.post(api.url + "/v2.0/networks", data=ok, timeout=10)
+    assert r.status_code == 201, r.text
+    big = json.dumps({"network": {"name": "z", "description": "d" * 2100}})
+    r = requests.post(api.url + "/v2.0/networks", data=big, timeout=10)
+    assert r.status_code == 413
+    assert "2048" in error(r)["message"]
+
+
+def test_oversized_header_and_chunked_body_are_refused(api):
+    r = requests.get(api.url + "/v2.0/networks", headers={"X-Big": "a" * 70000}, timeout=10)
+    assert r.status_code == 431
+    assert error(r)["type"] == "HTTPRequestHeaderFieldsTooLarge"
+    before = api.revision()
+    r = requests.post(api.url + "/v2.0/networks", timeout=10,
+                      data=iter([b'{"network": ', b"{}}"]))  # a generator: sent chunked
+    assert r.status_code == 411
+    assert "Content-Length" in error(r)["message"]
+    assert api.revision() == before
+
+
+def test_keepalive_serves_two_requests_on_one_connection(api):
+    conn = http.client.HTTPConnection("127.0.0.1", api.port, timeout=10)
+    conn.request("POST", "/v2.0/networks", json.dumps({"network": {"name": "ka"}}),
+                 {"Content-Type": "application/json"})
+    r1 = conn.getresponse()
+    created = json.loads(r1.read())["network"]
+    assert r1.status == 201
+    assert r1.getheader("Connection", "").lower() != "close"
+    first = conn.sock
+    local = first.getsockname()
+    conn.request("GET", f"/v2.0/networks/{created['id']}")
+    r2 = conn.getresponse()
+    assert r2.status == 200
+    assert json.loads(r2.read())["network"]["name"] == "ka"
+    # The same socket, not a reconnect behind http.client's back.
+    assert conn.sock is first and conn.sock.getsockname() == local
+    conn.close()
+
+
+def test_pipelined_requests_are_answered_in_order(api):
+    s = socket.create_connection(("127.0.0.1", api.port), timeout=10)
+    one = b"GET /v2.0/networks?name=p1 HTTP/1.1\r\nHost: x\r\n\r\n"
+    two = b"GET /v2.0/networks?name=p2 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    s.sendall(one + two[:20])  # the second request only half there
+    time.sleep(0.3)
+    s.sendall(two[20:])
+    raw = _read_response(s, 10)
+    s.close()
+    assert raw.count(b"HTTP/1.1 200 OK") == 2
