@@ -48,7 +48,9 @@ API_OPTS = [
     cfg.IntOpt("graceful_timeout", default=30, min=1,
                help="Seconds a worker may finish its requests after SIGTERM."),
     cfg.IntOpt("timeout", default=60, min=1,
-               help="Seconds a worker may take on one request before gunicorn restarts it."),
+               help="Seconds a worker's event loop may go without a heartbeat before "
+                    "gunicorn restarts the worker (requests run in threads and do not "
+                    "stop the heartbeat)."),
     cfg.IntOpt("threads", default=8, min=1,
                help="Threads per worker that run requests. A request reaches a thread "
                     "only once it has arrived whole, so slow clients never hold one; "
