@@ -68,6 +68,10 @@ API_OPTS = [
     cfg.FloatOpt("body_timeout", default=30.0, min=0.1,
                  help="Seconds a client has, after its header, to send the whole body; "
                       "then it gets a 408 and is closed."),
+    cfg.FloatOpt("response_timeout", default=30.0, min=0.1,
+                 help="Seconds a client has to take in a whole response; a client "
+                      "that reads too slowly is cut off so that it does not hold a "
+                      "thread."),
     cfg.IntOpt("max_header_size", default=65536, min=1024,
                help="Bytes a request line and header may take; beyond this a 431."),
     cfg.IntOpt("max_body_size", default=1048576, min=1024,

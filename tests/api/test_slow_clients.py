@@ -183,3 +183,33 @@ def test_clients_that_keep_their_end_open_after_close_do_not_stall_others(make_a
     finally:
         for s in held:
             s.close()
+
+
+def test_a_client_that_does_not_read_its_answer_is_cut_off(make_api):
+    # An answer larger than the socket buffers (about 8 MB here) to a client
+    # that reads none of it: the thread writing it gives up after
+    # response_timeout, and the worker's other threads serve on meanwhile.
+    api = make_api(workers=1, extra="threads = 1\nresponse_timeout = 2\n")
+    client = Client(api.url)
+    template = client.network(name="big")
+    from topology.store import SqliteStore
+    store = SqliteStore(str(api.db))
+    with store.transaction() as txn:
+        doc = txn.get("networks", template["id"])
+        for i in range(80):
+            txn.put("networks", f"big-{i}", dict(doc, id=f"big-{i}", description="d" * 100_000),
+                    project_id=doc["project_id"])
+    store.close()
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.connect(("127.0.0.1", api.port))
+    try:
+        s.sendall(b"GET /v2.0/networks HTTP/1.1\r\nHost: x\r\n\r\n")
+        time.sleep(4)  # response_timeout passes with the only thread stuck writing
+        t0 = time.monotonic()
+        r = requests.get(api.url + "/v2.0/networks?name=none", timeout=30)
+        assert r.status_code == 200 and r.json() == {"networks": []}
+        assert time.monotonic() - t0 < 2.0
+        assert "to read a response" in api.logs()
+    finally:
+        s.close()

@@ -10,7 +10,9 @@ api.max_header_size and api.max_body_size, within api.header_timeout and
 api.body_timeout, and only a complete request goes to the thread pool, where
 gunicorn's parser reads it from memory. A slow client costs a buffer and a
 file descriptor (api.worker_connections caps those per worker), never a
-thread. Kept-alive connections return to the same loop between requests.
+thread; one that reads its response too slowly is cut off after
+api.response_timeout. Kept-alive connections return to the same loop
+between requests, and connections close without the loop waiting on them.
 
 Refusals are answered from the loop with a Neutron error body: 408 when a
 request is not in by its deadline, 413 for a body over the limit (nothing
@@ -57,6 +59,7 @@ class BufferingWorker(ThreadWorker):
         api = self.app.conf.api
         self.header_timeout = float(api.header_timeout)
         self.body_timeout = float(api.body_timeout)
+        self.response_timeout = float(api.response_timeout)
         self.max_header = int(api.max_header_size)
         self.max_body = int(api.max_body_size)
         self.pending: dict[socket.socket, _Pending] = {}
@@ -112,6 +115,17 @@ class BufferingWorker(ThreadWorker):
         p.refused, p.discard = True, -1
         self.pending[conn.sock] = p
         self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._on_readable, p))
+
+    def handle_request(self, req, conn):
+        # Runs in a thread, on a blocking socket: the timeout bounds how long
+        # a client that does not read its response can hold the thread.
+        conn.sock.settimeout(self.response_timeout)
+        try:
+            return super().handle_request(req, conn)
+        except TimeoutError:
+            self.log.warning("closing a connection from %s: its client took more than %g s "
+                             "to read a response", conn.client, self.response_timeout)
+            return False
 
     # -- reading -------------------------------------------------------------
     def _read_next(self, conn: TConn, buffered: bytes) -> None:
