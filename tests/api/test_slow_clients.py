@@ -213,3 +213,21 @@ def test_a_client_that_does_not_read_its_answer_is_cut_off(make_api):
         assert "to read a response" in api.logs()
     finally:
         s.close()
+
+
+def test_slow_clients_do_not_hold_up_a_stop(make_api):
+    import signal
+    api = make_api(workers=1, extra="graceful_timeout = 30\n")
+    slow = _slow_clients(api.port, 10)
+    try:
+        time.sleep(0.5)
+        t0 = time.monotonic()
+        api.proc.send_signal(signal.SIGTERM)
+        assert api.proc.wait(30) == 0
+        # gthread's loop ticks once a second; the stop linger is 2 s
+        assert time.monotonic() - t0 < 6
+        answers = [_read_response(s, 5) for s in slow]
+        assert all(a == b"" or a.startswith(b"HTTP/1.1 408 ") for a in answers)
+    finally:
+        for s in slow:
+            s.close()

@@ -37,6 +37,8 @@ REFUSAL_LINGER_S = 5.0
 # How long a connection closed after its answer waits for the client's end
 # (gunicorn's own close_graceful waits as long).
 CLOSE_LINGER_S = 2.0
+# How long a stopping worker still waits for requests that are arriving.
+STOP_LINGER_S = 2.0
 
 
 class _Pending:
@@ -229,6 +231,12 @@ class BufferingWorker(ThreadWorker):
     def murder_pending(self):
         super().murder_pending()
         now = time.monotonic()
+        if not self.alive:
+            # Stopping: a request still arriving gets what gthread gives a
+            # kept-alive connection, not its whole header or body timeout.
+            stop = now + STOP_LINGER_S
+            for p in self.pending.values():
+                p.deadline = min(p.deadline, stop)
         for p in [p for p in self.pending.values()
                   if p.deadline <= now or (not self.alive and not p.buf and not p.refused)]:
             if p.refused or not p.buf:
