@@ -231,3 +231,19 @@ def test_slow_clients_do_not_hold_up_a_stop(make_api):
     finally:
         for s in slow:
             s.close()
+
+
+def test_expect_100_continue_gets_its_interim_answer_before_the_body(api):
+    body = json.dumps({"network": {"name": "expecting"}}).encode()
+    s = socket.create_connection(("127.0.0.1", api.port), timeout=10)
+    try:
+        s.sendall(b"POST /v2.0/networks HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                  b"Expect: 100-continue\r\nConnection: close\r\n"
+                  b"Content-Length: %d\r\n\r\n" % len(body))
+        assert s.recv(100).startswith(b"HTTP/1.1 100 Continue\r\n\r\n")
+        s.sendall(body)
+        raw = _read_response(s, 10)
+    finally:
+        s.close()
+    final = raw[raw.index(b"HTTP/1.1 201"):]
+    assert _split(final)[2]["network"]["name"] == "expecting"

@@ -77,7 +77,7 @@ def frame(buf: bytes | bytearray, max_header: int, max_body: int) -> Framing:
     return Framing(header_end, header_end + length, expects and length > len(buf) - header_end)
 
 
-def error_response(status: str, body: bytes, extra: str = "") -> bytes:
+def error_response(status: str, body: bytes) -> bytes:
     """A whole HTTP/1.1 answer that closes the connection."""
     return (f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\n{extra}Connection: close\r\n\r\n").encode() + body
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode() + body

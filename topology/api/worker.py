@@ -194,9 +194,9 @@ class BufferingWorker(ThreadWorker):
         self.enqueue_req(conn)
 
     # -- refusing and closing ------------------------------------------------
-    def _refuse(self, p: _Pending, refusal: Refusal, extra: str = "") -> None:
+    def _refuse(self, p: _Pending, refusal: Refusal) -> None:
         body = error_body(refusal.type, refusal.message).encode()
-        self._send(p.conn.sock, error_response(refusal.status, body, extra))
+        self._send(p.conn.sock, error_response(refusal.status, body))
         p.refused = True
         p.buf = bytearray()
         p.discard = refusal.discard if refusal.discard > 0 else -1
