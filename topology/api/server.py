@@ -45,6 +45,13 @@ class ApiServer(BaseApplication):
             "threads": api.threads,
             "worker_connections": api.worker_connections,
             "keepalive": api.keepalive_timeout,
+            # The worker refuses a header over api.max_header_size as a whole,
+            # with a Neutron body; gunicorn's own per-line limits (4094 bytes
+            # a request line by default: a port list filtered by a few dozen
+            # ids) would refuse less, and in gunicorn's own shape.
+            "limit_request_line": 0,
+            "limit_request_field_size": api.max_header_size,
+            "limit_request_fields": 32768,
             "timeout": api.timeout,
             "graceful_timeout": api.graceful_timeout,
             "preload_app": False,
