@@ -178,44 +178,6 @@ def test_processes_racing_for_claims_each_key_won_once(tmp_path):
     s.close()
 
 
-def test_a_writer_stuck_holding_the_store_costs_others_only_their_timeout(tmp_path):
-    # A writer that never finishes (a paused process, here a parked thread)
-    # holds the writers' flock: others give up after their timeout, with
-    # nothing written, and write normally once it is gone.
-    import threading
-    import time
-
-    from topology.store.base import StoreError
-
-    path = str(tmp_path / "s.db")
-    stuck, impatient = SqliteStore(path), SqliteStore(path, busy_timeout_s=0.3)
-    inside, release = threading.Event(), threading.Event()
-
-    def hold():
-        with stuck.transaction() as txn:
-            txn.put("networks", "held", {"id": "held"})
-            inside.set()
-            release.wait(30)
-
-    t = threading.Thread(target=hold)
-    t.start()
-    assert inside.wait(10)
-    for _ in range(3):
-        t0 = time.monotonic()
-        with pytest.raises(StoreError):
-            with impatient.transaction() as txn:
-                txn.put("networks", "late", {"id": "late"})
-        assert time.monotonic() - t0 < 3
-    release.set()
-    t.join(10)
-    with impatient.transaction() as txn:
-        txn.put("networks", "after", {"id": "after"})
-    with impatient.read() as r:
-        assert [n["id"] for n in r.list("networks")] == ["held", "after"]
-    stuck.close()
-    impatient.close()
-
-
 def test_reading_a_store_locked_by_another_process_is_a_store_error(tmp_path):
     import sqlite3
 
