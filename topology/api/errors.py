@@ -85,14 +85,19 @@ def conflict_error(exc: Conflict) -> InUse:
     return InUse(template.format(key=exc.key, sub=sub, namespace=exc.namespace), type_)
 
 
-def error_body(type_: str, message: str) -> str:
+def _body(type_: str, message: str) -> str:
     return json.dumps({"NeutronError": {"type": type_, "message": message, "detail": ""}})
+
+
+def error_body(type_: str, message: str) -> str:
+    """The JSON of a Neutron error, for answers sent outside falcon (the API's worker)."""
+    return _body(type_, message)
 
 
 def _respond(resp: falcon.Response, status, type_: str, message: str) -> None:
     resp.status = status
     resp.content_type = falcon.MEDIA_JSON
-    resp.text = error_body(type_, message)
+    resp.text = _body(type_, message)
 
 
 def install(app: falcon.App) -> None:
