@@ -65,6 +65,7 @@ class BufferingWorker(ThreadWorker):
         self.max_header = int(api.max_header_size)
         self.max_body = int(api.max_body_size)
         self.pending: dict[socket.socket, _Pending] = {}
+        self.stop_by: float | None = None
         super().init_process()
 
     # -- where connections enter the loop ------------------------------------
@@ -233,10 +234,12 @@ class BufferingWorker(ThreadWorker):
         now = time.monotonic()
         if not self.alive:
             # Stopping: a request still arriving gets what gthread gives a
-            # kept-alive connection, not its whole header or body timeout.
-            stop = now + STOP_LINGER_S
+            # kept-alive connection, not its whole header or body timeout,
+            # and every connection here is closed by then.
+            if self.stop_by is None:
+                self.stop_by = now + STOP_LINGER_S
             for p in self.pending.values():
-                p.deadline = min(p.deadline, stop)
+                p.deadline = min(p.deadline, self.stop_by)
         for p in [p for p in self.pending.values()
                   if p.deadline <= now or (not self.alive and not p.buf and not p.refused)]:
             if p.refused or not p.buf:
