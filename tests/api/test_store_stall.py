@@ -148,3 +148,37 @@ def test_a_write_the_client_gave_up_on_is_whole_or_absent(make_api):
     names = [n["name"] for n in client.call("GET", "/networks").json()["networks"]]
     assert names == ["gone"]
     assert_no_500_logged(api)
+
+
+def test_a_worker_started_while_the_store_is_locked_boots(make_api):
+    # gunicorn stops the whole server when a worker fails to boot: a worker
+    # replaced during a stall must not touch the store until asked to.
+    import os
+    import signal
+    api = make_api(workers=1, extra="store_timeout = 1\n")
+    client = Client(api.url)
+    client.network(name="before")
+    children = f"/proc/{api.proc.pid}/task/{api.proc.pid}/children"
+    old = {int(p) for p in open(children).read().split()}
+    assert len(old) == 1
+    holder = hold_lock(api.db, "write", 6)
+    try:
+        os.kill(old.pop(), signal.SIGKILL)
+        deadline = time.monotonic() + 20
+        while True:
+            r = None
+            try:
+                r = requests.get(api.url + "/v2.0/networks", timeout=5)
+            except requests.ConnectionError:
+                pass
+            if r is not None and r.status_code == 200:
+                break
+            assert time.monotonic() < deadline and api.proc.poll() is None, api.logs()
+            time.sleep(0.2)
+        assert_503(client.call("POST", "/networks", {"network": {"name": "during"}}))
+        assert holder.poll() is None
+    finally:
+        holder.wait()
+    assert client.call("POST", "/networks", {"network": {"name": "after"}}).status_code == 201
+    assert api.proc.poll() is None
+    assert "Traceback" not in api.logs()

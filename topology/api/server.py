@@ -66,7 +66,10 @@ class ApiServer(BaseApplication):
             self.cfg.set(key, value)
 
     def load(self):
-        return create_app(self.conf, open_store(self.conf.store,
+        # check() migrated in the master. A worker that opened the store as it
+        # boots would fail to boot while the store is stalled, and gunicorn
+        # stops the whole server when a worker fails to boot.
+        return create_app(self.conf, open_store(self.conf.store, migrate=False,
                                                 timeout_s=self.conf.api.store_timeout))
 
 

@@ -166,14 +166,18 @@ class _SqliteTxn(_SqliteRead, Txn):
 
 
 class SqliteStore(Store):
-    def __init__(self, path: str, *, history: int = DEFAULT_HISTORY, busy_timeout_s: float = 30.0):
+    def __init__(self, path: str, *, history: int = DEFAULT_HISTORY, busy_timeout_s: float = 30.0,
+                 migrate: bool = True):
         self.path = path
         self.history = history
         self.busy_timeout_s = busy_timeout_s
         self._local = threading.local()
         if os.path.dirname(path):
             os.makedirs(os.path.dirname(path), exist_ok=True)
-        self._migrate()
+        # migrate=False: someone else (the API's master) has migrated, and
+        # this opens nothing until first used.
+        if migrate:
+            self._migrate()
 
     @classmethod
     def from_url(cls, url: str, **kw) -> "SqliteStore":
@@ -356,13 +360,15 @@ class SqliteStore(Store):
             self._local.hint_conn = None
 
 
-def open_store(url: str, *, timeout_s: Optional[float] = None) -> Store:
+def open_store(url: str, *, timeout_s: Optional[float] = None, migrate: bool = True) -> Store:
     """The store named by a URL. sqlite:///path today; etcd:// later.
 
     timeout_s: how long a read or write may wait on a lock before StoreError.
+    migrate=False: the schema is known to be current; touch nothing yet.
     """
     if url.startswith("sqlite:///"):
+        kw: dict = {"migrate": migrate}
         if timeout_s is not None:
-            return SqliteStore.from_url(url, busy_timeout_s=timeout_s)
-        return SqliteStore.from_url(url)
+            kw["busy_timeout_s"] = timeout_s
+        return SqliteStore.from_url(url, **kw)
     raise ValueError(f"unsupported store URL {url!r} (expected sqlite:///PATH)")
