@@ -121,7 +121,9 @@ def to_controller(port_key: int) -> tuple[tuple]:
     accepted and sends unmetered until the meter exists and the flow is
     written again; OVS binds the meter when a flow is written, so the
     reconciler re-writes every flow whose meter it (re)creates
-    (controller/reconciler.py rebind_meters).
+    (controller/reconciler.py rebind_meters). (OVS then flushes the
+    restored flows anyway when it re-adds an active controller connection:
+    bench/RESULTS.md, issue 16.)
     """
     return (apply(nxext.controller(port_key)),)
 
