@@ -95,28 +95,20 @@ OWN_ADDRESS_PRIORITY = 104
 ANNOUNCE_PRIORITY = 105
 
 
-def address_table(view: TopologyView, network_id: str) -> dict[bytes, bytes]:
-    """Every IPv4 address the store knows in a network -> the MAC that answers for it.
-
-    Keys and values are packed (4-byte address, 6-byte MAC), as they appear
-    in ARP packets.
-    """
+def _address_maps(view: TopologyView, network_id: str
+                  ) -> tuple[dict[bytes, bytes], dict[bytes, bytes]]:
+    """(fixed IPs -> MAC, single-address pairs -> MAC) of a network's ports,
+    the port with the smallest key first."""
     ports = sorted(view.ports_by_network.get(network_id, {}).values(),
                    key=lambda p: (p.get("_key") or 0, p["id"]))
     fixed: dict[bytes, bytes] = {}
     pairs: dict[bytes, bytes] = {}
     for p in ports:
-        mac = p.get("mac_address")
-        if not mac:
+        port_mac = _port_mac(p)
+        if port_mac is None:
             continue
-        try:
-            port_mac = mac_bytes(mac)
-        except ValueError:
-            continue
-        for fip in p.get("fixed_ips") or ():
-            ip = ipv4_packed(fip.get("ip_address") or "")
-            if ip is not None:
-                fixed.setdefault(ip, port_mac)
+        for ip in _fixed_packed(p):
+            fixed.setdefault(ip, port_mac)
         for pair, text in pair_ipv4s(p):
             ip = ipv4_packed(text)
             try:
@@ -124,9 +116,44 @@ def address_table(view: TopologyView, network_id: str) -> dict[bytes, bytes]:
             except ValueError:
                 continue
             pairs.setdefault(ip, pair_mac)
+    return fixed, pairs
+
+
+def _port_mac(port: Document) -> Optional[bytes]:
+    try:
+        return mac_bytes(port.get("mac_address") or "")
+    except ValueError:
+        return None
+
+
+def _fixed_packed(port: Document) -> list[bytes]:
+    out = []
+    for fip in port.get("fixed_ips") or ():
+        ip = ipv4_packed(fip.get("ip_address") or "")
+        if ip is not None:
+            out.append(ip)
+    return out
+
+
+def address_table(view: TopologyView, network_id: str) -> dict[bytes, bytes]:
+    """Every IPv4 address the store knows in a network -> the MAC that answers for it.
+
+    Keys and values are packed (4-byte address, 6-byte MAC), as they appear
+    in ARP packets.
+    """
+    fixed, pairs = _address_maps(view, network_id)
     table = dict(pairs)
     table.update(fixed)
     return table
+
+
+def pair_answers(view: TopologyView, network_id: str) -> dict[bytes, bytes]:
+    """The part of address_table that comes from allowed address pairs (no
+    port has the address as a fixed IP): the only addresses several ports
+    may claim, so the only ones whose answer a change to another port can
+    move."""
+    fixed, pairs = _address_maps(view, network_id)
+    return {ip: mac for ip, mac in pairs.items() if ip not in fixed}
 
 
 def arp_reply(frame: bytes, table: Mapping[bytes, bytes],
@@ -193,7 +220,8 @@ def _mac_text(mac: bytes) -> str:
     return ":".join(f"{b:02x}" for b in mac)
 
 
-def responder_flow(app_id: int, network_key: int, ip: bytes, mac: bytes) -> Flow:
+def responder_flow(app_id: int, network_key: int, ip: bytes, mac: bytes,
+                   owner: tuple[str, int]) -> Flow:
     """Answer an ARP request for `ip` in the network with `mac`, in the
     switch: the request is turned into the reply and sent back out of the
     port it came in on (Neutron's arp_responder, OVN's ARP flows)."""
@@ -210,23 +238,45 @@ def responder_flow(app_id: int, network_key: int, ip: bytes, mac: bytes) -> Flow
                       set_field("arp_sha", mac_text),
                       set_field("arp_spa", ip_text),
                       output("in_port")),
-                owner=("networks", network_key))
+                owner=owner)
 
 
-def responder_flows(app_id: int, view: TopologyView, sw: SwitchView, network: Document,
-                    table: Mapping[bytes, bytes]) -> list[Flow]:
-    """One responder per address the store knows in the network, on a
-    switch where the network is present (`table` is its address_table)."""
+def port_responder_flows(app_id: int, view: TopologyView, sw: SwitchView,
+                         port: Document) -> list[Flow]:
+    """Responders for a port's fixed IPs, local or remote, on a switch
+    where its network is present. A fixed IP is the port's alone (IPAM), so
+    its answer depends on this port only and lives in the port's scope: a
+    change to one port recomputes its own responders, not the network's."""
+    network = view.networks.get(port.get("network_id"))
+    if sw.host is None or not is_active(network) or network.get("_key") is None \
+            or port.get("_key") is None:
+        return []
+    mac = _port_mac(port)
+    if mac is None:
+        return []
+    return [responder_flow(app_id, network["_key"], ip, mac, ("ports", port["_key"]))
+            for ip in dict.fromkeys(_fixed_packed(port))]
+
+
+def pair_responder_flows(app_id: int, view: TopologyView, sw: SwitchView, network: Document,
+                         answers: Mapping[bytes, bytes]) -> list[Flow]:
+    """Responders for the network's pair addresses (`answers` is its
+    pair_answers): in the network's scope, which every port change of the
+    network recomputes, because which port answers for a shared address
+    (a VIP in several ports' pairs) depends on all of them."""
     if sw.host is None or not is_active(network) or network.get("_key") is None:
         return []
     key = network["_key"]
-    return [responder_flow(app_id, key, ip, mac) for ip, mac in sorted(table.items())]
+    return [responder_flow(app_id, key, ip, mac, ("networks", key))
+            for ip, mac in sorted(answers.items())]
 
 
 class AddressCache:
-    """address_table per network, recomputed when the view's revision moves."""
+    """A per-network function of the view (address_table, pair_answers),
+    recomputed when the view's revision moves."""
 
-    def __init__(self) -> None:
+    def __init__(self, compute=None) -> None:
+        self._compute = compute or address_table
         self._view_id: Optional[int] = None
         self._revision: Optional[int] = None
         self._tables: dict[str, dict[bytes, bytes]] = {}
@@ -238,7 +288,7 @@ class AddressCache:
             self._tables = {}
         table = self._tables.get(network_id)
         if table is None:
-            table = self._tables[network_id] = address_table(view, network_id)
+            table = self._tables[network_id] = self._compute(view, network_id)
         return table
 
 
@@ -250,16 +300,17 @@ class ArpApp(App):
         self.cache = AddressCache()
         # Flows are computed on the core thread, packet-ins answered on
         # another: each keeps its own cache.
-        self.flow_cache = AddressCache()
+        self.pair_cache = AddressCache(pair_answers)
         self.runtime = None
 
     def network_flows(self, view: TopologyView, sw: SwitchView,
                       network: Document) -> Iterable[Flow]:
-        return responder_flows(self.app_id, view, sw, network,
-                               self.flow_cache.get(view, network["id"]))
+        return pair_responder_flows(self.app_id, view, sw, network,
+                                    self.pair_cache.get(view, network["id"]))
 
     def port_flows(self, view: TopologyView, sw: SwitchView, port: Document) -> Iterable[Flow]:
-        return arp_request_flows(self.app_id, view, sw, port)
+        return (arp_request_flows(self.app_id, view, sw, port)
+                + port_responder_flows(self.app_id, view, sw, port))
 
     def _count(self, name: str) -> None:
         if self.runtime is not None:
