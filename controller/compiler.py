@@ -23,7 +23,7 @@ from typing import Callable, Iterable, Optional
 from controller import pipeline, scopes
 from controller.app import App, SwitchView
 from controller.codec import canonical
-from controller.flow import Flow, flow, goto
+from controller.flow import Flow, flow, goto, meters_of
 from controller.scopes import SWITCH_SCOPE, Scope
 from topology.view import TopologyView
 
@@ -231,8 +231,7 @@ def _resolve(shared: dict) -> Flow:
                 first.cookie)
 
 
-def _meters_of(f: Flow) -> list[int]:
-    return [ins[1] for ins in f.instructions if ins[0] == "meter"]
+_meters_of = meters_of   # one definition: meter instructions and metered controller actions
 
 
 def miss_flows() -> tuple[Flow, ...]:

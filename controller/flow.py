@@ -18,6 +18,9 @@ Instructions are a tuple of small tuples, in the order OpenFlow applies them:
 and actions inside "apply" are:
 
     ("output", port)            port is an int, "controller" or "in_port"
+    ("controller", meter_id)    Nicira controller(meter_id=N): a packet-in through
+                                meter N (to_controller says why not the meter
+                                instruction; spec in controller/nxext.py)
     ("set_field", field, value)  any field; value may be (value, mask) to set
                                  some bits (sent as Nicira reg_load2)
     ("push_vlan",)              ethertype 0x8100
@@ -46,7 +49,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from controller import pipeline
+from controller import nxext, pipeline  # nxext registers the "controller" kind
 # Instruction and action builders, so apps read like flow tables. Each is the
 # build step of its kind's spec in controller/actions.py.
 from controller.actions import (apply, conjunction, ct, ct_clear, dec_ttl, goto,  # noqa: F401
@@ -100,7 +103,7 @@ def _app_cookie(app_id: int) -> int:
     return cookie
 
 
-def to_controller(port_key: int) -> tuple[tuple, tuple]:
+def to_controller(port_key: int) -> tuple[tuple]:
     """Send to the controller through the port's meter.
 
     Every controller-bound flow of a VM port is rate-limited by the meter
@@ -108,5 +111,29 @@ def to_controller(port_key: int) -> tuple[tuple, tuple]:
     reconciler installs a meter for every meter id a desired flow uses,
     before the flow, so apps need not manage meters. Spread it into a flow:
     flow(app_id, "services", 100, match, *to_controller(port["_key"])).
+
+    The meter is named by the Nicira controller(meter_id=N) action, not by
+    the OpenFlow meter instruction. Open vSwitch's flow-preserving restart
+    (`ovs-ctl restart`, which runs ovs-save) restores flows but not meters,
+    and refuses a flow whose meter instruction names a missing meter
+    (OFPMMFC_INVALID_METER); ovs-ofctl then stops and the bridge comes back
+    with no flows at all. A controller action naming a missing meter is
+    accepted and sends unmetered until the meter exists and the flow is
+    written again; OVS binds the meter when a flow is written, so the
+    reconciler re-writes every flow whose meter it (re)creates
+    (controller/reconciler.py rebind_meters). (OVS then flushes the
+    restored flows anyway when it re-adds an active controller connection:
+    bench/RESULTS.md, issue 16.)
     """
-    return (meter(port_key), apply(output("controller")))
+    return (apply(nxext.controller(port_key)),)
+
+
+def meters_of(f: Flow) -> list[int]:
+    """The meter ids a flow uses: meter instructions and metered controller actions."""
+    out = []
+    for ins in f.instructions:
+        if ins[0] == "meter":
+            out.append(ins[1])
+        elif ins[0] == "apply":
+            out.extend(a[1] for a in ins[1:] if a[0] == "controller")
+    return out

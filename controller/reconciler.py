@@ -5,7 +5,9 @@ connect and at every audit, then kept by applying what it sent). A sync diffs
 desired against that belief and sends:
 
     meters added or changed   (outside bundles, before the flows that use them)
-    one atomic ONF bundle     (flow deletes, adds and modifies)
+    one atomic ONF bundle     (flow deletes, adds and modifies, and a re-write
+                               of every flow using a meter just added: see
+                               rebind_meters)
     meters no longer used     (after: deleting a meter deletes its flows)
 
 Meters are derived from the flows: every meter id a desired flow uses gets a
@@ -35,7 +37,7 @@ from dataclasses import dataclass
 from typing import Iterable, Mapping, Optional, Protocol
 
 from controller import pipeline
-from controller.flow import Flow
+from controller.flow import Flow, meters_of
 
 LOG = logging.getLogger(__name__)
 
@@ -86,7 +88,7 @@ def ours(meters: Mapping[int, MeterSpec]) -> dict[int, MeterSpec]:
 
 
 def meters_used(flows: Iterable[Flow]) -> set[int]:
-    return {ins[1] for f in flows for ins in f.instructions if ins[0] == "meter"}
+    return {m for f in flows for m in meters_of(f)}
 
 
 def diff_meters(desired: Mapping[int, MeterSpec], installed: Mapping[int, MeterSpec]
@@ -101,6 +103,26 @@ def diff_meters(desired: Mapping[int, MeterSpec], installed: Mapping[int, MeterS
             before.append(("modify", mid, spec))
     after = [("delete", mid, None) for mid in sorted(installed) if mid not in desired]
     return before, after
+
+
+def rebind_meters(desired: Mapping[tuple, Flow], ops: list[FlowOp], before: list) -> list[FlowOp]:
+    """Modifies re-writing the flows that are already right but use a meter
+    about to be added.
+
+    Open vSwitch binds a controller(meter_id=N) action to meter N when the
+    flow is written; written while N did not exist, the flow sends to the
+    controller unmetered, and adding N later does not change that. That is
+    the state a flow-preserving restart (ovs-save restores flows, never
+    meters) or a hand-deleted meter leaves, so re-writing (modify-strict,
+    which keeps counters) after the meter binds them again. Only whole
+    syncs need this: a delta adds a meter together with its new flows.
+    """
+    added = {mid for op, mid, _spec in before if op == "add"}
+    if not added:
+        return []
+    touched = {f.key for _op, f in ops}
+    return [("modify", f) for k, f in desired.items()
+            if k not in touched and added.intersection(meters_of(f))]
 
 
 class Reading:
@@ -240,6 +262,7 @@ class SwitchReconciler:
                 want_meters = {m: self.meter_spec for m in meters_used(desired.values())}
                 ops = diff_flows(desired, self.installed)
                 before, after = diff_meters(want_meters, self.meters)
+                ops += rebind_meters(desired, ops, before)
                 return self._send(ops, before, after)
             except ChannelError:
                 self._failed()

@@ -169,7 +169,7 @@ KINDS: dict[str, tuple[list[Flow], list[str]]] = {
     ], [f"actions=group:{GROUP_ID}"]),
     "meter": ([
         f("services", 100, {"reg6": 1, "eth_type": 0x806}, *to_controller(1)),
-    ], ["actions=meter:1,CONTROLLER:65535"]),
+    ], ["actions=controller(meter_id=1)"]),
     "instructions": ([
         # An empty apply-actions is not reported back: canonical() drops it.
         f("port_security", 100, {"reg6": 1}, apply(), write_metadata(0x1F, 0x0F),

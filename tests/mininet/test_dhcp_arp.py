@@ -336,14 +336,18 @@ def broadcast(vm, port: int) -> None:
     assert r.returncode == 0, r.stdout + r.stderr
 
 
+UNKNOWN_IP = "10.0.2.49"    # in n2's subnet, no port has it
+
+
 def arp_requests(lines) -> list[str]:
     return [line for line in lines if "Request" in line]
 
 
 def test_arp_requests_fail_closed_without_the_proxy_flow(cloud):
     """With the proxy's flow for the sender deleted from the switch, its ARP
-    requests still reach no VM: l2's low-priority services drop catches
-    them. The same capture does see the sender's UDP broadcast (control)."""
+    requests still reach no VM: a known target is answered by the switch's
+    responder, an unknown one is caught by l2's low-priority services drop.
+    The same capture does see the sender's UDP broadcast (control)."""
     s = cloud.add_vm(cloud.h1, cloud.n2, "fs", ip="10.0.2.41")
     t = cloud.add_vm(cloud.h1, cloud.n2, "ft", ip="10.0.2.42")
     u = cloud.add_vm(cloud.h2, cloud.n2, "fu", ip="10.0.2.43")
@@ -362,23 +366,27 @@ def test_arp_requests_fail_closed_without_the_proxy_flow(cloud):
             u.capture(f"arp or udp port {port}") as cap_u:
         time.sleep(0.3)
         s.arp_flush()
-        s.run(["arping", "-c", "3", "-w", "3", "-i", "eth0", t.ip], timeout=15)
+        r = s.run(["arping", "-c", "3", "-w", "3", "-i", "eth0", t.ip], timeout=15)
+        assert r.returncode == 0 and t.mac.lower() in r.stdout.lower(), r.stdout
+        r = s.run(["arping", "-c", "2", "-w", "2", "-i", "eth0", UNKNOWN_IP], timeout=15)
+        assert r.returncode != 0 and "bytes from" not in r.stdout, r.stdout
         broadcast(s, port)
         time.sleep(0.5)
     for cap in (cap_t, cap_u):
         assert not arp_requests(cap.lines), cap.lines
         assert len([line for line in cap.lines if f"{s.ip}." in line and f".{port}:" in line]) == 3, \
             cap.lines
-    # Control: it is l2's drop flow that stopped them. Without it too, the
-    # request floods to the neighbour. (Only s lacks a proxy flow, so no
-    # other VM of the module is affected until the audit restores both.)
+    # Control: it is l2's drop flow that stopped the unknown one. Without it
+    # too, that request floods to the neighbour. (Only s lacks a proxy flow,
+    # so no other VM of the module is affected until the audit restores both.)
     sh(OFCTL + ["--strict", "del-flows", s.host.bridge,
                 f"table={table_id('services')},priority=10,arp,arp_op=1"])
     with t.capture("arp") as cap_t:
         time.sleep(0.3)
-        s.run(["arping", "-c", "2", "-w", "2", "-i", "eth0", t.ip], timeout=15)
+        s.run(["arping", "-c", "2", "-w", "2", "-i", "eth0", UNKNOWN_IP], timeout=15)
         time.sleep(0.5)
-    assert [line for line in arp_requests(cap_t.lines) if f"tell {s.ip}" in line], cap_t.lines
+    assert [line for line in arp_requests(cap_t.lines)
+            if f"who-has {UNKNOWN_IP} " in line and f"tell {s.ip}" in line], cap_t.lines
 
 
 def test_gratuitous_arp_for_own_address_reaches_neighbours(cloud):

@@ -11,7 +11,8 @@ from os_ken.ofproto import ofproto_v1_3_parser as parser
 from controller import actions, codec, fields, pipeline
 from controller.flow import (CT_EST, CT_NEW, CT_REL, CT_TRK, Flow, apply, conjunction, ct,
                              ct_clear, ct_state, dec_ttl, flow, goto, group, meter, move, nat,
-                             output, pop_vlan, push_vlan, resubmit, set_field, write_metadata)
+                             output, pop_vlan, push_vlan, resubmit, set_field, to_controller,
+                             write_metadata)
 
 DP = SimpleNamespace(ofproto=ofp, ofproto_parser=parser, id=1)
 
@@ -43,6 +44,7 @@ TCP = {"eth_type": 0x800, "ip_proto": 6}
 ACTION_FLOWS = {
     "output": flow(1, "output", 10, {"reg7": 1}, apply(output(3), output("in_port"))),
     "output-controller": flow(1, "services", 10, {}, apply(output("controller"))),
+    "controller-metered": flow(1, "services", 11, {}, *to_controller(7)),
     "set_field-reg": flow(1, "classify", 10, {"in_port": 1}, apply(set_field("reg6", 7))),
     "set_field-reg-masked": flow(1, "classify", 11, {"in_port": 1},
                                  apply(set_field("reg5", (0x30, 0xF0)))),

@@ -195,7 +195,7 @@ def test_flows():
     assert client.table == "services" and client.cookie == app_cookie(APP_IDS["dhcp"], "ports", 5)
     assert dict(client.match) == {"reg6": 5, "eth_type": 0x0800, "ip_proto": 17,
                                   "udp_src": 68, "udp_dst": 67}
-    assert client.instructions == (("meter", 5), ("apply", ("output", "controller")))
+    assert client.instructions == (("apply", ("controller", 5)),)
     assert list(app.port_flows(view, sw, view.ports["port-vm2-bbbbbbbb"])) == []
     assert list(app.port_flows(view, sw, view.ports["port-dhcp-cccccc"])) == []
     (drop,) = app.switch_flows(view, sw)

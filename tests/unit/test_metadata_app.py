@@ -94,7 +94,7 @@ def test_flows_for_a_local_vm_port():
                                "ipv4_dst": "169.254.169.254", "tcp_dst": 80}
     assert dict(arp.match) == {"reg6": 5, "eth_type": 0x0806, "arp_op": 1,
                                "arp_tpa": "169.254.169.254"}
-    assert tcp.instructions == (("meter", 5), ("apply", ("output", "controller")))
+    assert tcp.instructions == (("apply", ("controller", 5)),)
     assert arp.priority > 100                                  # above the ARP proxy
     # a port bound to another host gets none here
     assert list(app.port_flows(view, sw(view), view.ports[PORT2_ID])) == []

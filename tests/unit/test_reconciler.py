@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from controller import pipeline
-from controller.flow import Flow, apply, flow, goto, output, to_controller
+from controller.flow import Flow, apply, flow, goto, meters_of, output, to_controller
 from controller.reconciler import (ChannelError, MeterSpec, SwitchReconciler, diff_flows,
                                    diff_meters)
 
@@ -19,6 +19,9 @@ class FakeSwitch:
         self.meters: dict[int, MeterSpec] = {}
         self.log: list[tuple] = []
         self.fail_bundle = False
+        # Keys of flows whose controller(meter_id) action is bound to its
+        # meter: OVS binds when the flow is written, if the meter exists.
+        self.bound: set[tuple] = set()
 
     def read_flows(self):
         return [f for f in list(self.flows.values())
@@ -49,6 +52,16 @@ class FakeSwitch:
                 assert all(m in self.meters for m in
                            [i[1] for i in f.instructions if i[0] == "meter"]), "meter first"
                 self.flows[f.key] = f
+                if all(m in self.meters for m in meters_of(f)):
+                    self.bound.add(f.key)
+                else:
+                    self.bound.discard(f.key)
+
+    def restore(self):
+        """What `ovs-ctl restart` leaves: the flows (ovs-save restored them
+        while no meter existed, so none is bound) and no meters."""
+        self.meters = {}
+        self.bound = {k for k, f in self.flows.items() if not meters_of(f)}
 
 
 def fl(n, table="output", app=1, port=None):
@@ -220,3 +233,35 @@ def test_reading_voided_by_an_error_is_not_adopted():
     assert rec.sync(index(fl(1), fl(2)), audit=True, reading=reading) == 1
     assert rec.stats["reads"] == reads + 1     # read again, not the stale reading
     assert sw.flows == index(fl(1), fl(2))
+
+
+def test_flows_restored_without_their_meters_are_rewritten_after_the_meters():
+    """A flow-preserving OVS restart brings back the flows but not the
+    meters; the controller-bound flows then send unmetered until re-written
+    once their meter exists. The reconciler does that, in one bundle after
+    the meters, and leaves every other flow alone."""
+    sw = FakeSwitch()
+    ctl = flow(2, "services", 100, {"reg6": 7}, *to_controller(7))
+    desired = index(fl(1), ctl)
+    SwitchReconciler(1, sw, SPEC).sync(desired)
+    assert sw.bound == {fl(1).key, ctl.key}
+    sw.restore()
+    sw.log.clear()
+    rec = SwitchReconciler(1, sw, SPEC)      # the switch reconnects: a new belief
+    assert rec.sync(desired) == 2
+    assert sw.log == [("meter", "add", 7), ("flow", "modify", ctl.key)]
+    assert sw.bound == {fl(1).key, ctl.key} and sw.meters == {7: SPEC}
+    sw.log.clear()
+    assert rec.sync(desired, audit=True) == 0 and sw.log == []
+
+
+def test_a_meter_deleted_by_hand_is_repaired_with_its_flows():
+    sw = FakeSwitch()
+    ctl = flow(2, "services", 100, {"reg6": 7}, *to_controller(7))
+    rec = SwitchReconciler(1, sw, SPEC)
+    rec.sync(index(ctl))
+    sw.restore()               # as after ovs-ofctl del-meters: the flow stays, unbound
+    sw.log.clear()
+    rec.sync(index(ctl), audit=True)
+    assert sw.log == [("meter", "add", 7), ("flow", "modify", ctl.key)]
+    assert rec.stats["repairs"] == 1 and sw.bound == {ctl.key}
