@@ -78,14 +78,19 @@ PIPELINE: tuple[Stage, ...] = (
     Stage("services", 10, next=("egress_firewall",), miss="egress_firewall",
           writers={"l2": (10, 10), "arp": (100, 105), "dhcp": (100, 100),
                    "metadata": (110, 110)},
-          doc="Conversations the controller answers itself, through a per-port meter. "
-              "Priority 110: TCP and ARP for 169.254.169.254 (metadata). Priority 105: "
-              "a gratuitous ARP request announcing one of the port's own addresses goes "
-              "on into the network. Priority 100: ARP requests (the ARP proxy) and DHCP "
-              "client packets go to the controller; DHCP server packets (udp source "
-              "port 67) a VM sends are dropped. Priority 10: every other ARP request is "
-              "dropped, so ARP fails closed if the proxy's flows are missing. Only VM "
-              "traffic gets here.",
+          doc="Conversations vmflow answers itself. Priority 110: TCP and ARP for "
+              "169.254.169.254 go to the controller (metadata). Priority 105: a "
+              "gratuitous ARP request announcing one of the port's own addresses goes on "
+              "into the network. Priority 104: a port's ARP request for its own address "
+              "goes to the controller, so a duplicate-address probe sees no conflict. "
+              "Priority 102: an ARP request for an address the store knows in the "
+              "network is answered in the switch (the reply goes back out of in_port), "
+              "so ARP between VMs that already talk survives a controller outage. "
+              "Priority 100: other ARP requests (the ARP proxy, for what the switch "
+              "cannot answer) and DHCP client packets go to the controller through the "
+              "port's meter; DHCP server packets (udp source port 67) a VM sends are "
+              "dropped. Priority 10: every other ARP request is dropped, so ARP fails "
+              "closed. Only VM traffic gets here.",
           miss_doc="Everything else goes on to egress_firewall."),
     Stage("egress_firewall", 20, next=("egress_rules", "routing"), miss="routing",
           writers={"secgroup": (100, 100)},
