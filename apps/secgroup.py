@@ -138,9 +138,25 @@ def rule_matches(rule: Rule, side: Side) -> list[dict]:
     return [base]
 
 
+_RULES: dict[str, tuple[Document, Rule]] = {}
+
+
+def rule_of(doc: Document) -> Rule:
+    """The parsed rule of a stored one, parsed once per version of it: every
+    member port's flows read the same rules."""
+    got = _RULES.get(doc["id"])
+    if got is not None and got[0] is doc:
+        return got[1]
+    if len(_RULES) > 200_000:
+        _RULES.clear()     # bounded: versions of deleted rules go with it
+    rule = Rule.from_doc(doc)
+    _RULES[doc["id"]] = (doc, rule)
+    return rule
+
+
 def group_rules(view: TopologyView, gid: str) -> list[Rule]:
     """A group's IPv4 rules that have keys, in key order."""
-    return sorted((Rule.from_doc(d) for d in view.rules_by_group.get(gid, {}).values()
+    return sorted((rule_of(d) for d in view.rules_by_group.get(gid, {}).values()
                    if d.get("ethertype", "IPv4") == "IPv4" and d.get("_key")),
                   key=lambda r: r.key)
 
@@ -334,7 +350,7 @@ def _referring_rules(view: TopologyView, sw: SwitchView, ref: str) -> list[Rule]
         for doc in view.rules_by_group.get(group, {}).values():
             if ref in remote_refs(doc) and doc.get("ethertype", "IPv4") == "IPv4" \
                     and doc.get("_key"):
-                out.append(Rule.from_doc(doc))
+                out.append(rule_of(doc))
     out.sort(key=lambda r: r.key)
     return out
 
