@@ -86,6 +86,23 @@ def wait_ready(port: int, proc) -> None:
     raise SystemExit("vmflow api did not start")
 
 
+def start_api(tmp: str, db: str, workers: int) -> tuple[int, subprocess.Popen]:
+    """A real `vmflow api` (gunicorn) on a free loopback port, answering;
+    (port, process). The caller terminates it."""
+    port = free_port()
+    conf = os.path.join(tmp, "vmflow.conf")
+    Path(conf).write_text(f"[DEFAULT]\nlog_level = WARNING\n[api]\nworkers = {workers}\n")
+    server = subprocess.Popen([sys.executable, "-m", "controller.cli", "api", "--config", conf,
+                               "--store", f"sqlite:///{db}", "--api-listen", f"127.0.0.1:{port}"],
+                              cwd=ROOT)
+    try:
+        wait_ready(port, server)
+    except BaseException:
+        server.kill()
+        raise
+    return port, server
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--workers", type=int, default=4)
@@ -100,14 +117,8 @@ def main() -> int:
     network_id = prefill(db, args.existing)
     print(f"prefill: {args.existing} ports in {time.perf_counter() - t0:.1f} s")
 
-    port = free_port()
-    conf = os.path.join(tmp, "vmflow.conf")
-    Path(conf).write_text(f"[DEFAULT]\nlog_level = WARNING\n[api]\nworkers = {args.workers}\n")
-    server = subprocess.Popen([sys.executable, "-m", "controller.cli", "api", "--config", conf,
-                               "--store", f"sqlite:///{db}", "--api-listen", f"127.0.0.1:{port}"],
-                              cwd=ROOT)
+    port, server = start_api(tmp, db, args.workers)
     try:
-        wait_ready(port, server)
         ctx = multiprocessing.get_context("fork")
         out = ctx.Queue()
         per_client = args.creates // args.clients

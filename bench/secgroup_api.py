@@ -15,13 +15,11 @@ import http.client
 import json
 import os
 import signal
-import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 
-from api import ROOT, free_port, wait_ready
+from api import start_api
 
 
 def call(port: int, method: str, path: str, body=None) -> tuple[int, dict, float]:
@@ -45,14 +43,8 @@ def main() -> int:
 
     tmp = tempfile.mkdtemp(prefix="vmflow-bench-sg-")
     db = os.path.join(tmp, "store.db")
-    port = free_port()
-    conf = os.path.join(tmp, "vmflow.conf")
-    Path(conf).write_text(f"[DEFAULT]\nlog_level = WARNING\n[api]\nworkers = {args.workers}\n")
-    server = subprocess.Popen([sys.executable, "-m", "controller.cli", "api", "--config", conf,
-                               "--store", f"sqlite:///{db}", "--api-listen", f"127.0.0.1:{port}"],
-                              cwd=ROOT)
+    port, server = start_api(tmp, db, args.workers)
     try:
-        wait_ready(port, server)
         status, body, _ = call(port, "POST", "/security-groups", {"security_group": {"name": "big"}})
         assert status == 201, body
         gid = body["security_group"]["id"]

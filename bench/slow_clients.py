@@ -31,34 +31,14 @@ import threading
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from api import start_api  # noqa: E402
+
 
 PARTIAL_HEADER = b"GET /v2.0/networks HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: "
 PARTIAL_BODY = (b"POST /v2.0/networks HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                 b"Content-Type: application/json\r\nContent-Length: 4096\r\n\r\n"
                 b'{"network"')
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_ready(port: int, proc: subprocess.Popen) -> None:
-    deadline = time.time() + 30
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit("vmflow api exited early")
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
-            conn.request("GET", "/")
-            conn.getresponse().read()
-            conn.close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise SystemExit("vmflow api did not start")
 
 
 class SlowClients:
@@ -118,6 +98,7 @@ class SlowClients:
         self.sel.close()
 
 
+
 def sample(port: int, seconds: float, keepalive: bool) -> tuple[list[float], int]:
     """GET /v2.0/networks every 50 ms for `seconds`: latencies (s) and failures."""
     latencies, failures = [], 0
@@ -161,15 +142,9 @@ def main() -> int:
     args.seconds = max(1.0, min(args.seconds, 300.0))
 
     tmp = tempfile.mkdtemp(prefix="vmflow-slow-")
-    port = free_port()
-    conf = os.path.join(tmp, "vmflow.conf")
-    Path(conf).write_text(f"[DEFAULT]\nlog_level = WARNING\n[api]\nworkers = {args.workers}\n")
-    server = subprocess.Popen([sys.executable, "-m", "controller.cli", "api", "--config", conf,
-                               "--store", f"sqlite:///{tmp}/store.db",
-                               "--api-listen", f"127.0.0.1:{port}"], cwd=ROOT)
+    port, server = start_api(tmp, f"{tmp}/store.db", args.workers)
     slow = None
     try:
-        wait_ready(port, server)
         for n in range(5):
             c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
             c.request("POST", "/v2.0/networks", json.dumps({"network": {"name": f"n{n}"}}),
