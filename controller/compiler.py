@@ -12,6 +12,11 @@ Every flow an app returns is held to the pipeline's declaration
 (controller/pipeline.py): a stage it may not write, a priority outside its
 band, a goto the stage does not allow, or a flow two apps both want is
 counted and logged. The table misses come from the declaration itself.
+
+Apps may also want meters with their own spec (controller/meters.py Meter,
+returned among a scope's flows): the memo keeps them per scope next to the
+flows, and a scope whose meters changed but whose flows did not hands the
+reconciler meter changes only.
 """
 from __future__ import annotations
 
@@ -24,6 +29,7 @@ from controller import pipeline, scopes
 from controller.app import App, SwitchView
 from controller.codec import canonical
 from controller.flow import Flow, flow, goto, meters_of
+from controller.meters import Meter, MeterSpec
 from controller.scopes import SWITCH_SCOPE, Scope
 from topology.view import TopologyView
 
@@ -86,11 +92,42 @@ class SwitchFlows:
         self._changed: Optional[dict[FlowKey, None]] = None
         self._meter_refs: Optional[Counter] = None
         self._changed_meters: set[int] = set()
+        # Meters apps want with their own spec: per scope, and per id the
+        # scopes wanting it (the smallest scope's spec wins a disagreement).
+        self.meters_by_scope: dict[Scope, dict[int, MeterSpec]] = {}
+        self._meter_wanters: dict[int, dict[Scope, MeterSpec]] = {}
 
-    def set_scope(self, scope: Scope, flows: tuple[Flow, ...]) -> bool:
+    def set_meters(self, scope: Scope, meters: dict[int, MeterSpec]) -> bool:
+        old = self.meters_by_scope.get(scope, {})
+        if old == meters:
+            return False
+        for mid in set(old) | set(meters):
+            if old.get(mid) == meters.get(mid):
+                continue
+            wanters = self._meter_wanters.setdefault(mid, {})
+            if mid in meters:
+                wanters[scope] = meters[mid]
+            else:
+                wanters.pop(scope, None)
+                if not wanters:
+                    del self._meter_wanters[mid]
+            self._changed_meters.add(mid)
+        if meters:
+            self.meters_by_scope[scope] = dict(meters)
+        else:
+            self.meters_by_scope.pop(scope, None)
+        return True
+
+    def meter_specs(self) -> dict[int, MeterSpec]:
+        """The meters apps want with their own spec."""
+        return {mid: w[min(w)] for mid, w in self._meter_wanters.items()}
+
+    def set_scope(self, scope: Scope, flows: tuple[Flow, ...],
+                  meters: Optional[dict[int, MeterSpec]] = None) -> bool:
+        changed_meters = self.set_meters(scope, meters or {})
         old = self.by_scope.get(scope, ())
         if old == flows:
-            return False
+            return changed_meters
         # Only what differs between the scope's old and new flows is touched.
         if old:
             new_by_key = {f.key: f for f in flows}
@@ -182,10 +219,10 @@ class SwitchFlows:
             self._changed_meters.add(meter_id)   # came into use, or went out of it
 
     def meters(self) -> set[int]:
-        """Meter ids the desired flows use."""
+        """Meter ids the desired flows use, and those apps want with a spec."""
         if self._meter_refs is not None:
-            return set(self._meter_refs)
-        return {m for f in self.desired.values() for m in _meters_of(f)}
+            return set(self._meter_refs) | set(self._meter_wanters)
+        return {m for f in self.desired.values() for m in _meters_of(f)} | set(self._meter_wanters)
 
     def take_all(self) -> dict[FlowKey, Flow]:
         """A copy of the whole desired set; changes are tracked from here on."""
@@ -195,14 +232,16 @@ class SwitchFlows:
         self._changed_meters = set()
         return dict(self.desired)
 
-    def take_delta(self) -> Optional[tuple[dict[FlowKey, Optional[Flow]], dict[int, bool]]]:
+    def take_delta(self) -> Optional[tuple[dict[FlowKey, Optional[Flow]], dict]]:
         """What changed since the last take: ({key: flow, or None if no longer
-        desired}, {meter id: still used}); None if only take_all will do."""
+        desired}, {meter id: its spec if an app wants it, else whether a
+        desired flow still uses it}); None if only take_all will do."""
         if self._changed is None:
             return None
         assert self._meter_refs is not None
         flows = {k: self.desired.get(k) for k in self._changed}
-        meters = {m: m in self._meter_refs for m in sorted(self._changed_meters)}
+        specs = self.meter_specs()
+        meters = {m: specs.get(m, m in self._meter_refs) for m in sorted(self._changed_meters)}
         self._changed = {}
         self._changed_meters = set()
         return flows, meters
@@ -288,13 +327,25 @@ class FlowCompiler:
                 prev: tuple[Flow, ...] = ()) -> tuple[Flow, ...]:
         """The scope's flows from every app; `prev` is what the scope had
         before, whose flows an app that fails now keeps."""
+        return self.compute_scope(view, sw, scope, doc, prev)[0]
+
+    def compute_scope(self, view: TopologyView, sw: SwitchView, scope: Scope, doc,
+                      prev: tuple[Flow, ...] = (), prev_meters: Optional[dict] = None
+                      ) -> tuple[tuple[Flow, ...], dict[int, MeterSpec]]:
+        """The scope's flows and the meters apps want there. An app that
+        fails keeps its previous flows and the scope its previous meters."""
         out: list[Flow] = []
+        meters: dict[int, MeterSpec] = {}
+        failed = False
         kind = scope[0]
         if kind == "switch":
             out.extend(MISSES if sw.host is not None else UNCLAIMED)
         for app, method in self._computers(kind):
             try:
                 for f in (method(view, sw) if kind == "switch" else method(view, sw, doc)):
+                    if isinstance(f, Meter):
+                        meters[f.meter_id] = f.spec
+                        continue
                     f = canonical(f)
                     self._check(app, f)
                     out.append(f)
@@ -304,6 +355,7 @@ class FlowCompiler:
                 # from the switch (ARP fail-open). The scope keeps that app's
                 # previous flows (told apart by the app id in the cookie)
                 # until it computes again; the error is counted.
+                failed = True
                 self.errors += 1
                 self.app_errors[app.name] = self.app_errors.get(app.name, 0) + 1
                 out = [f for f in out if _app_id_of(f.cookie) != app.app_id]
@@ -313,9 +365,11 @@ class FlowCompiler:
                               "flow(s) there", app.name, scope, sw.dpid, len(kept))
         if len(self.apps) > 1:
             self._conflicts(scope, out)
+        if failed and prev_meters:
+            meters = {**prev_meters, **meters}
         # Apps are pure and deterministic, so an unchanged scope yields an
         # equal tuple and the memo comparison in set_scope is cheap.
-        return tuple(out)
+        return tuple(out), meters
 
     def _conflicts(self, scope: Scope, flows: list[Flow]) -> None:
         """Two apps wanting the same (table, priority, match) is a design
@@ -338,8 +392,9 @@ class FlowCompiler:
         return self._refresh_touched(view, sw, memo, dirty)
 
     def _set(self, view, sw, memo: SwitchFlows, scope: Scope, doc) -> bool:
-        changed = memo.set_scope(scope, self.compute(view, sw, scope, doc,
-                                                     memo.by_scope.get(scope, ())))
+        flows, meters = self.compute_scope(view, sw, scope, doc, memo.by_scope.get(scope, ()),
+                                           memo.meters_by_scope.get(scope))
+        changed = memo.set_scope(scope, flows, meters)
         memo.seen[scope] = scopes.KINDS[scope[0]].parent(doc) if doc is not None else None
         return changed
 

@@ -25,6 +25,7 @@ from typing import Optional
 
 from controller import codec
 from controller.flow import Flow
+from controller.meters import KBPS, PKTPS
 from controller.reconciler import ChannelError, MeterSpec
 
 LOG = logging.getLogger(__name__)
@@ -189,8 +190,10 @@ class OFChannel:
         for r in self._request(req):
             for m in r.body:
                 drops = [b for b in m.bands if b.type == self.ofp.OFPMBT_DROP]
-                if len(drops) == 1 and len(m.bands) == 1 and m.flags & self.ofp.OFPMF_PKTPS:
-                    out[m.meter_id] = MeterSpec(drops[0].rate, drops[0].burst_size)
+                unit = KBPS if m.flags & self.ofp.OFPMF_KBPS else \
+                    PKTPS if m.flags & self.ofp.OFPMF_PKTPS else None
+                if len(drops) == 1 and len(m.bands) == 1 and unit:
+                    out[m.meter_id] = MeterSpec(drops[0].rate, drops[0].burst_size, unit)
                 else:
                     # Not a shape we install: a spec no desired one equals,
                     # so the diff rewrites or deletes it.
@@ -206,7 +209,8 @@ class OFChannel:
             for op, mid, spec in ops:
                 bands = [parser.OFPMeterBandDrop(rate=spec.rate, burst_size=spec.burst)] \
                     if spec else []
-                flags = ofp.OFPMF_PKTPS | ofp.OFPMF_BURST if spec else 0
+                unit = ofp.OFPMF_KBPS if spec and spec.unit == KBPS else ofp.OFPMF_PKTPS
+                flags = unit | ofp.OFPMF_BURST if spec else 0
                 xids.append(self.send(parser.OFPMeterMod(self.dp, commands[op], flags, mid,
                                                          bands), errors))
             self._barrier()   # errors for earlier xids arrive before the barrier reply

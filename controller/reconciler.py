@@ -10,8 +10,11 @@ desired against that belief and sends:
                                rebind_meters)
     meters no longer used     (after: deleting a meter deletes its flows)
 
-Meters are derived from the flows: every meter id a desired flow uses gets a
-meter with the configured rate, so apps never manage meters themselves.
+Meters are desired values too (controller/meters.py): an app may want a
+meter with its own spec (QoS), handed to sync() and sync_delta() next to the
+flows, and the specs are diffed, so a changed rate is one meter-mod modify
+and no flow-mod. Any other meter id a desired flow uses is a packet-in meter
+with the configured rate, so packet-in apps never manage meters themselves.
 
 Between reads, a change need not diff whole tables: sync_delta() is handed
 only the keys (and meter ids) whose desired value changed and compares just
@@ -33,20 +36,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass
 from typing import Iterable, Mapping, Optional, Protocol
 
 from controller import pipeline
 from controller.flow import Flow, meters_of
+from controller.meters import MeterSpec  # noqa: F401  (re-exported: the Channel's spec)
 
 LOG = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class MeterSpec:
-    """A packets-per-second meter with one drop band."""
-    rate: int
-    burst: int
 
 
 class ChannelError(Exception):
@@ -237,12 +233,22 @@ class SwitchReconciler:
         self.installed = fresh
         self.meters = meters
 
+    def wanted_meters(self, desired: Mapping[tuple, Flow],
+                      specs: Optional[Mapping[int, MeterSpec]] = None) -> dict[int, MeterSpec]:
+        """Every meter the switch should hold: the packet-in meters the flows
+        imply, with the configured spec, and the ones apps want with theirs."""
+        want = {m: self.meter_spec for m in meters_used(desired.values())}
+        want.update(specs or {})
+        return want
+
     def sync(self, desired: Mapping[tuple, Flow], *, reread: bool = False,
-             audit: bool = False, reading: Optional[Reading] = None) -> int:
+             audit: bool = False, reading: Optional[Reading] = None,
+             meters: Optional[Mapping[int, MeterSpec]] = None) -> int:
         """Make the switch match desired; return the number of messages sent.
 
         With a reading (from read()) the switch is not read again here,
-        unless the reading can no longer be trusted. ChannelError leaves the
+        unless the reading can no longer be trusted. meters are the meters
+        apps want with their own spec (see wanted_meters). ChannelError leaves the
         belief invalidated, so the next sync re-reads.
         """
         with self.lock:
@@ -259,7 +265,7 @@ class SwitchReconciler:
                                     or self.meters is None):
                     self._read(audit)
                 assert self.installed is not None and self.meters is not None
-                want_meters = {m: self.meter_spec for m in meters_used(desired.values())}
+                want_meters = self.wanted_meters(desired, meters)
                 ops = diff_flows(desired, self.installed)
                 before, after = diff_meters(want_meters, self.meters)
                 ops += rebind_meters(desired, ops, before)
@@ -269,11 +275,13 @@ class SwitchReconciler:
                 raise
 
     def sync_delta(self, flows: Mapping[tuple, Optional[Flow]],
-                   meters: Mapping[int, bool]) -> int:
+                   meters: Mapping[int, "bool | MeterSpec"]) -> int:
         """Apply a change of the desired set: flows maps each changed key to
         its desired flow (None: no longer desired), meters each changed meter
-        id to whether a desired flow still uses it. Only those are compared
-        with the belief, which must exist (a whole sync builds it).
+        id to its desired spec (an app's meter), True (a packet-in meter a
+        desired flow uses: the configured spec) or False (no longer wanted).
+        Only those are compared with the belief, which must exist (a whole
+        sync builds it).
         """
         with self.lock:
             if self.installed is None or self.meters is None:
@@ -291,13 +299,15 @@ class SwitchReconciler:
                     elif cur != f:
                         ops.append(("modify" if cur.cookie == f.cookie else "add", f))
                 before, after = [], []
-                for mid, used in meters.items():
+                for mid, want in meters.items():
                     cur_spec = self.meters.get(mid)
-                    if used and cur_spec is None:
-                        before.append(("add", mid, self.meter_spec))
-                    elif used and cur_spec != self.meter_spec:
-                        before.append(("modify", mid, self.meter_spec))
-                    elif not used and cur_spec is not None:
+                    spec = want if isinstance(want, MeterSpec) else \
+                        (self.meter_spec if want else None)
+                    if spec is not None and cur_spec is None:
+                        before.append(("add", mid, spec))
+                    elif spec is not None and cur_spec != spec:
+                        before.append(("modify", mid, spec))
+                    elif spec is None and cur_spec is not None:
                         after.append(("delete", mid, None))
                 return self._send(deletes + ops, before, after)
             except ChannelError:

@@ -89,7 +89,7 @@ class Switch:
                 sw.want_sync = sw.want_reread = sw.want_audit = False
                 sw.reading = None
             rec = sw.reconciler
-            delta = desired = None
+            delta = desired = specs = None
             with core.lock:
                 ready = core.view is not None
                 if ready:
@@ -100,6 +100,7 @@ class Switch:
                         delta = sw.memo.take_delta()
                     if delta is None:
                         desired = sw.memo.take_all()
+                        specs = sw.memo.meter_specs()
             if not ready:
                 # Never sync before the first view: that would flush the switch.
                 if reading is not None:
@@ -109,7 +110,8 @@ class Switch:
                 if delta is not None:
                     sent = rec.sync_delta(*delta)
                 else:
-                    sent = rec.sync(desired, reread=reread, audit=audit, reading=reading)
+                    sent = rec.sync(desired, reread=reread, audit=audit, reading=reading,
+                                    meters=specs)
                 if sent:
                     LOG.info("switch %016x: %d change(s) sent", sw.dpid, sent)
                 backoff = RETRY_MIN_S
