@@ -57,8 +57,14 @@ Table = Stage
 
 PIPELINE: tuple[Stage, ...] = (
     Stage("classify", 0, next=("port_security", "l2_lookup"), miss=None,
-          writers={"l2": (100, 100)},
+          writers={"l2": (100, 100), "qos": (110, 111)},
           doc="Where did the packet come from? "
+              "Priority 111: for a local VM port whose QoS policy marks DSCP, a flow "
+              "for its IPv4 (in_port, eth_type) that does what priority 100 does, "
+              "passes the port's egress QoS meter if it has one and sets ip_dscp. "
+              "Priority 110: for a local VM port with an egress QoS meter, a flow "
+              "(in_port) that does what priority 100 does through that meter: "
+              "egress (from the VM) is metered here, at classification. "
               "Priority 100: a flow per local VM port (in_port) that puts the port "
               "key in reg6 and the network key in metadata, then port_security; a "
               "flow per (uplink, VLAN id) of each network present on the host that "
@@ -149,9 +155,11 @@ PIPELINE: tuple[Stage, ...] = (
           miss_doc="What no rule admits is dropped."),
     Stage("pre_output", 55, next=("output",), miss="output",
           writers={"dvr": (100, 199), "qos": (200, 299)},
-          doc="The hook before a frame leaves: routed frames going out of the uplink "
-              "get this host's DVR MAC as their source (dvr), and traffic toward a VM "
-              "passes its ingress QoS meter (qos, matching reg7).",
+          doc="The hook before a frame leaves. Priority 200: a flow per local VM "
+              "port with an ingress QoS meter (reg7 = its key) passes that meter and "
+              "goes on to output: traffic toward a VM is metered here, every copy of "
+              "a flood included. Priorities 100-199: routed frames going out of the "
+              "uplink get this host's DVR MAC as their source (dvr).",
           miss_doc="Everything goes on to output unchanged."),
     Stage("output", 60, next=(), miss=None,
           writers={"l2": (100, 100)},
