@@ -14,6 +14,7 @@ from topology.api.kinds.hosts import Hosts
 from topology.api.kinds.instances import Instances
 from topology.api.kinds.networks import Networks
 from topology.api.kinds.ports import Ports
+from topology.api.kinds.qos import RULE_TYPES, QosPolicies, QosRules, RuleTypes
 from topology.api.kinds.security_groups import SecurityGroupRules, SecurityGroups
 from topology.api.kinds.subnets import Subnets
 from topology.api.quotas import Quotas, defaults_from_conf
@@ -56,12 +57,12 @@ def create_app(conf: cfg.ConfigOpts, store: Store) -> falcon.App:
     ports = Ports(settings)
     kinds = [networks, Subnets(settings, ports, networks), ports, SecurityGroups(settings),
              SecurityGroupRules(settings), AddressGroups(settings), Hosts(settings),
-             Instances(settings)]
+             Instances(settings), QosPolicies(settings)]
 
     app.add_route("/", versions.Root())
     collections = []
     for kind in kinds:
-        path = kind.collection.replace("_", "-")
+        path = "qos/policies" if isinstance(kind, QosPolicies) else kind.collection.replace("_", "-")
         resource = Resource(kind, store, kind.shown,
                             quota_defaults)
         app.add_route(f"/v2.0/{path}", resource)
@@ -75,12 +76,22 @@ def create_app(conf: cfg.ConfigOpts, store: Store) -> falcon.App:
             actions = AddressGroupActions(kind, store)
             app.add_route(f"/v2.0/{path}/{{id}}/add_addresses", actions, suffix="add")
             app.add_route(f"/v2.0/{path}/{{id}}/remove_addresses", actions, suffix="remove")
+        if isinstance(kind, QosPolicies):
+            for rule_type, (rules_path, _attrs) in RULE_TYPES.items():
+                rules = QosRules(kind, store, rule_type)
+                app.add_route(f"/v2.0/{path}/{{id}}/{rules_path}", rules)
+                app.add_route(f"/v2.0/{path}/{{id}}/{rules_path}/{{rule_id}}", rules,
+                              suffix="item")
     quotas = Quotas(store, quota_defaults)
     app.add_route("/v2.0/quotas", quotas)
     app.add_route("/v2.0/quotas/{project_id}", quotas, suffix="item")
     app.add_route("/v2.0/quotas/{project_id}/default", quotas, suffix="default")
     app.add_route("/v2.0/quotas/{project_id}/details", quotas, suffix="details")
     collections.append(("quotas", "quota"))
+    rule_types = RuleTypes()
+    app.add_route("/v2.0/qos/rule-types", rule_types)
+    app.add_route("/v2.0/qos/rule-types/{rule_type}", rule_types, suffix="item")
+    collections.append(("qos/rule-types", "rule_type"))
     app.add_route("/v2.0/availability_zones", AvailabilityZones(store))
     collections.append(("availability_zones", "availability_zone"))
     app.add_route("/v2.0", versions.V2(collections))

@@ -200,9 +200,9 @@ class Resource:
                 docs = [d for d in docs if tags.matches(d, tag_filters)]
             docs, links = self._page(req, ctx, docs)
             shown = kind.present(r, docs)
-        body = {kind.collection: self._show(ctx, shown, self._fields(req))}
+        body = {kind.body_key: self._show(ctx, shown, self._fields(req))}
         if links:
-            body[kind.collection + "_links"] = links
+            body[kind.body_key + "_links"] = links
         respond(resp, falcon.HTTP_200, body)
 
     def _ensure_default_group(self, project_id: str) -> None:
@@ -266,9 +266,9 @@ class Resource:
         body = read_body(req)
         if isinstance(body, dict) and kind.member in body and len(body) == 1:
             items, bulk = [body[kind.member]], False
-        elif isinstance(body, dict) and isinstance(body.get(kind.collection), list) \
+        elif isinstance(body, dict) and isinstance(body.get(kind.body_key), list) \
                 and len(body) == 1:
-            items, bulk = body[kind.collection], True
+            items, bulk = body[kind.body_key], True
         else:
             raise BadRequest(f"Unable to find '{kind.member}' in request body")
         parsed = []
@@ -296,7 +296,7 @@ class Resource:
             touch_parents(txn, kind.collection, docs)
             shown = self._show(ctx, kind.present(txn, docs), [])
         if bulk:
-            respond(resp, falcon.HTTP_201, {kind.collection: shown})
+            respond(resp, falcon.HTTP_201, {kind.body_key: shown})
         else:
             respond(resp, falcon.HTTP_201, {kind.member: shown[0]})
 

@@ -120,6 +120,14 @@ RULES: dict[str, str] = {
     "update_address_group": OWNER,
     "delete_address_group": OWNER,
 
+    # -- QoS policies: an admin writes them (and their rules), as in Neutron;
+    # a project sees its own and the shared ones, and may name those on its
+    # ports and networks.
+    "create_policy": ADMIN,
+    "get_policy": "rule:admin_or_owner or field:shared=True",
+    "update_policy": ADMIN,
+    "delete_policy": ADMIN,
+
     # -- hosts (vmflow's own): the operator's inventory ------------------------
     "access_hosts": ADMIN,
 

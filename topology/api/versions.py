@@ -34,6 +34,11 @@ EXTENSIONS = [
     ("quotas", "Quota management support", "Expose functions for quotas management per project"),
     ("quota_details", "Quota details management support", "Expose functions for quotas usage statistics per project"),
     ("stateful-security-group", "Stateful security group", "Indicates if the security group is stateful or not"),
+    ("qos", "Quality of Service", "The Quality of Service extension."),
+    ("qos-bw-limit-direction", "Direction for QoS bandwidth limit rule", "Allow to configure QoS bandwidth limit rule with specific direction: ingress or egress"),
+    ("qos-pps", "QoS packet rate limit rule", "Adds support for packet rate limit rules"),
+    ("qos-rule-type-details", "Details of QoS rule types", "Expose details about QoS rule types supported by loaded backend drivers"),
+    ("qos-default", "QoS default policy", "Expose the QoS default policy per project"),
     ("vmflow-hosts", "vmflow hosts", "Compute hosts: datapath id, uplinks per physical network, DVR MAC."),
     ("vmflow-instances", "vmflow instances", "Instance metadata served to VMs at 169.254.169.254."),
 ]

@@ -56,6 +56,11 @@ class Kind:
     has_project = True
     parent_field: Optional[str] = None  # the field stored as the document's parent
     shown: frozenset = frozenset()       # fields shown beyond the settable attributes
+    plural: Optional[str] = None  # the list's key in JSON bodies, if not `collection`
+
+    @property
+    def body_key(self) -> str:
+        return self.plural or self.collection
 
     def __init__(self, settings: Settings):
         self.settings = settings

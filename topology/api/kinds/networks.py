@@ -4,8 +4,8 @@ from __future__ import annotations
 from topology import validation as v
 from topology.api import availability_zones
 from topology.api.errors import InUse
-from topology.api.kinds import dhcp
-from topology.api.kinds.base import Kind, common_attrs
+from topology.api.kinds import dhcp, qos
+from topology.api.kinds.base import UNSET, Kind, common_attrs
 from topology.store.base import Conflict
 
 NETWORK_KEY_MAX = 0xFFFFFF
@@ -30,11 +30,18 @@ class Networks(Kind):
         "provider:segmentation_id": v.Attr(v.integer(1, 4094, nullable=True), None),
         "availability_zone_hints": v.Attr(v.unique_list_of(availability_zones.name,
                                                            max_items=64), list, put=False),
+        "qos_policy_id": v.Attr(v.nullable(v.uuid_str), UNSET),
     }
 
     def create(self, txn, ctx, values):
         availability_zones.check_hints(txn, values["availability_zone_hints"])
         doc = self.new_doc(ctx, values)
+        if doc["qos_policy_id"] is UNSET:
+            # Neutron: a network created without a policy gets its project's default.
+            doc["qos_policy_id"] = next(
+                (p["id"] for p in txn.list("qos_policies", project_id=doc["project_id"])
+                 if p.get("is_default")), None)
+        qos.check_policy(txn, ctx, doc["qos_policy_id"])
         owner = f"network:{doc['id']}"
         self._segment(txn, doc, owner)
         if doc["mtu"] is None:
@@ -95,6 +102,8 @@ class Networks(Kind):
     def update(self, txn, ctx, doc, changes):
         if changes.get("mtu", 0) is None:
             changes["mtu"] = self.settings.default_mtu
+        if "qos_policy_id" in changes:
+            qos.check_policy(txn, ctx, changes["qos_policy_id"])
         seg = changes.get("provider:segmentation_id", doc["provider:segmentation_id"])
         if seg != doc["provider:segmentation_id"]:
             self._move_segment(txn, doc, seg)

@@ -6,7 +6,7 @@ from typing import Any, Optional
 from topology import ipam
 from topology import validation as v
 from topology.api.errors import BadRequest, InUse
-from topology.api.kinds import security_groups
+from topology.api.kinds import qos, security_groups
 from topology.api.kinds.base import UNSET, Kind, common_attrs
 from topology.store.base import Document, Txn
 
@@ -132,6 +132,7 @@ class Ports(Kind):
         "allowed_address_pairs": v.Attr(v.list_of(_address_pair, max_items=64), list),
         "port_security_enabled": v.Attr(v.boolean, UNSET),
         "security_groups": v.Attr(v.unique_list_of(v.uuid_str, max_items=64), UNSET),
+        "qos_policy_id": qos.policy_id_attr(),
     }
 
     def create(self, txn, ctx, values):
@@ -160,6 +161,7 @@ class Ports(Kind):
         else:
             self._check_groups(txn, ctx, doc["security_groups"])
         self._check_security(doc)
+        qos.check_policy(txn, ctx, doc.get("qos_policy_id"))
         doc["allowed_address_pairs"] = self._pairs(doc)
         doc.update(status="DOWN", **self._binding(doc))
         self.save(txn, doc)
@@ -200,6 +202,8 @@ class Ports(Kind):
             changes["fixed_ips"] = new
         if "security_groups" in changes:
             self._check_groups(txn, ctx, changes["security_groups"])
+        if "qos_policy_id" in changes:
+            qos.check_policy(txn, ctx, changes["qos_policy_id"])
         if changes.get("port_security_enabled") is False and "security_groups" not in changes \
                 and doc["security_groups"]:
             # Neutron asks for the groups to be removed in the same request
