@@ -29,7 +29,7 @@ import time
 from collections import Counter
 from typing import Any, Callable, Iterable, Optional
 
-from controller import scopes
+from controller import metrics, scopes
 from controller.app import App
 from controller.compiler import Dirty, FlowCompiler
 from controller.events import SwitchEvents
@@ -71,6 +71,7 @@ class Controller:
         self.stopping = threading.Event()
         self._threads: list[threading.Thread] = []
         self.dispatcher = None   # set by runtime (dispatch.Dispatcher)
+        self.change_latency = metrics.change_histogram()
 
     # -- lifecycle ---------------------------------------------------------
     def start(self) -> None:
@@ -144,7 +145,7 @@ class Controller:
                             self._on_switch_event(ev, dirty)
                     if read_feed:
                         self._follow_store(dirty)
-                    self._recompute(dirty)
+                    self._recompute(dirty, seen=now)
             except Exception:
                 # The loop must survive anything. What this round touched is
                 # unknown now, so the next round recomputes every switch.
@@ -251,7 +252,7 @@ class Controller:
             for dpid in self._switches_for(scope):
                 dirty.setdefault(dpid, Dirty()).scopes.add(scope)
 
-    def _recompute(self, dirty: dict[int, Dirty]) -> None:
+    def _recompute(self, dirty: dict[int, Dirty], seen: Optional[float] = None) -> None:
         if self.view is None:
             return
         for dpid, d in dirty.items():
@@ -262,6 +263,8 @@ class Controller:
             changed = self.compiler.refresh(self.view, sw.view, sw.memo,
                                             None if d.all_ else d)
             if changed or sw.reconciler.installed is None:
+                if changed and seen is not None and sw.change_seen is None:
+                    sw.change_seen = seen   # the oldest change the next sync carries
                 sw.poke()
 
     def _audit_loop(self) -> None:

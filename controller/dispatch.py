@@ -109,15 +109,18 @@ class Dispatcher:
             if not full:
                 self._q.put((dpid, in_port, cookie, data))
         if full:
-            self._drop(dpid)
+            self._drop(dpid, cookie)
         else:
             self.count("packet_in")
 
-    def _drop(self, dpid: int) -> None:
+    def _drop(self, dpid: int, cookie: int = 0) -> None:
         # Several receive threads may drop at once: the log's rate limit
         # state is kept under the counter lock with the count itself.
+        app = self.apps_by_id.get(app_id_of(cookie))
         with self._counter_lock:
             self._counters["packet_in_dropped"] += 1
+            if app is not None:
+                self._counters[f"{app.name}.packet_in.dropped_queue"] += 1
             self._drops_since_log += 1
             now = time.monotonic()
             if now - self._drop_logged_at < DROP_LOG_S:
@@ -162,12 +165,15 @@ class Dispatcher:
                 if sw is None or view is None:
                     self.count("packet_in_unknown_switch")
                     return
+                self.count(f"{app.name}.packet_in.received")
                 outs = list(app.packet_in(PacketIn(dpid, in_port, data, port, sw, view)) or ())
         except Exception as e:
             self.count(f"{app.name}.errors")
             self._log_once((app.name, type(e).__name__),
                            "app %s failed on a packet-in: %r", app.name, e, exc_info=True)
             return
+        if outs:
+            self.count(f"{app.name}.packet_in.answered")
         for out in outs:
             self.send_packet(dpid, out.port, out.data)
 

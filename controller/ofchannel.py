@@ -200,6 +200,16 @@ class OFChannel:
                     out[m.meter_id] = MeterSpec(-1, -1)
         return out
 
+    def read_meter_stats(self) -> dict[int, tuple[int, int]]:
+        """Meter id -> (packets, bytes) its drop band dropped, for /metrics."""
+        req = self.parser.OFPMeterStatsRequest(self.dp, 0, self.ofp.OFPM_ALL)
+        out: dict[int, tuple[int, int]] = {}
+        for r in self._request(req):
+            for m in r.body:
+                out[m.meter_id] = (sum(b.packet_band_count for b in m.band_stats),
+                                   sum(b.byte_band_count for b in m.band_stats))
+        return out
+
     def meter_mods(self, ops: list[tuple[str, int, Optional[MeterSpec]]]) -> None:
         ofp, parser = self.ofp, self.parser
         commands = {"add": ofp.OFPMC_ADD, "modify": ofp.OFPMC_MODIFY, "delete": ofp.OFPMC_DELETE}

@@ -144,6 +144,7 @@ class SwitchReconciler:
         self.stats = {"flow_mods": 0, "meter_mods": 0, "bundles": 0, "reads": 0,
                       "repairs": 0, "audits": 0, "errors": 0}
         self.last_sync: Optional[float] = None
+        self.last_sync_duration: Optional[float] = None
         self.in_sync = False
         self._readings: list[Reading] = []   # open readings, noting our changes
 
@@ -252,6 +253,7 @@ class SwitchReconciler:
         belief invalidated, so the next sync re-reads.
         """
         with self.lock:
+            started = time.monotonic()
             try:
                 if audit:
                     self.stats["audits"] += 1
@@ -269,7 +271,9 @@ class SwitchReconciler:
                 ops = diff_flows(desired, self.installed)
                 before, after = diff_meters(want_meters, self.meters)
                 ops += rebind_meters(desired, ops, before)
-                return self._send(ops, before, after)
+                sent = self._send(ops, before, after)
+                self.last_sync_duration = time.monotonic() - started
+                return sent
             except ChannelError:
                 self._failed()
                 raise

@@ -160,6 +160,17 @@ def serve(conf) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    metrics_server = None
+    if conf.controller.metrics_listen:
+        from controller import metrics
+        try:
+            metrics_server = metrics.serve(ctl, conf.controller.metrics_listen)
+        except (ValueError, OSError) as e:
+            LOG.error("controller not started: metrics listener %s: %s",
+                      conf.controller.metrics_listen, e)
+            print(f"vmflow controller: metrics listener {conf.controller.metrics_listen}: {e}",
+                  file=sys.stderr)
+            return 2
     ctl.start()
     ctl.dispatcher.start()
     LOG.info("controller listening for OpenFlow 1.3 on %s:%s:%d",
@@ -183,6 +194,8 @@ def serve(conf) -> int:
         try:
             ctl.stop()
             ctl.dispatcher.stop()
+            if metrics_server is not None:
+                metrics_server.shutdown()
             if ctl.status_path:
                 write_status(ctl.status_path, ctl.status())
         except Exception:

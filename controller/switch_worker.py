@@ -51,6 +51,9 @@ class Switch:
         self.connected_at = time.time()
         self.thread: Optional[threading.Thread] = None
         self.core = core
+        # When the controller read the oldest change not yet on the switch
+        # (monotonic; set under the core lock), for the change-to-commit histogram.
+        self.change_seen: Optional[float] = None
 
     def start(self) -> None:
         self.thread = threading.Thread(target=self.run, name=f"vmflow-sw-{self.dpid:016x}",
@@ -92,6 +95,7 @@ class Switch:
             delta = desired = specs = None
             with core.lock:
                 ready = core.view is not None
+                seen, sw.change_seen = sw.change_seen, None
                 if ready:
                     # Only this thread drops the belief, so it is still
                     # there when the delta is applied.
@@ -114,6 +118,9 @@ class Switch:
                                     meters=specs)
                 if sent:
                     LOG.info("switch %016x: %d change(s) sent", sw.dpid, sent)
+                latency = getattr(core, "change_latency", None)
+                if seen is not None and latency is not None:
+                    latency.observe(time.monotonic() - seen)
                 backoff = RETRY_MIN_S
                 with sw.cond:
                     if not sw.want_sync:

@@ -103,6 +103,10 @@ CONTROLLER_OPTS = [
                 help="Apps the controller runs (of l2, arp, dhcp, metadata, secgroup, qos). Each one "
                      "listed must load: one that fails to import or start stops the "
                      "controller at startup rather than running without it."),
+    cfg.StrOpt("metrics_listen", default="",
+               help="HOST:PORT where the controller serves /metrics in Prometheus' text "
+                    "format (switches, reconciler, packet-in, meters, store: "
+                    "controller/metrics.py). Empty: no metrics server."),
     cfg.StrOpt("status_file", default="",
                help="Where the controller writes its status JSON (switches, claimed or "
                     "not, sync state, counters) every second. Empty: "

@@ -11,10 +11,12 @@ with that audit too.
 from __future__ import annotations
 
 import json
+import re
+import sys
 import time
 
 import pytest
-from harness import sh, wait_for
+from harness import free_port, sh, wait_for
 
 pytestmark = pytest.mark.mininet
 
@@ -47,7 +49,30 @@ def meters(host) -> str:
     return sh(["ovs-ofctl", "-O", "OpenFlow13", "dump-meters", host.bridge])
 
 
-def test_bandwidth_dscp_and_a_rate_change_without_flow_churn(cloud):
+def metrics_cloud(cloud_factory):
+    port = free_port()
+    cloud = cloud_factory({"controller": {"metrics_listen": f"127.0.0.1:{port}"}})
+    cloud.metrics_url = f"http://127.0.0.1:{port}/metrics"
+    return cloud
+
+
+def scrape(cloud) -> str:
+    """/metrics as Prometheus would read it, with curl."""
+    return sh(["curl", "-sf", "--max-time", "10", cloud.metrics_url])
+
+
+def sample(text: str, name: str, **labels) -> float:
+    """The value of one sample (0 if absent)."""
+    for line in text.splitlines():
+        if not line.startswith(name + "{") and not line.startswith(name + " "):
+            continue
+        if all(f'{k}="{v}"' in line for k, v in labels.items()):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_bandwidth_dscp_and_a_rate_change_without_flow_churn(cloud_factory):
+    cloud = metrics_cloud(cloud_factory)
     h1, h2 = cloud.add_host("h1"), cloud.add_host("h2")
     net = cloud.add_network("n1", cidr="10.0.0.0/24", vlan=101)
     limited = cloud.add_vm(h1, net, "limited")
@@ -70,6 +95,14 @@ def test_bandwidth_dscp_and_a_rate_change_without_flow_churn(cloud):
     print(f"egress limited {up:.2f} Mbit/s, neighbour {free:.2f} Mbit/s")
     assert 8.5 <= up <= 11.5, up
     assert free > 15, free
+    text = scrape(cloud)
+    qos_meter = str(0x100000 + 2 * limited.port["_key"]) if "_key" in limited.port else None
+    drops = sample(text, "vmflow_meter_packets_dropped_total", dpid=h1.dpid_hex, purpose="qos")
+    print(f"QoS meter drops on h1 after the egress run: {drops:.0f} (meter {qos_meter})")
+    assert drops > 0, text
+    assert sample(text, "vmflow_switch_connected", dpid=h1.dpid_hex) == 1
+    assert sample(text, "vmflow_switch_flows_installed", dpid=h1.dpid_hex) > 0
+    assert sample(text, "vmflow_change_to_commit_seconds_count") > 0
 
     # Ingress toward the VM (the server sends), and its DSCP marking.
     limited.update_port(qos_policy_id=ingress["id"])
@@ -100,6 +133,8 @@ def test_bandwidth_dscp_and_a_rate_change_without_flow_churn(cloud):
     assert took < 1.0, took
     assert after["flow_mods"] == before["flow_mods"], (before, after)
     assert after["meter_mods"] > before["meter_mods"], (before, after)
+    text = scrape(cloud)
+    assert sample(text, "vmflow_switch_meter_mods_total", dpid=h1.dpid_hex) == after["meter_mods"]
     assert mon.changes() == [], mon.changes()
     down2 = iperf_mbps(limited, server, 5204, reverse=True)
     print(f"ingress limited after the change {down2:.2f} Mbit/s")
@@ -110,3 +145,47 @@ def test_bandwidth_dscp_and_a_rate_change_without_flow_churn(cloud):
     cloud.wait_controller_synced([h1, h2])
     st = cloud.switch_status(h1)
     assert st["flow_mods"] == 0 and st["meter_mods"] == 0, st
+
+
+FLOOD = """
+import socket, sys
+mac = bytes.fromhex(sys.argv[1].replace(":", ""))
+src, dst = socket.inet_aton(sys.argv[2]), socket.inet_aton(sys.argv[3])
+frame = (b"\\xff" * 6 + mac + b"\\x08\\x06" + b"\\x00\\x01\\x08\\x00\\x06\\x04\\x00\\x01"
+         + mac + src + b"\\x00" * 6 + dst)
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+s.bind(("eth0", 0))
+for _ in range(int(sys.argv[4])):
+    s.send(frame)
+"""
+
+
+def test_a_flooding_vms_packet_in_meter_drops_show_in_metrics(cloud_factory):
+    cloud = metrics_cloud(cloud_factory)
+    h1 = cloud.add_host("h1")
+    net = cloud.add_network("n1", cidr="10.0.0.0/24", vlan=101)
+    flooder = cloud.add_vm(h1, net, "flooder")
+    other = cloud.add_vm(h1, net, "other")
+    cloud.wait_controller_synced([h1])
+    flooder.wait_ping(other)
+    key = cloud.api.request("GET", f"/v2.0/ports/{flooder.port['id']}")["port"]
+    before = scrape(cloud)
+    p = flooder.run([sys.executable, "-c", FLOOD, flooder.port["mac_address"], flooder.ip,
+                     other.ip, "5000"], timeout=60)
+    assert p.returncode == 0, p.stderr
+
+    def dropped():
+        text = scrape(cloud)
+        return text if sample(text, "vmflow_meter_packets_dropped_total", dpid=h1.dpid_hex,
+                              purpose="packet_in") > 1000 else None
+
+    text = wait_for(dropped, 10, 0.5, "packet-in meter drops in /metrics")
+    drops = sample(text, "vmflow_meter_packets_dropped_total", dpid=h1.dpid_hex,
+                   purpose="packet_in")
+    received = sample(text, "vmflow_packet_in_total", app="arp", outcome="received")
+    print(f"5000 ARP requests: {drops:.0f} dropped by the packet-in meter, arp received "
+          f"{received:.0f} (before {sample(before, 'vmflow_packet_in_total', app='arp', outcome='received'):.0f})")
+    assert re.search(r'meter_id="\d+",purpose="packet_in"', text)
+    assert received > sample(before, "vmflow_packet_in_total", app="arp", outcome="received")
+    assert drops + received <= 5000 + 100
+    assert key["id"] == flooder.port["id"]
