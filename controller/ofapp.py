@@ -101,6 +101,7 @@ class VmflowOFApp(app_manager.OSKenApp):
             self.core.switch_disconnected(dp.id, ch)
 
     @set_ev_cls([ofp_event.EventOFPFlowStatsReply, ofp_event.EventOFPMeterConfigStatsReply,
+                 ofp_event.EventOFPMeterStatsReply,
                  ofp_event.EventOFPBarrierReply, ofp_event.EventONFBundleCtrlMsg],
                 MAIN_DISPATCHER)
     def _reply(self, ev):
