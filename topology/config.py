@@ -32,6 +32,10 @@ API_OPTS = [
                help="With auth_strategy=token: a JSON file {token: {project_id, role}} "
                     "where role is admin or member."),
     cfg.IntOpt("workers", default=4, min=1, help="gunicorn worker processes."),
+    cfg.StrOpt("metrics_listen", default="",
+               help="HOST:PORT where the API serves /metrics in Prometheus' text format: "
+                    "request counts and latency by resource, method and status, summed "
+                    "over every worker (topology/api/metrics.py). Empty: none."),
     cfg.StrOpt("base_mac", default="fa:16:3e:00:00:00",
                help="Port MACs are allocated under this base: the first three octets "
                     "are kept, the rest are random (as Neutron's base_mac)."),

@@ -5,6 +5,7 @@ import falcon
 from oslo_config import cfg
 
 from topology.api import errors, policy, versions
+from topology.api import metrics as api_metrics
 from topology.api.availability_zones import AvailabilityZones
 from topology.api.auth import AuthMiddleware, load_tokens
 from topology.api.collection import Resource
@@ -44,8 +45,10 @@ def settings_from_conf(conf: cfg.ConfigOpts) -> Settings:
 
 def create_app(conf: cfg.ConfigOpts, store: Store) -> falcon.App:
     tokens = load_tokens(conf.api.token_file) if conf.api.auth_strategy == "token" else None
-    app = falcon.App(middleware=[AuthMiddleware(conf.api.auth_strategy,
-                                                conf.api.default_project, tokens)])
+    middleware = [AuthMiddleware(conf.api.auth_strategy, conf.api.default_project, tokens)]
+    if api_metrics.enabled():
+        middleware.insert(0, api_metrics.MetricsMiddleware())
+    app = falcon.App(middleware=middleware)
     app.req_options.strip_url_path_trailing_slash = True
     app.req_options.auto_parse_qs_csv = False
     errors.install(app)

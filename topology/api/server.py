@@ -18,6 +18,7 @@ import logging
 from gunicorn.app.base import BaseApplication
 from oslo_config import cfg
 
+from topology.api import metrics
 from topology.api.app import create_app, parse_vlan_ranges
 from topology.api.auth import load_tokens
 from topology.config import split_hostport
@@ -62,6 +63,8 @@ class ApiServer(BaseApplication):
             # Several API servers (tests, benchmarks) may run side by side.
             "control_socket_disable": True,
         }
+        if metrics.enabled():
+            options["child_exit"] = lambda _arbiter, worker: metrics.worker_exited(worker.pid)
         for key, value in options.items():
             self.cfg.set(key, value)
 
@@ -80,6 +83,8 @@ def check(conf: cfg.ConfigOpts) -> None:
     parse_vlan_ranges(conf.api.network_vlan_ranges)
     if conf.api.auth_strategy == "token":
         load_tokens(conf.api.token_file)
+    if conf.api.metrics_listen:
+        split_hostport(conf.api.metrics_listen, "api.metrics_listen")
     host, _port = split_hostport(conf.api_listen, "api_listen")
     if conf.api.auth_strategy == "noauth" and not is_loopback(host):
         raise ValueError(f"auth_strategy=noauth makes every caller an admin: it listens on "
@@ -103,5 +108,18 @@ def serve(conf: cfg.ConfigOpts) -> int:
         return 2
     LOG.info("API on http://%s with %d workers of %d threads, store %s", conf.api_listen,
              conf.api.workers, conf.api.threads, conf.store)
-    ApiServer(conf).run()
+    metrics_dir = None
+    if conf.api.metrics_listen:
+        metrics_dir = metrics.prepare()
+        try:
+            metrics.serve(split_hostport(conf.api.metrics_listen, "api.metrics_listen"))
+        except OSError as e:
+            LOG.error("api.metrics_listen %s: %s", conf.api.metrics_listen, e)
+            metrics.cleanup(metrics_dir)
+            return 2
+        LOG.info("API metrics on http://%s/metrics", conf.api.metrics_listen)
+    try:
+        ApiServer(conf).run()
+    finally:
+        metrics.cleanup(metrics_dir)
     return 0
