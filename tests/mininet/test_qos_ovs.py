@@ -2,11 +2,11 @@
 DSCP mark seen by tcpdump on the receiver, a rate change that is a meter-mod
 and no flow-mod, and /metrics scraped with curl.
 
-Open vSwitch's flow-preserving restart (ovs-ctl restart, through ovs-save)
-restores flows but not meters (issue 16 item 5): after one, the audit finds
-the QoS meters missing and adds them again. The QoS flows use the meter
-instruction, which OVS refuses while its meter is missing, so they come back
-with that audit too.
+Not covered here (issue 16 item 5): Open vSwitch's flow-preserving restart
+(ovs-ctl restart, through ovs-save) restores flows but not meters, and OVS
+refuses a restored flow whose meter instruction names a missing meter, so a
+bridge with QoS flows comes back without flows until the controller
+reconnects and writes meters and flows again.
 """
 from __future__ import annotations
 
