@@ -96,9 +96,8 @@ def test_bandwidth_dscp_and_a_rate_change_without_flow_churn(cloud_factory):
     assert 8.5 <= up <= 11.5, up
     assert free > 15, free
     text = scrape(cloud)
-    qos_meter = str(0x100000 + 2 * limited.port["_key"]) if "_key" in limited.port else None
     drops = sample(text, "vmflow_meter_packets_dropped_total", dpid=h1.dpid_hex, purpose="qos")
-    print(f"QoS meter drops on h1 after the egress run: {drops:.0f} (meter {qos_meter})")
+    print(f"QoS meter drops on h1 after the egress run: {drops:.0f}")
     assert drops > 0, text
     assert sample(text, "vmflow_switch_connected", dpid=h1.dpid_hex) == 1
     assert sample(text, "vmflow_switch_flows_installed", dpid=h1.dpid_hex) > 0
@@ -168,7 +167,6 @@ def test_a_flooding_vms_packet_in_meter_drops_show_in_metrics(cloud_factory):
     other = cloud.add_vm(h1, net, "other")
     cloud.wait_controller_synced([h1])
     flooder.wait_ping(other)
-    key = cloud.api.request("GET", f"/v2.0/ports/{flooder.port['id']}")["port"]
     before = scrape(cloud)
     p = flooder.run([sys.executable, "-c", FLOOD, flooder.port["mac_address"], flooder.ip,
                      other.ip, "5000"], timeout=60)
@@ -188,7 +186,6 @@ def test_a_flooding_vms_packet_in_meter_drops_show_in_metrics(cloud_factory):
     assert re.search(r'meter_id="\d+",purpose="packet_in"', text)
     assert received > sample(before, "vmflow_packet_in_total", app="arp", outcome="received")
     assert drops + received <= 5000 + 100
-    assert key["id"] == flooder.port["id"]
 
 
 def test_a_packet_rate_limit_holds_against_a_udp_flood(cloud):
