@@ -62,13 +62,14 @@ def scrape(cloud) -> str:
 
 
 def sample(text: str, name: str, **labels) -> float:
-    """The value of one sample (0 if absent)."""
+    """The sum of the samples with these labels (0 if none)."""
+    total = 0.0
     for line in text.splitlines():
         if not line.startswith(name + "{") and not line.startswith(name + " "):
             continue
         if all(f'{k}="{v}"' in line for k, v in labels.items()):
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
+            total += float(line.rsplit(" ", 1)[1])
+    return total
 
 
 def test_bandwidth_dscp_and_a_rate_change_without_flow_churn(cloud_factory):
