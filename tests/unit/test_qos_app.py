@@ -153,3 +153,15 @@ def test_the_qos_app_keeps_to_the_declaration():
     compiler = FlowCompiler(all_apps() + [QosApp()])
     compiler.refresh(view, plugged_switch(view, 0xA1), SwitchFlows())
     assert compiler.violations == 0 and compiler.conflicts == 0 and compiler.errors == 0
+
+
+def test_a_policy_change_dirties_the_ports_it_applies_to():
+    from controller import scopes
+    view = make_view()
+    with_policy(view, P1, policy("own", bw(1, "egress")))
+    with_policy(view, P1, policy("net", bw(1, "egress")), on_network=True)
+    own = view.docs["qos_policies"]["own"]
+    assert scopes.dirtied(view, "qos_policies", own, own) == {("port", P1)}
+    net = view.docs["qos_policies"]["net"]
+    on_n1 = {("port", pid) for pid, p in view.ports.items() if p["network_id"] == "n1"}
+    assert scopes.dirtied(view, "qos_policies", net, net) == on_n1
