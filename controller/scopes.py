@@ -170,4 +170,3 @@ def _ports_of_network(view, old, new):
 def _ports_of_instance(view, old, new):
     ids = {d["id"] for d in _docs(old, new)}
     return [p["id"] for p in view.ports.values() if p.get("device_id") in ids]
-
