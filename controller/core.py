@@ -6,7 +6,9 @@ Threads (os-ken's hub is native threads, so these are plain threads):
     core      follows the store (follower.py) and the switch events; asks the
               scope registry (scopes.py) what each change dirties on which
               switch and recomputes those scopes (compiler.py), all under
-              `self.lock`
+              `self.lock`, except the store read itself, which happens
+              before the lock is taken (a stalled store must not stall the
+              packet-in services that answer under the lock)
     worker    one per connected switch (switch_worker.py): takes what
               changed in that switch's desired set under the lock and
               reconciles it (reconciler.py)
@@ -135,6 +137,10 @@ class Controller:
                 if not read_feed and not self._recompute_all and not any(
                         ev is not None for ev in events):
                     continue   # nothing to do: leave the lock to the workers
+                # The store is read before the lock is taken: a locked store
+                # may hold this read for its whole busy timeout, and the lock
+                # is what packet-in services answer under.
+                fetched = self.follower.fetch() if read_feed else None
                 with self.lock:
                     dirty: dict[int, Dirty] = {}
                     if self._recompute_all:
@@ -143,8 +149,8 @@ class Controller:
                     for ev in events:
                         if ev is not None:
                             self._on_switch_event(ev, dirty)
-                    if read_feed:
-                        self._follow_store(dirty)
+                    if fetched is not None:
+                        self._follow_store(fetched, dirty)
                     self._recompute(dirty, seen=now)
             except Exception:
                 # The loop must survive anything. What this round touched is
@@ -224,10 +230,10 @@ class Controller:
 
     @property
     def store_ok(self) -> bool:
-        return self.follower.store_ok
+        return self.follower.healthy()
 
-    def _follow_store(self, dirty: dict[int, Dirty]) -> None:
-        got = self.follower.poll()
+    def _follow_store(self, fetched, dirty: dict[int, Dirty]) -> None:
+        got = self.follower.apply(fetched)
         if got == RESYNC:
             for dpid in self.switches:
                 dirty[dpid] = Dirty(all_=True)

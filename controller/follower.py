@@ -6,8 +6,12 @@ safety net for a hint that misses a write). A feed compacted past the view's
 revision is a resync from a snapshot, never a crash. A store that cannot be
 read keeps the last view: nothing on the switches changes for it.
 
-Only the core thread calls it, under the controller's lock; what the
-changes dirty on which switch is the controller's business (core.py).
+Only the core thread calls it. Reading and applying are two steps so the
+store is never read under the controller's lock: fetch() reads (it may
+wait as long as the store's busy timeout on a locked store), apply() then
+updates the view under the lock, quickly. Packet-in services share that
+lock and answer from the view, so a stalled store never stalls them. What
+the changes dirty on which switch is the controller's business (core.py).
 """
 from __future__ import annotations
 
@@ -26,6 +30,9 @@ RETRY_MIN_S = 0.2
 # hint says, a safety net for a store whose hint misses a write.
 FEED_READ_MAX_S = 1.0
 FEED_BATCH = 10000   # changes read from the feed at most at once
+# A store not read successfully for this long is reported not ok, even
+# while the read that will fail is still waiting on the store's lock.
+STALE_S = 5.0
 
 RESYNC = "resync"
 
@@ -72,21 +79,28 @@ class StoreFollower:
             self._next_feed_read = now + FEED_READ_MAX_S
         return due
 
-    def poll(self):
-        """Read what changed: RESYNC (the view was rebuilt from a snapshot),
-        a list of (change, the document it replaced), or None when the store
+    def healthy(self, now: Optional[float] = None) -> bool:
+        """The last read succeeded and is recent: a read stuck on a locked
+        store has not failed yet, but the view is aging all the same."""
+        if not self.store_ok or self.last_read is None:
+            return False
+        return (time.time() if now is None else now) - self.last_read < STALE_S
+
+    def fetch(self):
+        """Read what changed, outside the controller's lock: a Snapshot (the
+        view must be rebuilt), a list of changes, or None when the store
         could not be read (the view is kept)."""
         try:
             if self.view is None:
-                self._resync()
-                return RESYNC
-            try:
-                changes = self.store.changes_since(self.view.revision, FEED_BATCH)
-            except HistoryCompacted:
-                LOG.warning("change feed compacted past revision %d; resyncing", self.view.revision)
-                self.counters["resyncs"] += 1
-                self._resync()
-                return RESYNC
+                got = Snapshot(TopologyView(*self.store.snapshot()))
+            else:
+                try:
+                    got = self.store.changes_since(self.view.revision, FEED_BATCH)
+                except HistoryCompacted:
+                    LOG.warning("change feed compacted past revision %d; resyncing",
+                                self.view.revision)
+                    self.counters["resyncs"] += 1
+                    got = Snapshot(TopologyView(*self.store.snapshot()))
         except StoreError as e:
             # Keep the last view and every installed flow; try again soon.
             self._next_feed_read = time.monotonic() + RETRY_MIN_S
@@ -97,22 +111,39 @@ class StoreFollower:
                 self._store_error_logged = True
             self.store_ok = False
             return None
+        self.last_read = time.time()
+        if isinstance(got, list) and len(got) >= FEED_BATCH:
+            self._next_feed_read = 0.0   # more may wait behind a hint that will not move again
+        return got
+
+    def apply(self, got):
+        """Apply what fetch() read to the view (under the controller's lock):
+        RESYNC (the view was rebuilt), a list of (change, the document it
+        replaced), or None when nothing was read."""
+        if got is None:
+            return None
+        self._store_error_logged = False
+        if isinstance(got, Snapshot):
+            self.view = got.view
+            self.store_ok = True
+            LOG.info("topology loaded at revision %d", got.view.revision)
+            return RESYNC
         if not self.store_ok:
             LOG.info("store reachable at revision %d", self.view.revision)
         self.store_ok = True
-        self.last_read = time.time()
-        self._store_error_logged = False
         out = []
-        for change in changes:
+        for change in got:
             out.append((change, self.view.apply(change)))
             self.counters["changes"] += 1
-        if len(changes) >= FEED_BATCH:
-            self._next_feed_read = 0.0   # more may wait behind a hint that will not move again
         return out
 
-    def _resync(self) -> None:
-        rev, data = self.store.snapshot()
-        self.view = TopologyView(rev, data)
-        self.store_ok = True
-        self.last_read = time.time()
-        LOG.info("topology loaded at revision %d", rev)
+    def poll(self):
+        """fetch() and apply() in one step, for callers that hold no lock."""
+        return self.apply(self.fetch())
+
+
+class Snapshot:
+    """A view built from the whole store, read outside the lock, to replace the current one."""
+
+    def __init__(self, view: TopologyView) -> None:
+        self.view = view

@@ -6,6 +6,8 @@ controller; read by `vmflow status` and by tests. Its path is
 SQLite store file. Shape:
 
     {"pid": 123, "time": 1763800000.0, "revision": 42, "store_ok": true,
+     "store_last_read": 1763799999.5,   # wall time of the last successful store read
+     "store_read_age": 0.5,             # seconds since then (null: never read)
      "synced": true,      # no switch event pending and every switch in sync with revision
      "pending_events": 0,
      "counters": {"changes": 7, "packet_in": 3, "switch_events_coalesced": 0,
@@ -44,6 +46,9 @@ Where the less obvious counts come from:
 - refused_dpids: per datapath id with refusals, how many, the last refused
   connection's address, certificate (SHA-256, with TLS) and reason, and the
   connection kept, if any.
+- store_ok: the last store read succeeded and is less than
+  follower.STALE_S old; a read still waiting on a locked store counts as
+  failing once it is that late.
 - counters' switch_events_coalesced: connect/port/disconnect events that a
   later one for the same switch or interface superseded before the core
   applied them (controller/events.py).
@@ -113,11 +118,16 @@ def build_status(ctl) -> dict[str, Any]:
     conns = getattr(ctl, "ofconns", None)
     ofp = conns.snapshot() if conns is not None else {"counters": {}, "refused_dpids": {}}
     counters.update(ofp["counters"])
+    now = time.time()
+    follower = getattr(ctl, "follower", None)
+    last_read = follower.last_read if follower is not None else None
     return {
         "pid": os.getpid(),
-        "time": time.time(),
+        "time": now,
         "revision": ctl.view.revision if ctl.view is not None else None,
         "store_ok": ctl.store_ok,
+        "store_last_read": last_read,
+        "store_read_age": None if last_read is None else round(now - last_read, 3),
         "pending_events": ctl.pending_events,
         "synced": (ctl.view is not None and ctl.pending_events == 0
                    and all(s["in_sync"] for s in switches.values())),

@@ -233,3 +233,60 @@ def test_a_new_default_security_group_recomputes_nothing(ctl, store, monkeypatch
     write(store, "ports", port(2, "n1", "h1", name="renamed"))
     settle(ctl, store)
     assert calls == [0xA1]
+
+
+def test_a_stalled_store_read_never_holds_the_controller_lock(ctl, store, monkeypatch):
+    """The store is read before the lock is taken: packet-in services
+    (which answer under ctl.lock) keep answering from the view while a read
+    waits on a locked store, and the status says the store is stale."""
+    from controller import follower as follower_mod
+    sw = FakeSwitch()
+    ctl.switch_connected(0xA1, sw, h1_ports())
+    settle(ctl, store)
+    entered, release = threading.Event(), threading.Event()
+    real = store.changes_since
+
+    def stalled(*a, **k):
+        entered.set()
+        release.wait(10)
+        return real(*a, **k)
+    monkeypatch.setattr(store, "changes_since", stalled)
+    monkeypatch.setattr(follower_mod, "STALE_S", 0.3)
+    ctl.follower.wake()
+    try:
+        assert entered.wait(5), "the core never read the feed"
+        before = ctl.status()["store_last_read"]
+        for _ in range(5):   # the lock stays free while the read waits
+            assert ctl.lock.acquire(timeout=0.2)
+            ctl.lock.release()
+        time.sleep(0.4)
+        st = ctl.status()   # the status takes the lock too
+        assert st["store_ok"] is False
+        assert st["store_last_read"] == before and st["store_read_age"] >= 0.3
+        assert ctl.port_at(0xA1, 1)[1] is not None   # the view still answers
+    finally:
+        release.set()
+    monkeypatch.undo()
+    st = settle(ctl, store)
+    assert st["store_ok"] and st["store_last_read"] > before
+
+
+def test_follower_fetch_reads_and_apply_changes_the_view(store):
+    from collections import Counter
+
+    from controller.follower import RESYNC, StoreFollower
+    f = StoreFollower(store, Counter())
+    got = f.fetch()
+    assert f.view is None and f.last_read is not None   # read, not applied yet
+    assert f.apply(got) == RESYNC and f.view.revision == store.revision()
+    assert f.healthy()
+    write(store, "networks", {"id": "n9", "name": "n9", "_key": 9,
+                              "provider:network_type": "flat",
+                              "provider:physical_network": "physnet1"})
+    got = f.fetch()
+    assert len(got) == 1 and "n9" not in f.view.networks
+    assert [c.body["id"] for c, _old in f.apply(got)] == ["n9"]
+    assert "n9" in f.view.networks
+    assert f.apply(f.fetch()) == []   # nothing new: still a successful read
+    f.last_read -= 60
+    assert not f.healthy()
