@@ -104,6 +104,20 @@ class Controller:
     def port_changed(self, dpid: int, name: str, ofport: Optional[int]) -> None:
         self._event(("port", dpid, name, ofport))
 
+    # -- the switch's flow monitor (the event thread; ofapp.py) ---------------
+    # No controller lock here: the event thread must never wait on the core.
+    # A dict lookup is atomic, and the switch's own condition guards the rest.
+    def drift_reported(self, dpid: int, channel, n: int) -> None:
+        """Someone else changed n of our flows on that switch: re-read and repair now."""
+        sw = self.switches.get(dpid)
+        if sw is not None and sw.channel is channel:
+            sw.drift_reported(n)
+
+    def monitor_paused(self, dpid: int, channel, paused: bool) -> None:
+        sw = self.switches.get(dpid)
+        if sw is not None and sw.channel is channel:
+            sw.monitor_paused(paused)
+
     def _event(self, ev: tuple) -> None:
         with self._pending_lock:
             # Events this one superseded will never be applied: no longer pending.

@@ -23,7 +23,7 @@ import time
 from collections import Counter
 from typing import Optional
 
-from controller import codec
+from controller import codec, flowmon
 from controller.flow import Flow
 from controller.meters import KBPS, PKTPS
 from controller.reconciler import ChannelError, MeterSpec
@@ -109,16 +109,18 @@ class OFChannel:
                 self._waiters.pop(msg.xid, None)
 
     # -- from the event thread -------------------------------------------
-    def deliver(self, msg) -> None:
+    def deliver(self, msg) -> bool:
+        """Hand a reply to the request waiting on its xid; False when none waits."""
         with self._lock:
             waiter = self._waiters.get(msg.xid)
         if waiter is None:
-            return
+            return False
         waiter.replies.append(msg)
         more = getattr(msg, "flags", 0) & self.ofp.OFPMPF_REPLY_MORE \
             if hasattr(msg, "body") else 0
         if not more:
             waiter.done.set()
+        return True
 
     def deliver_error(self, msg) -> None:
         with self._lock:
@@ -178,6 +180,13 @@ class OFChannel:
 
     def _barrier(self) -> None:
         self._request(self.parser.OFPBarrierRequest(self.dp))
+
+    def start_monitor(self) -> None:
+        """Have the switch report every flow change made by anyone else
+        (controller/flowmon.py); ChannelError when it refuses."""
+        self._request(self.parser.OFPExperimenterStatsRequest(
+            self.dp, 0, flowmon.ONF_EXPERIMENTER, flowmon.ONFMP_FLOW_MONITOR,
+            flowmon.request_body()))
 
     # -- Channel -----------------------------------------------------------
     def read_flows(self) -> list[Flow]:

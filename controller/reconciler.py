@@ -142,7 +142,7 @@ class SwitchReconciler:
         self.meters: Optional[dict[int, MeterSpec]] = None
         self.lock = threading.Lock()   # one sync at a time per switch
         self.stats = {"flow_mods": 0, "meter_mods": 0, "bundles": 0, "reads": 0,
-                      "repairs": 0, "audits": 0, "errors": 0}
+                      "repairs": 0, "audits": 0, "drift_rereads": 0, "errors": 0}
         self.last_sync: Optional[float] = None
         self.last_sync_duration: Optional[float] = None
         self.in_sync = False
@@ -176,6 +176,13 @@ class SwitchReconciler:
             raise
         reading.flows = {f.key: f for f in flows}
         return reading
+
+    def distrust_readings(self) -> None:
+        """The switch changed behind our back: readings open now may predate
+        it, so sync reads again instead of adopting them."""
+        with self.lock:
+            for r in self._readings:
+                r.valid = False
 
     def discard(self, reading: Reading) -> None:
         """Stop noting changes for a reading that will not be adopted."""
@@ -243,19 +250,24 @@ class SwitchReconciler:
         return want
 
     def sync(self, desired: Mapping[tuple, Flow], *, reread: bool = False,
-             audit: bool = False, reading: Optional[Reading] = None,
+             audit: bool = False, drift: bool = False, reading: Optional[Reading] = None,
              meters: Optional[Mapping[int, MeterSpec]] = None) -> int:
         """Make the switch match desired; return the number of messages sent.
 
         With a reading (from read()) the switch is not read again here,
         unless the reading can no longer be trusted. meters are the meters
-        apps want with their own spec (see wanted_meters). ChannelError leaves the
+        apps want with their own spec (see wanted_meters). drift: the
+        switch's flow monitor reported a foreign change; re-read and count
+        what differs as repairs, like an audit. ChannelError leaves the
         belief invalidated, so the next sync re-reads.
         """
         with self.lock:
             started = time.monotonic()
             try:
-                if audit:
+                if drift:
+                    self.stats["drift_rereads"] += 1
+                    audit = True
+                elif audit:
                     self.stats["audits"] += 1
                 adopted = False
                 if reading is not None:

@@ -20,13 +20,20 @@ SQLite store file. Shape:
          "host": "h1", "claimed": true, "busy": false, "in_sync": true,
          "ports": {"tap1234": 3}, "desired_flows": 12, "installed_flows": 12,
          "flow_mods": 12, "meter_mods": 1, "bundles": 1, "reads": 1,
-         "repairs": 0, "audits": 0, "errors": 0, "connected_at": ...,
+         "repairs": 0, "audits": 0, "drift_rereads": 0, "errors": 0,
+         "monitor": "active", "drift_reports": 0, "connected_at": ...,
          "unsolicited_errors": {"type=2,code=4": 1}}}}
 
 flow_mods counts every flow-mod sent to the switch since it connected to
 this controller process, so a restart with unchanged state shows 0.
 
 Where the less obvious counts come from:
+- switches.*.monitor: the switch's flow monitor (controller/flowmon.py):
+  "active", "paused" (by the switch; in_sync is false until it resumes and
+  the switch is re-read), "failed" (refused: drift waits for the audit) or
+  null (a channel without one). drift_reports counts the flow updates in
+  our cookie space someone else made; drift_rereads the re-reads they
+  caused; repairs what those re-reads and the audits found different.
 - switches.*.unsolicited_errors: OpenFlow errors from that switch for an
   xid nobody waited on (a refused packet-out, a late error for a timed-out
   request), per "type=T,code=C" (controller/ofchannel.py); counters'
@@ -86,7 +93,11 @@ def build_status(ctl) -> dict[str, Any]:
             "host": sw.view.host_name,
             "claimed": sw.view.host is not None,
             "busy": sw.busy,
-            "in_sync": r.in_sync and not sw.busy,
+            # Not while drift is reported and not yet repaired (busy), nor
+            # while a paused monitor may be missing some.
+            "in_sync": r.in_sync and not sw.busy and sw.monitor != "paused",
+            "monitor": sw.monitor,
+            "drift_reports": sw.drift_reports,
             "ports": dict(sw.view.ports_by_name),
             "desired_flows": len(sw.memo.desired),
             "installed_flows": len(r.installed) if r.installed is not None else None,

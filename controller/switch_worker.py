@@ -5,6 +5,12 @@ controller's lock (all of it after a (re)read) and reconciles it
 (reconciler.py); one worker per switch serialises everything sent to it.
 The worker never syncs before the controller has a view of the store: that
 would flush the switch. A channel error re-reads the switch after a backoff.
+
+Before its first sync the worker starts the switch's flow monitor
+(flowmon.py), so a flow someone else adds, deletes or changes in our cookie
+space is reported at once (drift_reported) and repaired by a re-read and a
+whole diff, not at the next audit. While drift is reported and not yet
+repaired, or the monitor is paused, the switch is not in sync (status.py).
 """
 from __future__ import annotations
 
@@ -45,6 +51,11 @@ class Switch:
         self.want_sync = False
         self.want_reread = False
         self.want_audit = False
+        self.want_drift = False
+        # The flow monitor: None on a channel that has none (the unit tests'
+        # fakes), else "starting", "active", "paused" or "failed".
+        self.monitor: Optional[str] = "starting" if hasattr(channel, "start_monitor") else None
+        self.drift_reports = 0      # flow updates in our cookie space made by someone else
         self.reading: Optional[Reading] = None   # the audit's read, for the worker to adopt
         self.busy = True            # from connect until the first sync succeeds
         self.connected = True
@@ -65,12 +76,13 @@ class Switch:
             self.connected = False
             self.cond.notify()
 
-    def poke(self, *, reread: bool = False, audit: bool = False,
+    def poke(self, *, reread: bool = False, audit: bool = False, drift: bool = False,
              reading: Optional[Reading] = None) -> None:
         with self.cond:
             self.want_sync = True
             self.want_reread |= reread
             self.want_audit |= audit
+            self.want_drift |= drift
             if reading is not None:
                 if self.reading is not None:
                     self.reconciler.discard(self.reading)
@@ -78,10 +90,48 @@ class Switch:
             self.busy = True
             self.cond.notify()
 
+    def drift_reported(self, n: int) -> None:
+        """The monitor saw n foreign changes: re-read now. A reading taken
+        before them would hide them, so none taken so far is adopted."""
+        self.drift_reports += n
+        self.reconciler.distrust_readings()
+        with self.cond:
+            if self.reading is not None:
+                self.reconciler.discard(self.reading)
+                self.reading = None
+        self.poke(drift=True)
+
+    def monitor_paused(self, paused: bool) -> None:
+        """OVS stops the monitor when its updates back up, and says when it
+        resumes; what changed in between is unknown, so re-read then."""
+        if paused:
+            LOG.warning("switch %016x: flow monitor paused by the switch", self.dpid)
+            with self.cond:
+                self.monitor = "paused"
+            return
+        LOG.info("switch %016x: flow monitor resumed; re-reading", self.dpid)
+        with self.cond:
+            self.monitor = "active"
+        self.drift_reported(0)
+
+    def _start_monitor(self) -> None:
+        if self.monitor is None:
+            return
+        try:
+            self.channel.start_monitor()
+            self.monitor = "active"
+        except ChannelError as e:
+            # Drift is then found by the audit alone, as before.
+            self.monitor = "failed"
+            LOG.warning("switch %016x: no flow monitor (%s); drift is repaired at the audit",
+                        self.dpid, e)
+
     def run(self) -> None:
         """The worker thread: sync whenever poked, until the switch leaves."""
         sw, core = self, self.core
         backoff = RETRY_MIN_S
+        # Before the first read: a change made after it is then reported.
+        sw._start_monitor()
         while True:
             with sw.cond:
                 while sw.connected and not sw.want_sync:
@@ -89,7 +139,8 @@ class Switch:
                 if not sw.connected:
                     return
                 reread, audit, reading = sw.want_reread, sw.want_audit, sw.reading
-                sw.want_sync = sw.want_reread = sw.want_audit = False
+                drift = sw.want_drift
+                sw.want_sync = sw.want_reread = sw.want_audit = sw.want_drift = False
                 sw.reading = None
             rec = sw.reconciler
             delta = desired = specs = None
@@ -99,8 +150,8 @@ class Switch:
                 if ready:
                     # Only this thread drops the belief, so it is still
                     # there when the delta is applied.
-                    if not (reread or audit or reading is not None or rec.installed is None
-                            or rec.meters is None):
+                    if not (reread or audit or drift or reading is not None
+                            or rec.installed is None or rec.meters is None):
                         delta = sw.memo.take_delta()
                     if delta is None:
                         desired = sw.memo.take_all()
@@ -114,8 +165,8 @@ class Switch:
                 if delta is not None:
                     sent = rec.sync_delta(*delta)
                 else:
-                    sent = rec.sync(desired, reread=reread, audit=audit, reading=reading,
-                                    meters=specs)
+                    sent = rec.sync(desired, reread=reread, audit=audit, drift=drift,
+                                    reading=reading, meters=specs)
                 if sent:
                     LOG.info("switch %016x: %d change(s) sent", sw.dpid, sent)
                 latency = getattr(core, "change_latency", None)

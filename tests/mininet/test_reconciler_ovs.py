@@ -51,14 +51,14 @@ def our_flows(bridge: str) -> list[str]:
 
 
 class Rig:
-    def __init__(self, tmp: Path):
+    def __init__(self, tmp: Path, conf: str = "[controller]\naudit_interval = 2\n"):
         self.run = f"{random.randrange(16**5):05x}"
         self.bridge = f"rc{self.run}"
         self.dpid = 0xC0DE00000000 | int(self.run, 16)
         self.db = tmp / "db.sqlite"
         self.status_path = tmp / "controller-status.json"
         self.conf_path = tmp / "vmflow.conf"
-        self.conf_path.write_text("[controller]\naudit_interval = 2\n")
+        self.conf_path.write_text(conf)
         self.port = free_port()
         self.proc = None
         self.logs = []
@@ -258,3 +258,75 @@ def test_unclaimed_bridge_is_listed_and_gets_only_drop(rig):
         assert len(flows) == 1 and "priority=0 actions=drop" in flows[0]
     finally:
         subprocess.run(["ovs-vsctl", "--if-exists", "del-br", other.bridge], check=False)
+
+
+@pytest.fixture
+def rig60(tmp_path):
+    """A rig with the audit at its default 60 s: only the flow monitor can repair fast."""
+    r = Rig(tmp_path, conf="[controller]\n")
+    try:
+        r.fill()
+        r.make_bridge()
+        r.start()
+        yield r
+    finally:
+        r.close()
+
+
+def repaired_within(rig, installed, limit=3.0) -> float:
+    """Seconds until our flows on the bridge are `installed` again."""
+    start = time.monotonic()
+    while time.monotonic() - start < limit:
+        if our_flows(rig.bridge) == installed:
+            return time.monotonic() - start
+        time.sleep(0.01)
+    raise AssertionError(f"not repaired in {limit}s: {len(our_flows(rig.bridge))} flows "
+                         f"of {len(installed)}")
+
+
+def test_hand_edits_are_repaired_within_a_second_by_the_flow_monitor(rig60):
+    rig = rig60
+    sw = rig.switch(monitor="active")
+    audits = sw["audits"]   # the next audit is 60 s away
+    # Our own bundles are not reported back as drift (no NXFMF_OWN).
+    rig.put("ports", rig.port_doc(4, "n1", "h2"), parent="n1")
+    sw = rig.switch()
+    assert sw["drift_reports"] == 0 and sw["drift_rereads"] == 0 and sw["repairs"] == 0
+    installed = our_flows(rig.bridge)
+    assert len(installed) == sw["installed_flows"] > 10
+
+    # Everything deleted by hand, foreign flows too.
+    sh(*OFCTL, "add-flow", rig.bridge, f"table={OUTPUT},priority=7,cookie=0x42,reg7=98,actions=drop")
+    sh(*OFCTL, "del-flows", rig.bridge)
+    took = repaired_within(rig, installed)
+    print(f"del-flows of {len(installed)} flows repaired in {took:.3f}s")
+    assert took < 1.0
+    deadline = time.time() + 3   # the status file trails by up to status_interval
+    while time.time() < deadline and rig.switch()["repairs"] < len(installed):
+        time.sleep(0.1)
+    sw = rig.switch()
+    assert sw["repairs"] >= len(installed) and sw["drift_reports"] >= len(installed)
+    assert sw["drift_rereads"] >= 1 and sw["audits"] == audits and sw["in_sync"]
+    # a foreign flow is not ours to restore
+    assert "cookie=0x42" not in sh(*OFCTL, "dump-flows", rig.bridge)
+
+    # One flow added in our cookie space, one changed, one outside it.
+    repairs = sw["repairs"]
+    sh(*OFCTL, "add-flow", rig.bridge,
+       f"table={OUTPUT},priority=7,cookie={L2_COOKIE | 0x42:#x},reg7=99,actions=output:1")
+    took = repaired_within(rig, installed)
+    print(f"a hand-added flow in our cookie space removed in {took:.3f}s")
+    assert took < 1.0
+    sh(*OFCTL, "add-flow", rig.bridge, f"table={OUTPUT},priority=7,cookie=0x43,reg7=97,actions=drop")
+    victim = next(f for f in installed if "reg7=0x1," in f or "reg7=0x1 " in f)
+    m = re.search(r"cookie=(0x[0-9a-f]+), table=(\d+), .*?priority=(\d+),(\S+) actions=", victim)
+    sh(*OFCTL, "mod-flows", "--strict", rig.bridge,
+       f"table={m.group(2)},priority={m.group(3)},{m.group(4)},actions=drop")
+    took = repaired_within(rig, installed)
+    print(f"a hand-modified flow restored in {took:.3f}s")
+    assert took < 1.0
+    deadline = time.time() + 3
+    while time.time() < deadline and rig.switch()["repairs"] < repairs + 2:
+        time.sleep(0.1)
+    assert rig.switch()["repairs"] >= repairs + 2
+    assert "cookie=0x43" in sh(*OFCTL, "dump-flows", rig.bridge, f"table={OUTPUT}")
