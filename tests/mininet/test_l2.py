@@ -383,8 +383,8 @@ def test_audit_repairs_hand_edited_flows(cloud_factory):
     foreign = f"cookie=0x1234,table={output},priority=1,dl_dst=02:00:00:00:00:98,actions=drop"
     sh(["ovs-ofctl", "-O", "OpenFlow13", "add-flow", h1.bridge, intruder])
     sh(["ovs-ofctl", "-O", "OpenFlow13", "add-flow", h1.bridge, foreign])
-    edited = flows(h1.bridge)
-    assert edited != before
+    # The switch's flow monitor has the edits repaired in milliseconds, so
+    # the edited table may never be seen here; the repair count proves them.
     wait_for(lambda: flows(h1.bridge) == before, 12, 0.2,
              lambda: f"the audit to repair {h1.bridge}:\n" + "\n".join(
                  sorted(set(flows(h1.bridge)) ^ set(before))))
