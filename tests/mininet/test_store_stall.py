@@ -1,0 +1,84 @@
+"""A stalled store never reaches the data plane (issue 16).
+
+Another process holds the SQLite store's WAL read locks for 40 s, so every
+read the controller makes waits on them (about 10 s each, then fails with
+"locking protocol"). Before, the controller read the store under the lock
+its packet-in services answer under, so ARP, DHCP and metadata stalled
+behind it. Checked: two VMs that talk lose no ping, a fresh udhcpc gets its
+lease and a flushed neighbour is resolved again during the stall, the status
+file keeps being written and says store_ok false with the real time of the
+last successful read, and all is well again after.
+"""
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import pytest
+from harness import parse_ping, wait_for
+
+pytestmark = pytest.mark.mininet
+
+LOCK_S = 40
+# SQLite's WAL-index locks are bytes 120.. of the -shm file: 120 WRITE,
+# 121 CHECKPOINT, 122 RECOVER, 123-127 READ0-READ4. A reader needs one of
+# the read locks (or RECOVER to rebuild the index): holding all of them is a
+# read lock on the whole store. A process of its own: POSIX locks are per
+# process, and SQLite in this process would not see them as another's.
+LOCKER = """
+import fcntl, os, sys, time
+fd = os.open(sys.argv[1], os.O_RDWR)
+fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 6, 122)
+print("locked", flush=True)
+time.sleep(float(sys.argv[2]))
+"""
+
+
+def test_a_40s_store_read_lock_loses_no_ping_and_dhcp_and_arp_still_answer(cloud_factory):
+    cloud = cloud_factory()
+    h1, h2 = cloud.add_host("h1"), cloud.add_host("h2")
+    net = cloud.add_network("n", cidr="10.9.0.0/24", vlan=109, enable_dhcp=True)
+    x, y = cloud.add_vm(h1, net, "x"), cloud.add_vm(h2, net, "y")
+    fresh = cloud.add_vm(h1, net, "d", dhcp=True)   # its port exists; no address yet
+    x.wait_ping(y, 20)
+    wait_for(lambda: cloud.status()["synced"] and cloud.status()["store_ok"], 20, 0.2,
+             "the controller to sync")
+    shm = f"{cloud.store_path}-shm"
+
+    count = int((LOCK_S + 6) / 0.1)
+    pinger = x.popen(["ping", "-n", "-q", "-c", str(count), "-i", "0.1", "-W", "1", y.ip])
+    locker = subprocess.Popen([sys.executable, "-c", LOCKER, shm, str(LOCK_S)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert locker.stdout.readline().strip() == "locked"
+        locked_at = time.time()
+        # The status file is still written, and tells the truth about the store.
+        wait_for(lambda: not cloud.status()["store_ok"], 12, 0.2, "store_ok to turn false")
+        st = cloud.status()
+        assert st["time"] > locked_at + 4
+        assert st["store_last_read"] is not None and st["store_last_read"] <= locked_at + 1
+        assert st["store_read_age"] >= 4
+        print(f"store_ok false {time.time() - locked_at:.1f}s into the lock; "
+              f"last read {st['store_read_age']:.1f}s before the status")
+        # DHCP from a fresh client, answered from the in-memory view.
+        started = time.monotonic()
+        ip = fresh.dhcp(timeout=20)
+        print(f"udhcpc bound {ip} in {time.monotonic() - started:.2f}s during the stall")
+        assert ip == fresh.port["fixed_ips"][0]["ip_address"]
+        # ARP: forget the neighbour, resolve it again.
+        x.arp_flush()
+        assert x.ping(y, count=2, timeout=1.0)
+        assert fresh.ping(y, count=2, timeout=1.0)
+        assert time.time() < locked_at + LOCK_S, "the checks outlasted the lock"
+        assert not cloud.status()["store_ok"]
+    finally:
+        locker.wait(LOCK_S + 10)
+    out, _ = pinger.communicate(timeout=60)
+    sent, got = parse_ping(out)
+    print(f"ping x -> y through the stall: {got}/{sent}")
+    assert sent == count and got == sent, out
+    wait_for(lambda: cloud.status()["store_ok"], 30, 0.2, "store_ok to come back")
+    st = cloud.status()
+    assert st["store_last_read"] > locked_at + LOCK_S - 1
+    assert "Traceback" not in cloud.controller.log(tail=400)
