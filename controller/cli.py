@@ -76,6 +76,20 @@ def run_status(conf: cfg.ConfigOpts) -> int:
         status["running"] = True
     except OSError:
         status["running"] = False   # the file outlives the process: say so
+    # A controller that stopped writing (hung, or gone) left claims that are
+    # no longer known to hold: say how old they are, and claim no sync.
+    import time
+
+    from controller.status import STALE_S
+    status["age"] = round(time.time() - status.get("time", 0), 3)
+    if not status["running"] or status["age"] > STALE_S:
+        status["stale"] = True
+        status["synced"] = False
+        status["store_ok"] = False
+        for sw in (status.get("switches") or {}).values():
+            sw["in_sync"] = False
+    else:
+        status["stale"] = False
     print(json.dumps(status, indent=1, sort_keys=True))
     return 0
 

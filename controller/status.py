@@ -24,6 +24,11 @@ SQLite store file. Shape:
          "monitor": "active", "drift_reports": 0, "connected_at": ...,
          "unsolicited_errors": {"type=2,code=4": 1}}}}
 
+`vmflow status` adds "running" (the pid is alive), "age" (seconds since the
+file was written) and "stale": true when the controller is gone or has not
+written it for STALE_S; a stale file's synced, store_ok and in_sync read
+false, since nothing is known to hold any more.
+
 flow_mods counts every flow-mod sent to the switch since it connected to
 this controller process, so a restart with unchanged state shows 0.
 
@@ -67,6 +72,11 @@ import os
 import tempfile
 import time
 from typing import Any, Optional
+
+
+# `vmflow status` calls a file older than this stale (the controller writes
+# it every status_interval, 1 s by default) and then claims no sync.
+STALE_S = 10.0
 
 
 def default_path(conf) -> Optional[str]:

@@ -71,3 +71,29 @@ def test_status_shows_the_openflow_listeners_counts_and_refusals(ctl):
     assert st["counters"]["ofp_tls_failures"] == 0 and st["counters"]["ofp_connections"] == 0
     assert st["refused_dpids"]["00000000000000ab"]["last_address"] == "10.0.0.66:2"
     assert st["refused_dpids"]["00000000000000ab"]["kept_address"] == "10.0.0.1:1"
+
+
+def _status_cli(tmp_path, capsys, status):
+    from controller.cli import run_status
+    conf = new_conf()
+    conf(args=[], default_config_files=[], default_config_dirs=[])
+    conf.set_override("status_file", str(tmp_path / "st.json"), group="controller")
+    write_status(str(tmp_path / "st.json"), status)
+    assert run_status(conf) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_vmflow_status_claims_nothing_from_a_stale_file(tmp_path, capsys):
+    import os
+    import time
+    sw = {"in_sync": True, "repairs": 3}
+    fresh = {"pid": os.getpid(), "time": time.time(), "synced": True, "store_ok": True,
+             "switches": {"00000000000000ab": dict(sw)}}
+    out = _status_cli(tmp_path, capsys, fresh)
+    assert out["running"] and not out["stale"] and out["synced"] and out["store_ok"]
+    assert out["switches"]["00000000000000ab"] == sw and out["age"] < 5
+    old = dict(fresh, time=time.time() - 60, switches={"00000000000000ab": dict(sw)})
+    out = _status_cli(tmp_path, capsys, old)
+    assert out["stale"] and out["age"] >= 60
+    assert not out["synced"] and not out["store_ok"]
+    assert out["switches"]["00000000000000ab"] == {"in_sync": False, "repairs": 3}
