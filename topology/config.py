@@ -90,7 +90,10 @@ API_OPTS = [
 
 CONTROLLER_OPTS = [
     cfg.IntOpt("audit_interval", default=60, min=1,
-               help="Seconds between full re-reads of every switch's flows to repair drift."),
+               help="Seconds between full re-reads of every switch's flows to repair drift. "
+                    "A switch's flow monitor (OVS) reports a hand edit in vmflow's cookie "
+                    "space at once and it is repaired then; the audit is the safety net for "
+                    "a switch without one, or one that paused it."),
     cfg.FloatOpt("store_poll_interval", default=0.005, min=0.001,
                  help="Seconds between checks of the store's cheap change hint (SQLite: "
                       "PRAGMA data_version); the change feed itself is read only when "
