@@ -39,15 +39,17 @@ def group(cloud: Cloud, name: str, n_rules: int) -> dict:
 
 def iperf(client, server, seconds: float) -> float:
     """Mbit/s received."""
-    p = client.run(["iperf3", "-c", server.ip, "-p", str(PORT), "-t", str(seconds), "-J"],
-                   timeout=seconds + 30)
+    p = client.run(["iperf3", "-c", server.ip, "-p", str(PORT), "-t", str(int(seconds)), "-J",
+                    "--connect-timeout", "3000"], timeout=seconds + 30)
     data = json.loads(p.stdout)
+    if "error" in data:
+        raise SystemExit(f"iperf3: {data['error']}")
     return data["end"]["sum_received"]["bits_per_second"] / 1e6
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--seconds", type=float, default=5)
+    ap.add_argument("--seconds", type=int, default=5)
     ap.add_argument("--rounds", type=int, default=2)
     args = ap.parse_args()
     cloud = Cloud.start(Path(tempfile.mkdtemp(prefix="vmflow-iperf-")))
@@ -69,6 +71,7 @@ def main() -> None:
             for name, fields in setups.items():
                 b.update_port(**fields)
                 cloud.wait_controller_synced([h1], timeout=60)
+                print(f"  running {name}", flush=True)
                 got[name].append(iperf(a, b, args.seconds))
         base = statistics.median(got["no firewall"])
         print(f"iperf3 TCP, {args.seconds:.0f} s x {args.rounds} rounds, same host "
