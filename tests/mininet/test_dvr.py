@@ -167,7 +167,11 @@ def test_removing_an_interface_stops_routing_within_a_second(topo):
     finally:
         cloud.api.request("PUT", f"/v2.0/routers/{rid}/add_router_interface",
                           {"subnet_id": topo.nb.subnet["id"]})
+        # the new interface port has a MAC of its own: nb's VMs ask again
+        for vm in (topo.b, c):
+            vm.arp_flush()
     a.wait_ping(c, CONVERGE)
+    assert a.ping(topo.b)
 
 
 def test_controller_restart_sends_nothing_and_loses_no_ping(topo):
