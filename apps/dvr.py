@@ -30,7 +30,8 @@ What, following controller/pipeline.py's routing and pre_output docs:
   DVR MAC as source.
 - classify: a frame on an uplink whose source is another host's DVR MAC gets
   the destination subnet's gateway MAC back as source, then goes on as any
-  frame from the uplink.
+  frame from the uplink. Any other source in the DVR MAC range ([api]
+  dvr_base_mac's first three octets) on an uplink is dropped and counted.
 
 All of it is pure computation over the view.
 """
@@ -50,11 +51,13 @@ from controller.pipeline import OUT_KEY_UPLINK, REG_OUT_PORT_KEY, REG_ROUTED, RO
 from topology.store.base import Document
 from topology.view import ROUTER_INTERFACE, TopologyView
 
+DEFAULT_DVR_BASE_MAC = "fa:16:3f:00:00:00"
 PRIO_ROUTER_MAC_DROP = 1
 PRIO_NO_NEIGHBOUR = 2
 PRIO_ROUTE_BASE = 1000          # + 2 * prefix length (+1 for a connected subnet)
 PRIO_NEIGHBOUR = 60000
 PRIO_DVR_OUT = 100
+PRIO_DVR_UNKNOWN = 115          # a DVR-range source no host registered
 PRIO_DVR_IN = 120               # a network's first interface
 PRIO_DVR_IN_SUBNET = 121        # per interface subnet, where a network has several
 
@@ -136,6 +139,10 @@ class DvrApp(App):
 
     def __init__(self, conf=None):
         self.conf = conf
+        base = conf.api.dvr_base_mac if conf is not None else DEFAULT_DVR_BASE_MAC
+        # The API allocates DVR MACs keeping the base's first three octets
+        # (topology/ipam.random_mac), so that prefix is the DVR MAC range.
+        self.dvr_range = (base.lower()[:8] + ":00:00:00", "ff:ff:ff:00:00:00")
 
     # -- per switch: the host's DVR MAC on routed frames leaving it ----------
     def switch_flows(self, view: TopologyView, sw: SwitchView) -> Iterable[Flow]:
@@ -143,6 +150,14 @@ class DvrApp(App):
             return
         a = self.app_id
         yield flow(a, "routing", PRIO_NO_NEIGHBOUR, {REG_ROUTED: ROUTED})
+        # Registered DVR MACs are recognised per network above this; any other
+        # source in the DVR range on an uplink is dropped, and this flow's
+        # packet counter is the count.
+        for iface in sorted(set((sw.host.get("physical_networks") or {}).values())):
+            uplink = sw.ofport(iface)
+            if uplink is not None:
+                yield flow(a, "classify", PRIO_DVR_UNKNOWN,
+                           {"in_port": uplink, "eth_src": self.dvr_range})
         dvr_mac = sw.host.get("dvr_mac")
         if dvr_mac:
             yield flow(a, "pre_output", PRIO_DVR_OUT,

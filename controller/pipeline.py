@@ -61,13 +61,15 @@ Table = Stage
 
 PIPELINE: tuple[Stage, ...] = (
     Stage("classify", 0, next=("port_security", "l2_lookup"), miss=None,
-          writers={"l2": (100, 100), "qos": (110, 111), "dvr": (120, 121)},
+          writers={"l2": (100, 100), "qos": (110, 111), "dvr": (115, 121)},
           doc="Where did the packet come from? "
               "Priority 120-121: a frame on an uplink whose source is another host's "
               "registered DVR MAC was routed there (dvr): as the flow below, and its "
               "source becomes the gateway MAC of the destination subnet's router "
               "interface (121: per interface subnet by ipv4_dst, where a network has "
               "several; 120: the network's first interface). "
+              "Priority 115: any other source in the DVR MAC range on an uplink is "
+              "dropped (dvr); that flow's packet counter counts unregistered DVR MACs. "
               "Priority 111: for a local VM port whose QoS policy marks DSCP, a flow "
               "for its IPv4 (in_port, eth_type) that does what priority 100 does, "
               "passes the port's egress QoS meter if it has one and sets ip_dscp. "

@@ -205,3 +205,15 @@ def test_firewall_runs_around_routing_and_the_flows_keep_to_the_pipeline(view):
     t = h1.send(view.ports["a1"], eth_dst=gw(view, "r1", "na"), ipv4_dst="10.2.0.11",
                 tcp_dst=22)
     assert t.dropped and not t.outputs and t.dropped_at.startswith("ingress_")
+
+
+def test_an_unregistered_dvr_mac_is_dropped_on_the_uplink(view):
+    h2 = switch(view, "h2")
+    b2 = view.ports["b2"]
+    t = h2.receive(vlan=202, eth_src="fa:16:3f:00:00:77", eth_dst=b2["mac_address"],
+                   ipv4_src="10.1.0.11", ipv4_dst="10.2.0.12", ip_proto=1)
+    assert t.dropped and not t.outputs and t.dropped_at == "classify"
+    # an ordinary frame from another host's VM still arrives
+    t = h2.receive(vlan=202, eth_src=view.ports["b1"]["mac_address"], eth_dst=b2["mac_address"],
+                   ipv4_src="10.2.0.11", ipv4_dst="10.2.0.12", ip_proto=1)
+    assert t.ports == [h2.ofport(b2)]
