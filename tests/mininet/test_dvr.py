@@ -195,3 +195,35 @@ def test_controller_restart_sends_nothing_and_loses_no_ping(topo):
     assert mods == {h.name: 0 for h in hosts}, mods
     assert seen == {h.name: [] for h in hosts}, seen
     assert {h.bridge: h.flows() for h in hosts} == before
+
+
+def iperf_bps(client: Vm, server: Vm, seconds: int = 3) -> float:
+    srv = server.popen(["iperf3", "-s", "-1", "-p", "5201"])
+    try:
+        wait_for(lambda: "5201" in server.cmd("ss -ltn"), 5, 0.05, "iperf3 to listen")
+        out = client.run(["iperf3", "-c", server.ip, "-p", "5201", "-t", str(seconds), "-J"],
+                         timeout=seconds + 20).stdout
+    finally:
+        srv.wait(timeout=10)
+    import json
+    return json.loads(out)["end"]["sum_received"]["bits_per_second"]
+
+
+def test_measure_interface_to_ping_and_routed_throughput(topo):
+    """Issue 10's benchmarks on real OVS (figures in bench/RESULTS.md)."""
+    cloud, a, a2, c = topo.cloud, topo.a, topo.a2, topo.c
+    ne = cloud.add_network("nf", cidr="10.71.9.0/24", vlan=179)
+    f = cloud.add_vm(topo.h2, ne, "f", ip="10.71.9.11")
+    assert a.no_ping(f, count=1)
+    t0 = time.monotonic()
+    cloud.api.request("PUT", f"/v2.0/routers/{topo.router['id']}/add_router_interface",
+                      {"subnet_id": ne.subnet["id"]})
+    wait_for(lambda: a.ping(f, timeout=0.2), 10, 0.0, "the first routed ping")
+    took = time.monotonic() - t0
+    switched = iperf_bps(a, a2)
+    routed = iperf_bps(a, c)
+    print(f"\nadd_router_interface -> routed ping: {took:.2f} s; iperf3 across hosts: "
+          f"switched {switched / 1e6:.0f} Mbit/s, routed {routed / 1e6:.0f} Mbit/s, "
+          f"ratio {routed / switched:.2f}")
+    assert took < 3.0
+    assert routed > 0.5 * switched
