@@ -267,7 +267,8 @@ class Controller:
                 if sw.view.host_name in names or (sw.view.host is None and
                                                   view.host_for_dpid(dpid) is not None):
                     dirty.setdefault(dpid, Dirty()).all_ = True
-            return
+            # A rebuild covers the named hosts only; what the change means
+            # elsewhere (another host's DVR MAC) is the scopes' to say.
         for scope in scopes.dirtied(view, change.kind, old, new):
             for dpid in self._switches_for(scope):
                 dirty.setdefault(dpid, Dirty()).scopes.add(scope)

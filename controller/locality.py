@@ -13,7 +13,10 @@ from typing import Optional
 
 from controller.app import SwitchView
 from topology.store.base import Document
-from topology.view import TopologyView, interface_name
+from topology.view import ROUTER_INTERFACE, TopologyView, interface_name
+
+
+UNPLUGGED = frozenset(("network:dhcp", ROUTER_INTERFACE))
 
 
 def is_active(doc: Optional[Document]) -> bool:
@@ -22,8 +25,9 @@ def is_active(doc: Optional[Document]) -> bool:
 
 def forwards(view: TopologyView, port: Document) -> bool:
     """Does this port get forwarding flows anywhere? The DHCP port is served
-    by the controller itself and is plugged into no bridge."""
-    if not is_active(port) or port.get("device_owner") == "network:dhcp":
+    by the controller itself, and a distributed router's interface by every
+    host's routing flows (apps/dvr.py): neither is plugged into a bridge."""
+    if not is_active(port) or port.get("device_owner") in UNPLUGGED:
         return False
     return is_active(view.networks.get(port["network_id"]))
 
@@ -44,11 +48,9 @@ def is_local(view: TopologyView, sw: SwitchView, port: Document) -> bool:
     flows): the port is plugged into this switch (bound to its host, its
     interface present), and it and its network are enabled.
 
-    device_owner does not matter, except network:dhcp: that port is served
-    by the controller and never plugged (see `forwards`). A router
-    interface, once something plugs it, is an endpoint on the bridge like a
-    VM's vNIC, so it is treated as one rather than silently left without ARP
-    and DHCP service.
+    device_owner does not matter, except for the ports nothing plugs (see
+    `forwards`): the DHCP port, served by the controller, and a distributed
+    router's interface, whose MAC every host's routing flows answer.
     """
     return local_ofport(view, sw, port) is not None
 

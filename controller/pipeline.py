@@ -20,6 +20,8 @@ Registers and metadata carry what a stage learned for the stages after it:
     reg6      port key of the VM port the packet came from (0: from an uplink)
     reg7      where the packet goes (set by l2_lookup): a local port's key, or
               OUT_KEY_UPLINK for "the uplink of the packet's network"
+    reg5      ROUTED once routing has routed the packet on this host (dvr), so
+              the neighbour step and pre_output tell routed frames apart
 
 Port and network keys are small integers the store allocates once per port and
 network (`_key` in the stored body); they are stable across restarts, so flows
@@ -36,6 +38,8 @@ REG_OUT_PORT_KEY = "reg7"
 # reg7's value for "leave by the uplink of the packet's network". Port keys
 # stay below 2**16 (topology/api/kinds/ports.py), so it never names a port.
 OUT_KEY_UPLINK = 0x80000000
+REG_ROUTED = "reg5"
+ROUTED = 1
 
 # The app id of the flows the compiler writes from this declaration (misses).
 PIPELINE_APP_ID = 0
@@ -57,8 +61,15 @@ Table = Stage
 
 PIPELINE: tuple[Stage, ...] = (
     Stage("classify", 0, next=("port_security", "l2_lookup"), miss=None,
-          writers={"l2": (100, 100), "qos": (110, 111)},
+          writers={"l2": (100, 100), "qos": (110, 111), "dvr": (115, 121)},
           doc="Where did the packet come from? "
+              "Priority 120-121: a frame on an uplink whose source is another host's "
+              "registered DVR MAC was routed there (dvr): as the flow below, and its "
+              "source becomes the gateway MAC of the destination subnet's router "
+              "interface (121: per interface subnet by ipv4_dst, where a network has "
+              "several; 120: the network's first interface). "
+              "Priority 115: any other source in the DVR MAC range on an uplink is "
+              "dropped (dvr); that flow's packet counter counts unregistered DVR MACs. "
               "Priority 111: for a local VM port whose QoS policy marks DSCP, a flow "
               "for its IPv4 (in_port, eth_type) that does what priority 100 does, "
               "passes the port's egress QoS meter if it has one and sets ip_dscp. "
@@ -123,11 +134,23 @@ PIPELINE: tuple[Stage, ...] = (
               "flow drops (deny) or commits in the port's zone with ct_mark = the rule's "
               "key and goes on.",
           miss_doc="What no rule admits is dropped: a port with no groups sends nothing."),
-    Stage("routing", 30, next=("l2_lookup",), miss="l2_lookup",
+    Stage("routing", 30, next=("l2_lookup", "routing"), miss="l2_lookup",
           writers={"dvr": (1, 65000), "nat": (1, 65000)},
-          doc="Distributed routing: traffic for a router interface's MAC is routed on "
-              "this host.",
-          miss_doc="Until routers exist, everything goes on to l2_lookup."),
+          doc="Distributed routing: IPv4 for a router interface's MAC is routed on "
+              "this host, in two steps (dvr). Priorities 1000-1066: a flow per "
+              "(interface, other interface's subnet) and per (interface, static "
+              "route), by prefix length (2*len, +1 for a connected subnet, so the "
+              "longest prefix wins and a connected subnet beats a route of the same "
+              "length): dec_ttl, the source becomes the target subnet's gateway "
+              "MAC, metadata the target network, reg5 ROUTED; a connected subnet "
+              "resubmits to routing for the neighbour step, a static route sets the "
+              "nexthop's MAC and goes to l2_lookup. Priority 60000: the neighbour "
+              "step, a flow per (ROUTED, network, port address in an interface's "
+              "subnet) setting the port's MAC (known from the store: no ARP) and "
+              "going to l2_lookup. Priority 2: a routed packet with no neighbour is "
+              "dropped. Priority 1: anything else sent to an interface's MAC (not "
+              "IPv4, or no route) is dropped, so a gateway MAC never leaves the host.",
+          miss_doc="Everything not for a router goes on to l2_lookup."),
     Stage("l2_lookup", 40, next=("ingress_firewall", "pre_output"), miss=None,
           writers={"l2": (50, 100)},
           doc="(network, destination MAC) -> where the packet goes; nothing is output "
@@ -158,8 +181,9 @@ PIPELINE: tuple[Stage, ...] = (
           doc="The hook before a frame leaves. Priority 200: a flow per local VM "
               "port with an ingress QoS meter (reg7 = its key) passes that meter and "
               "goes on to output: traffic toward a VM is metered here, every copy of "
-              "a flood included. Priorities 100-199: routed frames going out of the "
-              "uplink get this host's DVR MAC as their source (dvr).",
+              "a flood included. Priority 100 (dvr): a routed frame (reg5 ROUTED) "
+              "going out of the uplink gets this host's DVR MAC as its source, so no "
+              "gateway MAC reaches the fabric.",
           miss_doc="Everything goes on to output unchanged."),
     Stage("output", 60, next=(), miss=None,
           writers={"l2": (100, 100)},

@@ -11,6 +11,7 @@ from typing import Iterable, Optional
 
 from topology.store.base import Change, Document
 
+ROUTER_INTERFACE = "network:router_interface_distributed"
 
 
 def interface_name(port: Document) -> str:
@@ -70,6 +71,12 @@ class TopologyView:
         # present on a host while one is.
         self._nets_on_host: dict[str, Counter] = defaultdict(Counter)
         self._hosts_of_net: dict[str, Counter] = defaultdict(Counter)
+        # Routers' interface ports by router, and the routers with an
+        # interface on a network (how many interfaces): a host where one of
+        # a router's networks is present routes for it, so the router's other
+        # networks are present there too.
+        self.router_ports: dict[str, dict[str, Document]] = defaultdict(dict)
+        self._routers_of_net: dict[str, Counter] = defaultdict(Counter)
         self.host_by_name: dict[str, Document] = {}
         self.host_by_dpid: dict[int, Document] = {}
         # Security groups: their member ports, their rules, and who refers to
@@ -100,6 +107,9 @@ class TopologyView:
             self._hosts_of_net[p["network_id"]][host] += 1
         if p.get("device_owner") == "network:dhcp":
             self.dhcp_port_by_network[p["network_id"]] = p
+        if p.get("device_owner") == ROUTER_INTERFACE and p.get("device_id"):
+            self.router_ports[p["device_id"]][p["id"]] = p
+            self._routers_of_net[p["network_id"]][p["device_id"]] += 1
         for g in p.get("security_groups") or ():
             self.ports_by_group[g][p["id"]] = p
             if host and p.get("port_security_enabled", True) is not False:
@@ -117,6 +127,13 @@ class TopologyView:
                 del self.port_by_interface[key]
         if self.dhcp_port_by_network.get(p["network_id"]) is p:
             del self.dhcp_port_by_network[p["network_id"]]
+        if p.get("device_owner") == ROUTER_INTERFACE and p.get("device_id"):
+            ports = self.router_ports.get(p["device_id"])
+            if ports is not None:
+                ports.pop(p["id"], None)
+                if not ports:
+                    del self.router_ports[p["device_id"]]
+            _uncount(self._routers_of_net, p["network_id"], p["device_id"])
         for g in p.get("security_groups") or ():
             members = self.ports_by_group.get(g)
             if members is not None:
@@ -200,6 +217,10 @@ class TopologyView:
         return self.docs["hosts"]
 
     @property
+    def routers(self) -> dict[str, Document]:
+        return self.docs["routers"]
+
+    @property
     def instances(self) -> dict[str, Document]:
         return self.docs["instances"]
 
@@ -209,14 +230,49 @@ class TopologyView:
     def ports_on_host(self, host_name: str) -> Iterable[Document]:
         return self.ports_by_host.get(host_name, {}).values()
 
-    def networks_on_host(self, host_name: str) -> set[str]:
+    # A network is present on a host where one of its ports is bound, or
+    # where a network that shares a router with it is (distributed routing:
+    # that host routes to it, so it needs its forwarding).
+    def routers_of_network(self, network_id: str) -> set[str]:
+        return set(self._routers_of_net.get(network_id, ()))
+
+    def router_networks(self, router_id: str) -> set[str]:
+        return {p["network_id"] for p in self.router_ports.get(router_id, {}).values()}
+
+    def routed_networks(self, network_id: str) -> set[str]:
+        """The networks sharing a router with this one (itself included if it has one)."""
+        return {n for r in self._routers_of_net.get(network_id, ())
+                for n in self.router_networks(r)}
+
+    def bound_networks_on_host(self, host_name: str) -> set[str]:
         return set(self._nets_on_host.get(host_name, ()))
 
+    def networks_on_host(self, host_name: str) -> set[str]:
+        direct = self.bound_networks_on_host(host_name)
+        out = set(direct)
+        for nid in direct:
+            out |= self.routed_networks(nid)
+        return out
+
     def network_on_host(self, network_id: str, host_name: Optional[str]) -> bool:
-        return bool(host_name) and network_id in self._nets_on_host.get(host_name, ())
+        if not host_name:
+            return False
+        direct = self._nets_on_host.get(host_name, ())
+        if network_id in direct:
+            return True
+        return any(n in direct for n in self.routed_networks(network_id))
+
+    def bound_hosts_of_network(self, network_id: str) -> set[str]:
+        return set(self._hosts_of_net.get(network_id, ()))
 
     def hosts_of_network(self, network_id: str) -> set[str]:
-        return set(self._hosts_of_net.get(network_id, ()))
+        out = self.bound_hosts_of_network(network_id)
+        for nid in self.routed_networks(network_id):
+            out |= self.bound_hosts_of_network(nid)
+        return out
+
+    def hosts_of_router(self, router_id: str) -> set[str]:
+        return {h for n in self.router_networks(router_id) for h in self.bound_hosts_of_network(n)}
 
     def instance_for_port(self, port: Document) -> Optional[Document]:
         device = port.get("device_id")

@@ -227,9 +227,10 @@ def test_extensions_list_what_is_implemented_with_neutrons_names(client):
     for alias in ("standard-attr-tag", "tag-creation", "revision-if-match", "pagination",
                   "sorting", "filter-validation", "availability_zone",
                   "network_availability_zone", "quotas", "quota_details", "provider",
-                  "security-group", "port-security", "allowed-address-pairs", "qos"):
+                  "security-group", "port-security", "allowed-address-pairs", "qos",
+                  "router", "extraroute", "dvr"):
         assert alias in exts, alias
-    for alias in ("router", "dvr", "dns-integration", "trunk", "segment",
+    for alias in ("dns-integration", "trunk", "segment",
                   "binding-extended", "quota-check-limit", "router_availability_zone"):
         assert alias not in exts, alias
         assert client.call("GET", f"/extensions/{alias}").status_code == 404

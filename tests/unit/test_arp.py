@@ -137,16 +137,24 @@ def test_gratuitous_requests_for_own_addresses_go_on_into_the_network():
     assert all(dict(f.match)["arp_tpa"] != "169.254.169.254" for f in announce)
 
 
-def test_router_interface_plugged_here_gets_flows_like_a_vm():
-    """The single "is this port local" rule (apps/l2.is_local): device_owner
-    does not matter once a port is plugged into this switch."""
-    router = port_doc("port-rtr-dddddddd", 8, "fa:16:3e:00:00:08", "10.0.0.1",
-                      owner="network:router_interface_distributed", device="r1")
-    view = make_view(extra_ports=[router])
+def test_a_network_port_plugged_here_gets_flows_like_a_vm():
+    """The single "is this port local" rule (controller/locality.is_local):
+    device_owner does not matter once a port is plugged into this switch,
+    except for the ports nothing plugs: a distributed router's interface is
+    answered by every host's routing flows (apps/dvr.py), never as a VM; its
+    address is answered like any port's."""
+    gateway = port_doc("port-rtr-dddddddd", 8, "fa:16:3e:00:00:08", "10.0.0.1",
+                       owner="network:router_gateway", device="r1")
+    view = make_view(extra_ports=[gateway])
     flows = not_responders(ArpApp().port_flows(view, switch(view, 1),
                                                view.ports["port-rtr-dddddddd"]))
     # to the controller, and for its own address: asked (104), announced (105)
     assert {dict(f.match)["reg6"] for f in flows} == {8} and len(flows) == 3
+    dvr = port_doc("port-rtr-dddddddd", 8, "fa:16:3e:00:00:08", "10.0.0.1",
+                   owner="network:router_interface_distributed", device="r1")
+    view = make_view(extra_ports=[dvr])
+    assert not_responders(ArpApp().port_flows(view, switch(view, 1),
+                                              view.ports["port-rtr-dddddddd"])) == []
 
 
 def test_shared_address_conversions_are_strict():

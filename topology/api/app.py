@@ -16,6 +16,7 @@ from topology.api.kinds.instances import Instances
 from topology.api.kinds.networks import Networks
 from topology.api.kinds.ports import Ports
 from topology.api.kinds.qos import RULE_TYPES, QosPolicies, QosRules, RuleTypes
+from topology.api.kinds.routers import RouterInterfaces, Routers
 from topology.api.kinds.security_groups import SecurityGroupRules, SecurityGroups
 from topology.api.kinds.subnets import Subnets
 from topology.api.quotas import Quotas, defaults_from_conf
@@ -60,7 +61,7 @@ def create_app(conf: cfg.ConfigOpts, store: Store) -> falcon.App:
     ports = Ports(settings)
     kinds = [networks, Subnets(settings, ports, networks), ports, SecurityGroups(settings),
              SecurityGroupRules(settings), AddressGroups(settings), Hosts(settings),
-             Instances(settings), QosPolicies(settings)]
+             Instances(settings), QosPolicies(settings), Routers(settings)]
 
     app.add_route("/", versions.Root())
     collections = []
@@ -85,6 +86,11 @@ def create_app(conf: cfg.ConfigOpts, store: Store) -> falcon.App:
                 app.add_route(f"/v2.0/{path}/{{id}}/{rules_path}", rules)
                 app.add_route(f"/v2.0/{path}/{{id}}/{rules_path}/{{rule_id}}", rules,
                               suffix="item")
+        if isinstance(kind, Routers):
+            actions = RouterInterfaces(kind, ports, store)
+            app.add_route(f"/v2.0/{path}/{{id}}/add_router_interface", actions, suffix="add")
+            app.add_route(f"/v2.0/{path}/{{id}}/remove_router_interface", actions,
+                          suffix="remove")
     quotas = Quotas(store, quota_defaults)
     app.add_route("/v2.0/quotas", quotas)
     app.add_route("/v2.0/quotas/{project_id}", quotas, suffix="item")

@@ -30,7 +30,7 @@ UNSORTABLE = frozenset(("fixed_ips", "allowed_address_pairs", "security_groups",
                         "binding:vif_details", "subnets", "tags", "dns_nameservers",
                         "host_routes", "allocation_pools", "security_group_rules", "meta",
                         "public_keys", "physical_networks", "availability_zone_hints",
-                        "availability_zones"))
+                        "availability_zones", "routes", "external_gateway_info"))
 FIXED_IP_FILTERS = frozenset(("ip_address", "subnet_id", "ip_address_substr"))
 # A child whose parent shows it embedded: adding or removing one changes the
 # parent, whose revision_number rises with it (as Neutron's security groups do).

@@ -128,6 +128,12 @@ RULES: dict[str, str] = {
     "update_policy": ADMIN,
     "delete_policy": ADMIN,
 
+    # -- routers: distributed and not HA is all there is, so neither is settable
+    "create_router": OWNER,
+    "get_router": OWNER,
+    "update_router": OWNER,
+    "delete_router": OWNER,
+
     # -- hosts (vmflow's own): the operator's inventory ------------------------
     "access_hosts": ADMIN,
 

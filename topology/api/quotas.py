@@ -29,7 +29,7 @@ RESOURCES: dict[str, Optional[str]] = {
     "network": "networks",
     "subnet": "subnets",
     "port": "ports",
-    "router": None,
+    "router": "routers",
     "floatingip": None,
     "security_group": "security_groups",
     "security_group_rule": "security_group_rules",

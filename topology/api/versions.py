@@ -39,6 +39,9 @@ EXTENSIONS = [
     ("qos-pps", "QoS packet rate limit rule", "Adds support for packet rate limit rules"),
     ("qos-rule-type-details", "Details of QoS rule types", "Expose details about QoS rule types supported by loaded backend drivers"),
     ("qos-default", "QoS default policy", "Expose the QoS default policy per project"),
+    ("router", "Neutron L3 Router", "Router abstraction for layer 3 forwarding between layer 2 Neutron networks and access to external networks."),
+    ("extraroute", "Neutron Extra Route", "Extra routes configuration for L3 router"),
+    ("dvr", "Distributed Virtual Router", "Enables configuration of Distributed Virtual Routers."),
     ("vmflow-hosts", "vmflow hosts", "Compute hosts: datapath id, uplinks per physical network, DVR MAC."),
     ("vmflow-instances", "vmflow instances", "Instance metadata served to VMs at 169.254.169.254."),
 ]

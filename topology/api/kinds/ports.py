@@ -193,6 +193,14 @@ class Ports(Kind):
     def _check_groups(txn, ctx, group_ids):
         security_groups.check_port_groups(txn, ctx, group_ids)
 
+    def delete(self, txn, ctx, doc):
+        # Neutron's rule: a router's interface goes through remove_router_interface,
+        # which also checks no route still needs it.
+        if doc.get("device_owner") == "network:router_interface_distributed":
+            raise InUse(f"Port {doc['id']} cannot be deleted directly via the port API: has "
+                        "device owner network:router_interface_distributed.", "L3PortInUse")
+        super().delete(txn, ctx, doc)
+
     def update(self, txn, ctx, doc, changes):
         owner = port_owner(doc["id"])
         if "fixed_ips" in changes:

@@ -1,0 +1,260 @@
+"""Routers (Neutron's router and extraroute extensions), always distributed.
+
+A router is a document with a stable `_key`; its interfaces are real ports
+(device_owner network:router_interface_distributed, device_id the router's
+id) holding the subnet's gateway IP or, when added by port, that port's
+address. The controller routes between them on every host that has a port
+on one of their networks (apps/dvr.py); nothing here knows about hosts.
+
+`distributed` is read-only and true and `ha` is false: there is no other
+kind of router. `external_gateway_info` is stored as given.
+"""
+from __future__ import annotations
+
+import ipaddress
+from typing import Optional
+
+import falcon
+
+from topology import ipam
+from topology import validation as v
+from topology.api.collection import read_body, respond
+from topology.api.errors import BadRequest, InUse, NotFound, not_found
+from topology.api.kinds.base import Kind, common_attrs
+from topology.api.kinds.ports import port_owner
+from topology.store.base import Document, Store, Txn
+
+KEY_NAMESPACE, KEY_MAX = "router-key", 0xFFFFFF
+INTERFACE_OWNER = "network:router_interface_distributed"
+MAX_ROUTES = 64
+
+
+def is_interface(port: Document) -> bool:
+    return port.get("device_owner") == INTERFACE_OWNER
+
+
+def _route(field, value):
+    if not isinstance(value, dict) or set(value) != {"destination", "nexthop"}:
+        raise v.Invalid(field, f"'{value!r}' must be an object with destination and nexthop")
+    return {"destination": v.ipv4_cidr(f"{field}.destination", value["destination"]),
+            "nexthop": v.ipv4_address(f"{field}.nexthop", value["nexthop"])}
+
+
+def _gateway_info(field, value):
+    if value is None:
+        return None
+    return v.json_dict(field, value)
+
+
+def _read_only_true(field, value):
+    if value not in (True, "true", "True"):
+        raise v.Invalid(field, "vmflow routers are always distributed; only true is accepted")
+    return True
+
+
+def _read_only_false(field, value):
+    if value not in (False, "false", "False"):
+        raise v.Invalid(field, "vmflow routers are never HA; only false is accepted")
+    return False
+
+
+def interfaces(txn, router_id: str) -> list[Document]:
+    return [p for p in txn.list("ports") if is_interface(p) and p.get("device_id") == router_id]
+
+
+class Routers(Kind):
+    collection = "routers"
+    member = "router"
+    # shown (and filterable) beyond the attributes a client sets
+    shown = frozenset({"status"})
+    attrs = {
+        **common_attrs(),
+        "admin_state_up": v.Attr(v.boolean, True),
+        "routes": v.Attr(v.unique_list_of(_route, max_items=MAX_ROUTES), list),
+        "external_gateway_info": v.Attr(_gateway_info, None),
+        "distributed": v.Attr(_read_only_true, True),
+        "ha": v.Attr(_read_only_false, False),
+    }
+
+    def create(self, txn, ctx, values):
+        if values.get("routes"):
+            # No interface yet: no nexthop can be on a connected subnet.
+            self._check_routes(values["routes"], [])
+        doc = self.new_doc(ctx, values)
+        doc["status"] = "ACTIVE"
+        doc["_key"] = txn.allocate_key(KEY_NAMESPACE, f"{self.member}:{doc['id']}",
+                                       low=1, high=KEY_MAX)
+        self.save(txn, doc)
+        return doc
+
+    def update(self, txn, ctx, doc, changes):
+        self.check_owner(ctx, doc, "update")
+        if "routes" in changes:
+            self._check_routes(changes["routes"], self._connected(txn, doc["id"]))
+        return super().update(txn, ctx, doc, changes)
+
+    def delete(self, txn, ctx, doc):
+        self.check_owner(ctx, doc, "delete")
+        if interfaces(txn, doc["id"]):
+            raise InUse(f"Router {doc['id']} still has ports", "RouterInUse")
+        super().delete(txn, ctx, doc)
+
+    @staticmethod
+    def _connected(txn, router_id: str) -> list[str]:
+        return [txn.get("subnets", ip["subnet_id"])["cidr"]
+                for p in interfaces(txn, router_id) for ip in p["fixed_ips"]]
+
+    @staticmethod
+    def _check_routes(routes: list[dict], connected: list[str]) -> None:
+        nets = [ipaddress.ip_network(c) for c in connected]
+        for route in routes:
+            hop = ipaddress.ip_address(route["nexthop"])
+            if not any(hop in n for n in nets):
+                raise BadRequest(f"Invalid format for routes: {route}, the nexthop "
+                                 f"{route['nexthop']} is not connected with router",
+                                 "InvalidRoutes")
+
+    # -- interfaces ------------------------------------------------------------
+    def add_interface(self, txn: Txn, ctx, router: Document, ports_kind,
+                      subnet_id: Optional[str], port_id: Optional[str]) -> dict:
+        self.check_owner(ctx, router, "update")
+        if port_id is not None:
+            port = txn.get("ports", port_id)
+            if port is None or port.get("project_id") != router["project_id"] and not ctx.is_admin:
+                raise not_found("port", port_id)
+            if port.get("device_owner") or port.get("device_id"):
+                raise InUse(f"Port {port_id} has owner {port.get('device_owner') or port.get('device_id')} "
+                            "and therefore cannot be used as a router interface", "PortInUse")
+            if len(port["fixed_ips"]) != 1:
+                raise BadRequest(f"Router port {port_id} must have exactly one fixed IP",
+                                 "BadRequest")
+            subnet = txn.get("subnets", port["fixed_ips"][0]["subnet_id"])
+            self._check_overlap(txn, router, subnet)
+            port["device_owner"] = INTERFACE_OWNER
+            port["device_id"] = router["id"]
+            ports_kind.touch(port)
+            ports_kind.save(txn, port)
+        else:
+            subnet = txn.get("subnets", subnet_id)
+            if subnet is None:
+                raise not_found("subnet", subnet_id)
+            network = txn.get("networks", subnet["network_id"])
+            if subnet.get("gateway_ip") is None:
+                raise BadRequest(f"Bad router request: Subnet {subnet_id} does not have a "
+                                 "gateway IP", "BadRequest")
+            owner = ipam.ip_owner(txn, subnet["id"], subnet["gateway_ip"])
+            if owner is not None:
+                raise InUse(f"IP address {subnet['gateway_ip']} already allocated in subnet "
+                            f"{subnet_id}", "IpAddressInUse")
+            self._check_overlap(txn, router, subnet)
+            port = ports_kind.build(txn, ctx, {
+                "name": "", "description": "", "network_id": network["id"],
+                "project_id": router["project_id"], "admin_state_up": True,
+                "mac_address": None, "fixed_ips": [], "device_id": router["id"],
+                "device_owner": INTERFACE_OWNER, "binding:host_id": "", "binding:profile": {},
+                "binding:vnic_type": "normal", "allowed_address_pairs": [],
+                "port_security_enabled": False, "security_groups": [],
+            }, network)
+            # The gateway is outside the pools and claim_ip refuses it on
+            # purpose; the router interface is the one owner it may have.
+            txn.claim(ipam.ip_namespace(subnet["id"]), subnet["gateway_ip"],
+                      port_owner(port["id"]))
+            port["fixed_ips"] = [{"subnet_id": subnet["id"], "ip_address": subnet["gateway_ip"]}]
+            ports_kind.save(txn, port)
+        self.touch(router)
+        self.save(txn, router)
+        return self._info(router, port)
+
+    def remove_interface(self, txn: Txn, ctx, router: Document,
+                         subnet_id: Optional[str], port_id: Optional[str]) -> dict:
+        self.check_owner(ctx, router, "update")
+        mine = interfaces(txn, router["id"])
+        if port_id is not None:
+            port = next((p for p in mine if p["id"] == port_id), None)
+            if port is None:
+                raise NotFound(f"Router {router['id']} does not have an interface with id "
+                               f"{port_id}", "RouterInterfaceNotFound")
+            if subnet_id is not None and all(ip["subnet_id"] != subnet_id
+                                             for ip in port["fixed_ips"]):
+                raise InUse(f"Subnet {subnet_id} is not on port {port_id}", "SubnetMismatchForPort")
+        else:
+            port = next((p for p in mine if any(ip["subnet_id"] == subnet_id
+                                                for ip in p["fixed_ips"])), None)
+            if port is None:
+                raise NotFound(f"Router {router['id']} has no interface on subnet {subnet_id}",
+                               "RouterInterfaceNotFoundForSubnet")
+        remaining = [r for r in router.get("routes") or ()]
+        connected = [txn.get("subnets", ip["subnet_id"])["cidr"]
+                     for p in mine if p["id"] != port["id"] for ip in p["fixed_ips"]]
+        nets = [ipaddress.ip_network(c) for c in connected]
+        stranded = [r for r in remaining
+                    if not any(ipaddress.ip_address(r["nexthop"]) in n for n in nets)]
+        if stranded:
+            raise InUse(f"Router interface for subnet {port['fixed_ips'][0]['subnet_id']} on "
+                        f"router {router['id']} cannot be deleted, as it is required by one "
+                        "or more routes.", "RouterInterfaceInUseByRoute")
+        info = self._info(router, port)
+        txn.release_owner(port_owner(port["id"]))
+        txn.delete("ports", port["id"])
+        self.touch(router)
+        self.save(txn, router)
+        return info
+
+    @staticmethod
+    def _check_overlap(txn, router: Document, subnet: Document) -> None:
+        new = ipaddress.ip_network(subnet["cidr"])
+        for port in interfaces(txn, router["id"]):
+            for ip in port["fixed_ips"]:
+                other = txn.get("subnets", ip["subnet_id"])
+                if other is not None and ipaddress.ip_network(other["cidr"]).overlaps(new):
+                    raise InUse(
+                        f"Cidr {subnet['cidr']} of subnet {subnet['id']} overlaps with cidr "
+                        f"{other['cidr']} of subnet {other['id']} on router {router['id']}",
+                        "RouterInterfaceOverlap")
+
+    @staticmethod
+    def _info(router: Document, port: Document) -> dict:
+        subnets = [ip["subnet_id"] for ip in port["fixed_ips"]]
+        return {"id": router["id"], "subnet_id": subnets[0] if subnets else None,
+                "subnet_ids": subnets, "port_id": port["id"], "network_id": port["network_id"],
+                "tenant_id": router["project_id"], "project_id": router["project_id"]}
+
+
+class RouterInterfaces:
+    """PUT /v2.0/routers/{id}/add_router_interface and .../remove_router_interface."""
+
+    def __init__(self, kind: Routers, ports_kind, store: Store):
+        self.kind = kind
+        self.ports = ports_kind
+        self.store = store
+
+    @staticmethod
+    def _body(req) -> tuple[Optional[str], Optional[str]]:
+        body = read_body(req)
+        if not isinstance(body, dict) or not ({"subnet_id", "port_id"} & set(body)):
+            raise BadRequest("Bad router request: Either subnet_id or port_id must be "
+                             "specified")
+        extra = set(body) - {"subnet_id", "port_id"}
+        if extra:
+            raise BadRequest(f"Unrecognized attribute(s) '{', '.join(sorted(extra))}'")
+        subnet_id = v.uuid_str("subnet_id", body["subnet_id"]) if "subnet_id" in body else None
+        port_id = v.uuid_str("port_id", body["port_id"]) if "port_id" in body else None
+        return subnet_id, port_id
+
+    def on_put_add(self, req, resp, id):
+        subnet_id, port_id = self._body(req)
+        if subnet_id and port_id:
+            raise BadRequest("Bad router request: Cannot specify both subnet-id and port-id")
+        with self.store.transaction() as txn:
+            router = self.kind.load(txn, req.context.auth, id)
+            info = self.kind.add_interface(txn, req.context.auth, router, self.ports,
+                                           subnet_id, port_id)
+        respond(resp, falcon.HTTP_200, info)
+
+    def on_put_remove(self, req, resp, id):
+        subnet_id, port_id = self._body(req)
+        with self.store.transaction() as txn:
+            router = self.kind.load(txn, req.context.auth, id)
+            info = self.kind.remove_interface(txn, req.context.auth, router, subnet_id, port_id)
+        respond(resp, falcon.HTTP_200, info)
+
