@@ -71,6 +71,9 @@ def main() -> None:
             for name, fields in setups.items():
                 b.update_port(**fields)
                 cloud.wait_controller_synced([h1], timeout=60)
+                # the status file trails the switch by up to a second: wait
+                # until the bridge's flows stop changing
+                cloud.wait_flows_stable([h1], quiet=1.5, timeout=60)
                 print(f"  running {name}", flush=True)
                 got[name].append(iperf(a, b, args.seconds))
         base = statistics.median(got["no firewall"])

@@ -51,8 +51,7 @@ class AddressGroups(Kind):
 
     def create(self, txn, ctx, values):
         doc = self.new_doc(ctx, values)
-        doc["_key"] = txn.allocate_key(KEY_NAMESPACE, f"{self.member}:{doc['id']}",
-                                       low=1, high=KEY_MAX)
+        self.give_key(txn, doc, KEY_NAMESPACE, KEY_MAX)
         self.save(txn, doc)
         return doc
 

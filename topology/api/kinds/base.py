@@ -148,6 +148,11 @@ class Kind:
         doc["updated_at"] = now()
         doc["revision_number"] = doc.get("revision_number", 0) + 1
 
+    def give_key(self, txn: Txn, doc: Document, namespace: str, high: int = 0xFFFFFF) -> None:
+        """A stable small key for a document that flows are derived from (its
+        cookies, zones or conjunction ids), held until the document is deleted."""
+        doc["_key"] = txn.allocate_key(namespace, f"{self.member}:{doc['id']}", low=1, high=high)
+
     def save(self, txn: Txn, doc: Document) -> None:
         txn.put(self.collection, doc["id"], doc,
                 project_id=doc.get("project_id") if self.has_project else None,

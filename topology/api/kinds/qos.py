@@ -86,8 +86,7 @@ class QosPolicies(Kind):
         doc = self.new_doc(ctx, values)
         doc["rules"] = []
         self._one_default(txn, doc)
-        doc["_key"] = txn.allocate_key(KEY_NAMESPACE, f"{self.member}:{doc['id']}",
-                                       low=1, high=KEY_MAX)
+        self.give_key(txn, doc, KEY_NAMESPACE, KEY_MAX)
         self.save(txn, doc)
         return doc
 

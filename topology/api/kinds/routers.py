@@ -82,8 +82,7 @@ class Routers(Kind):
             self._check_routes(values["routes"], [])
         doc = self.new_doc(ctx, values)
         doc["status"] = "ACTIVE"
-        doc["_key"] = txn.allocate_key(KEY_NAMESPACE, f"{self.member}:{doc['id']}",
-                                       low=1, high=KEY_MAX)
+        self.give_key(txn, doc, KEY_NAMESPACE, KEY_MAX)
         self.save(txn, doc)
         return doc
 
