@@ -1,6 +1,6 @@
 """Which connection owns a datapath id (ofconn.Connections), the half-open
 cap, and the ofp_listen syntax. The listener itself runs on real sockets and
-real OVS in tests/mininet/test_ofconn.py."""
+real OVS in tests/mininet/test_ofconn_ovs.py."""
 from __future__ import annotations
 
 import threading
