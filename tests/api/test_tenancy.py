@@ -191,3 +191,21 @@ def test_members_read_their_own_quota_and_set_none(token_api, clients):
     assert r.status_code == 200
     assert bob.call("GET", "/quotas/bob").json()["quota"]["security_group"] == 50
     assert [q["project_id"] for q in bob.call("GET", "/quotas").json()["quotas"]] == ["bob"]
+
+
+def test_a_member_cannot_route_into_another_projects_subnet(token_api, clients, shared):
+    """bob's router must not get an interface on alice's subnet, shared or
+    not: that would join alice's network to bob's router. Nothing is written."""
+    admin, alice, bob = clients
+    net, sub = shared
+    private = admin.network(name="alice-private", project_id="alice")
+    private_sub = admin.subnet(private["id"], "10.92.0.0/24", project_id="alice")
+    r = bob.call("POST", "/routers", {"router": {"name": "bob-r"}})
+    assert r.status_code == 201, r.text
+    router = r.json()["router"]
+    for subnet in (sub, private_sub):
+        before = token_api.revision()
+        r = bob.call("PUT", f"/routers/{router['id']}/add_router_interface",
+                     {"subnet_id": subnet["id"]})
+        assert r.status_code == 404, r.text
+        assert token_api.revision() == before

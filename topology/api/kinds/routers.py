@@ -135,7 +135,10 @@ class Routers(Kind):
             ports_kind.save(txn, port)
         else:
             subnet = txn.get("subnets", subnet_id)
-            if subnet is None:
+            # Another project's subnet is not there for a member: routing
+            # into it would join that project's network to this router.
+            if subnet is None or (subnet.get("project_id") != router["project_id"]
+                                  and not ctx.is_admin):
                 raise not_found("subnet", subnet_id)
             network = txn.get("networks", subnet["network_id"])
             if subnet.get("gateway_ip") is None:
