@@ -274,7 +274,7 @@ def test_explain_names_the_owner_of_every_installed_flow(topo):
     flows = [l for l in dump.splitlines() if "cookie=" in l]
     assert len(lines) == 2 * len(flows) and flows
     owners = lines[1::2]
-    assert all(re.match(r"    (pipeline|l2|arp|dhcp|metadata|secgroup)\b.*\[table \d+: \w+\]$",
+    assert all(re.match(r"    (pipeline|l2|arp|dhcp|metadata|secgroup|qos|dvr)\b.*\[table \d+: \w+\]$",
                         o) for o in owners), \
         "\n".join(o for o in owners if "not vmflow" in o or "[" not in o)
     # the firewall's flows name their security group rule, group or port
