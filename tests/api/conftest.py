@@ -32,3 +32,13 @@ def make_api(tmp_path):
     yield start
     for s in servers:
         s.stop()
+
+
+@pytest.fixture
+def conn(api):
+    """openstacksdk, unchanged, against the session's API (no auth, endpoint override)."""
+    import openstack
+    c = openstack.connect(auth_type="none", network_endpoint_override=api.url + "/",
+                          region_name="")
+    yield c
+    c.close()

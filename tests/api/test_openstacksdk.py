@@ -1,20 +1,11 @@
 """openstacksdk, unchanged, drives the API: auth_type none + endpoint override."""
 from __future__ import annotations
 
-import openstack
 import pytest
 from openstack import exceptions
 
 # The SDK warns about its own future API changes; they are not ours to fix.
 pytestmark = pytest.mark.filterwarnings("ignore:::openstack.*")
-
-
-@pytest.fixture
-def conn(api):
-    c = openstack.connect(auth_type="none", network_endpoint_override=api.url + "/",
-                          region_name="")
-    yield c
-    c.close()
 
 
 def test_networks_subnets_ports_lifecycle(conn):

@@ -1,19 +1,10 @@
 """openstacksdk, unchanged, drives security groups, vmflow's rule fields and address groups."""
 from __future__ import annotations
 
-import openstack
 import pytest
 from openstack import exceptions
 
 pytestmark = pytest.mark.filterwarnings("ignore:::openstack.*")
-
-
-@pytest.fixture
-def conn(api):
-    c = openstack.connect(auth_type="none", network_endpoint_override=api.url + "/",
-                          region_name="")
-    yield c
-    c.close()
 
 
 def test_rules_and_address_groups_through_sdk(conn):
