@@ -6,6 +6,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+
+# Property tests check correctness, not speed: on a loaded 2-core CI machine
+# an example can take longer than hypothesis' default 200 ms deadline, which
+# failed otherwise sound runs. Speed is measured under bench/.
+settings.register_profile("vmflow", deadline=None)
+settings.load_profile("vmflow")
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "mininet"))
 

@@ -336,9 +336,13 @@ def test_client_triggered_logs_are_throttled(caplog):
         for i in range(100):
             log("tls", 30, "handshake %d failed", i)
         log("cap", 30, "over the cap")
-    assert [r.getMessage() for r in caplog.records] == ["handshake 0 failed", "over the cap"]
+    # Only this test's messages: connections left by earlier tests may still
+    # log on their own threads under the same logger.
+    def mine():
+        return [r.getMessage() for r in caplog.records
+                if r.getMessage().startswith(("handshake ", "over the cap"))]
+    assert mine() == ["handshake 0 failed", "over the cap"]
     log.every = 0
     with caplog.at_level("INFO", logger="controller.ofconn"):
         log("tls", 30, "handshake %d failed", 100)
-    assert caplog.records[-1].getMessage() == \
-        "handshake 100 failed (and 99 more like it in the last 0s)"
+    assert mine()[-1] == "handshake 100 failed (and 99 more like it in the last 0s)"
