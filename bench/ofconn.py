@@ -30,27 +30,18 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "mininet"))
 
-from ofclient import FakeSwitch, hello  # noqa: E402
-
-
-def proc(pid: int) -> dict:
-    out = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key, _, value = line.partition(":")
-        if key in ("Threads", "VmRSS"):
-            out[key] = int(value.split()[0])
-    return out
+from ofclient import FakeSwitch, hello, proc_status  # noqa: E402
 
 
 def settled(pid: int) -> dict:
     last = None
     for _ in range(60):
-        now = proc(pid)["Threads"]
+        now = proc_status(pid)["Threads"]
         if now == last:
             break
         last = now
         time.sleep(1.0)
-    return proc(pid)
+    return proc_status(pid)
 
 
 def read_exact(s: socket.socket, n: int) -> None:

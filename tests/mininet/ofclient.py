@@ -11,6 +11,7 @@ import ssl
 import struct
 import threading
 import time
+from pathlib import Path
 from typing import Optional
 
 VERSION = 4
@@ -163,3 +164,13 @@ def tls_client(cert: str, key: str, ca: str) -> ssl.SSLContext:
     ctx.load_cert_chain(cert, key)
     ctx.load_verify_locations(ca)
     return ctx
+
+
+def proc_status(pid: int) -> dict:
+    """A process's thread count and resident memory (kB), from /proc."""
+    out = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("Threads", "VmRSS"):
+            out[key] = int(value.split()[0])
+    return out

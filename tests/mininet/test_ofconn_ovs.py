@@ -11,12 +11,11 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
-from harness import free_port, sh, wait_for
-from ofclient import FakeSwitch, hello
+from harness import sh, wait_for
+from ofclient import FakeSwitch, hello, proc_status
 
 pytestmark = pytest.mark.mininet
 
@@ -186,15 +185,6 @@ def read_exact(s: socket.socket, n: int) -> bytes:
     return buf
 
 
-def _proc(pid: int) -> dict:
-    out = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key, _, value = line.partition(":")
-        if key in ("Threads", "VmRSS"):
-            out[key] = int(value.split()[0])
-    return out
-
-
 def _settled(cloud) -> dict:
     """The controller's threads and RSS once no OpenFlow connection but the
     bridges' is left."""
@@ -205,12 +195,12 @@ def _settled(cloud) -> dict:
     last = {"n": None}
 
     def steady():
-        n = _proc(cloud.controller.pid)["Threads"]
+        n = proc_status(cloud.controller.pid)["Threads"]
         same, last["n"] = n == last["n"], n
         return same
 
     wait_for(steady, 20, 1.0, "the controller's thread count to settle")
-    return _proc(cloud.controller.pid)
+    return proc_status(cloud.controller.pid)
 
 
 def test_2000_connect_hello_close_cycles_leak_no_thread_and_no_memory(topo):

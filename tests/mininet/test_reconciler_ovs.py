@@ -9,8 +9,8 @@ hand edits are repaired by the audit, and a store change reaches the switch.
 """
 from __future__ import annotations
 
+import contextlib
 import json
-import os
 import random
 import re
 import signal
@@ -156,9 +156,9 @@ class Rig:
         subprocess.run(["ovs-vsctl", "--if-exists", "del-br", self.bridge], check=False)
 
 
-@pytest.fixture
-def rig(tmp_path):
-    r = Rig(tmp_path)
+@contextlib.contextmanager
+def running_rig(tmp_path, **kw):
+    r = Rig(tmp_path, **kw)
     try:
         r.fill()
         r.make_bridge()
@@ -166,6 +166,12 @@ def rig(tmp_path):
         yield r
     finally:
         r.close()
+
+
+@pytest.fixture
+def rig(tmp_path):
+    with running_rig(tmp_path) as r:
+        yield r
 
 
 def l2_only(flows):
@@ -263,14 +269,8 @@ def test_unclaimed_bridge_is_listed_and_gets_only_drop(rig):
 @pytest.fixture
 def rig60(tmp_path):
     """A rig with the audit at its default 60 s: only the flow monitor can repair fast."""
-    r = Rig(tmp_path, conf="[controller]\n")
-    try:
-        r.fill()
-        r.make_bridge()
-        r.start()
+    with running_rig(tmp_path, conf="[controller]\n") as r:
         yield r
-    finally:
-        r.close()
 
 
 def repaired_within(rig, installed, limit=3.0) -> float:

@@ -1,6 +1,5 @@
 """Every action and instruction kind: build, encode to bytes with os-ken, parse
 back with os-ken's parser, decode, and get the canonical form again."""
-from types import SimpleNamespace
 
 import pytest
 from hypothesis import given, settings
@@ -8,33 +7,13 @@ from hypothesis import strategies as st
 from os_ken.ofproto import ofproto_v1_3 as ofp
 from os_ken.ofproto import ofproto_v1_3_parser as parser
 
+from wire import wire_round_trip
 from controller import actions, codec, fields, pipeline
-from controller.flow import (CT_EST, CT_NEW, CT_REL, CT_TRK, Flow, apply, conjunction, ct,
+from controller.flow import (CT_EST, CT_NEW, CT_REL, CT_TRK, apply, conjunction, ct,
                              ct_clear, ct_state, dec_ttl, flow, goto, group, meter, move, nat,
                              output, pop_vlan, push_vlan, resubmit, set_field, to_controller,
                              write_metadata)
 
-DP = SimpleNamespace(ofproto=ofp, ofproto_parser=parser, id=1)
-
-
-def wire_round_trip(f: Flow) -> Flow:
-    """Encode as a flow-mod, serialise, parse back, decode as a flow-stats entry."""
-    mod = codec.flow_mod(DP, codec.canonical(f), "add")
-    mod.datapath = DP
-    mod.serialize()
-    buf = bytes(mod.buf)
-    assert len(buf) == int.from_bytes(buf[2:4], "big")
-    match = parser.OFPMatch.parser(buf, ofp.OFP_FLOW_MOD_SIZE - ofp.OFP_MATCH_SIZE)
-    offset = ofp.OFP_FLOW_MOD_SIZE - ofp.OFP_MATCH_SIZE + match.length + (-match.length % 8)
-    instructions = []
-    while offset < len(buf):
-        ins = parser.OFPInstruction.parser(buf, offset)
-        instructions.append(ins)
-        offset += ins.len
-    assert offset == len(buf)
-    stat = SimpleNamespace(table_id=mod.table_id, priority=mod.priority, match=match,
-                           instructions=instructions, cookie=mod.cookie)
-    return codec.from_stats(ofp, stat)
 
 
 IP = {"eth_type": 0x800}

@@ -1,34 +1,13 @@
 """Flow values <-> OpenFlow 1.3 bytes, and the canonical form OVS reports back."""
-from types import SimpleNamespace
 
 import pytest
 from os_ken.ofproto import ofproto_v1_3 as ofp
-from os_ken.ofproto import ofproto_v1_3_parser as parser
 
+from wire import DP, wire_round_trip
 from controller import codec, pipeline
 from controller.flow import (Flow, apply, flow, goto, output, pop_vlan, push_vlan, set_field,
                              to_controller, write_metadata)
 
-DP = SimpleNamespace(ofproto=ofp, ofproto_parser=parser, id=1)
-
-
-def wire_round_trip(f: Flow) -> Flow:
-    """Encode as a flow-mod, serialise, parse back, decode as a flow-stats entry."""
-    mod = codec.flow_mod(DP, codec.canonical(f), "add")
-    mod.datapath = DP
-    mod.serialize()
-    buf = bytes(mod.buf)
-    # Flow-mod layout: header(8) cookie..flags(40) then match, then instructions.
-    match = parser.OFPMatch.parser(buf, ofp.OFP_FLOW_MOD_SIZE - ofp.OFP_MATCH_SIZE)
-    offset = ofp.OFP_FLOW_MOD_SIZE - ofp.OFP_MATCH_SIZE + match.length + (-match.length % 8)
-    instructions = []
-    while offset < len(buf):
-        ins = parser.OFPInstruction.parser(buf, offset)
-        instructions.append(ins)
-        offset += ins.len
-    stat = SimpleNamespace(table_id=mod.table_id, priority=mod.priority, match=match,
-                           instructions=instructions, cookie=mod.cookie)
-    return codec.from_stats(ofp, stat)
 
 
 FLOWS = [
