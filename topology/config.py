@@ -41,6 +41,11 @@ API_OPTS = [
                     "are kept, the rest are random (as Neutron's base_mac)."),
     cfg.StrOpt("dvr_base_mac", default="fa:16:3f:00:00:00",
                help="Hosts' DVR MACs are allocated under this base (as Neutron's dvr_base_mac)."),
+    cfg.StrOpt("external_base_mac", default="fa:16:3f:00:00:00",
+               help="Hosts' external MACs (a host's source MAC on every external network: "
+                    "floating IP ARP answers and NATed frames, like Neutron's fip gateway "
+                    "port) are allocated under this base. A host's external MAC never "
+                    "equals any host's DVR MAC, even under the same base."),
     cfg.IntOpt("default_mtu", default=1500, min=68, max=65535,
                help="MTU of a network created without one."),
     cfg.StrOpt("default_project", default="admin",

@@ -12,6 +12,7 @@ from topology.api.collection import Resource
 from topology.api.kinds.address_groups import AddressGroupActions, AddressGroups
 from topology.api.kinds.base import Settings
 from topology.api.kinds.hosts import Hosts
+from topology.api.kinds.floatingips import FloatingIps, PortForwardings
 from topology.api.kinds.instances import Instances
 from topology.api.kinds.networks import Networks
 from topology.api.kinds.ports import Ports
@@ -40,6 +41,7 @@ def parse_vlan_ranges(entries: list[str]) -> dict[str, list[tuple[int, int]]]:
 def settings_from_conf(conf: cfg.ConfigOpts) -> Settings:
     api = conf.api
     return Settings(base_mac=api.base_mac, dvr_base_mac=api.dvr_base_mac,
+                    external_base_mac=api.external_base_mac,
                     default_mtu=api.default_mtu, default_project=api.default_project,
                     vlan_ranges=parse_vlan_ranges(api.network_vlan_ranges))
 
@@ -61,7 +63,8 @@ def create_app(conf: cfg.ConfigOpts, store: Store) -> falcon.App:
     ports = Ports(settings)
     kinds = [networks, Subnets(settings, ports, networks), ports, SecurityGroups(settings),
              SecurityGroupRules(settings), AddressGroups(settings), Hosts(settings),
-             Instances(settings), QosPolicies(settings), Routers(settings)]
+             Instances(settings), QosPolicies(settings), Routers(settings, ports),
+             FloatingIps(settings)]
 
     app.add_route("/", versions.Root())
     collections = []
@@ -86,6 +89,11 @@ def create_app(conf: cfg.ConfigOpts, store: Store) -> falcon.App:
                 app.add_route(f"/v2.0/{path}/{{id}}/{rules_path}", rules)
                 app.add_route(f"/v2.0/{path}/{{id}}/{rules_path}/{{rule_id}}", rules,
                               suffix="item")
+        if isinstance(kind, FloatingIps):
+            forwardings = PortForwardings(kind, store)
+            app.add_route(f"/v2.0/{path}/{{id}}/port_forwardings", forwardings)
+            app.add_route(f"/v2.0/{path}/{{id}}/port_forwardings/{{pf_id}}", forwardings,
+                          suffix="item")
         if isinstance(kind, Routers):
             actions = RouterInterfaces(kind, ports, store)
             app.add_route(f"/v2.0/{path}/{{id}}/add_router_interface", actions, suffix="add")

@@ -71,6 +71,7 @@ _CONFLICT_TYPES = {
     "ip": ("IpAddressAlreadyAllocated", "IP address {key} already allocated in subnet {sub}"),
     "dpid": ("HostDatapathIdInUse", "Datapath id {key} is already used by another host."),
     "dvr-mac": ("DVRMacAddressInUse", "DVR MAC address {key} is in use."),
+    "external-mac": ("ExternalMacAddressInUse", "External MAC address {key} is in use."),
     "host-name": ("HostNameInUse", "A host named {key} already exists."),
 }
 
@@ -78,7 +79,7 @@ _CONFLICT_TYPES = {
 def conflict_error(exc: Conflict) -> InUse:
     kind, _, sub = exc.namespace.partition(":")
     if exc.key == "*":
-        if kind in ("mac", "dvr-mac"):
+        if kind in ("mac", "dvr-mac", "external-mac"):
             return InUse("Unable to generate a unique mac address.", "MacAddressGenerationFailure")
         return InUse(f"No free {exc.namespace} value is left.", "ResourceExhausted")
     type_, template = _CONFLICT_TYPES.get(kind, ("HTTPConflict", "{namespace} {key} is already in use."))

@@ -133,6 +133,20 @@ RULES: dict[str, str] = {
     "get_router": OWNER,
     "update_router": OWNER,
     "delete_router": OWNER,
+    # the gateway's network is a member's choice; SNAT and the gateway's
+    # addresses are the operator's (Neutron's defaults)
+    "create_router:external_gateway_info:enable_snat": ADMIN,
+    "create_router:external_gateway_info:external_fixed_ips": ADMIN,
+    "update_router:external_gateway_info:enable_snat": ADMIN,
+    "update_router:external_gateway_info:external_fixed_ips": ADMIN,
+
+    # -- floating IPs: a member takes them from any external network (all are
+    # visible, rule:external); which address it gets is the operator's say.
+    "create_floatingip": OWNER,
+    "create_floatingip:floating_ip_address": ADMIN,
+    "get_floatingip": OWNER,
+    "update_floatingip": OWNER,
+    "delete_floatingip": OWNER,
 
     # -- hosts (vmflow's own): the operator's inventory ------------------------
     "access_hosts": ADMIN,

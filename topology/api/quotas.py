@@ -9,8 +9,7 @@ GET    /v2.0/quotas/{project_id}/details     limit, used and reserved per resour
 
 A project's own limits are one document of kind "quotas" keyed by the
 project. A create over the limit is a 409 OverQuota and writes nothing: the
-count is taken inside the create's own transaction. Routers and floating IPs
-have their names reserved; until those resources exist their use is 0.
+count is taken inside the create's own transaction.
 """
 from __future__ import annotations
 
@@ -30,7 +29,7 @@ RESOURCES: dict[str, Optional[str]] = {
     "subnet": "subnets",
     "port": "ports",
     "router": "routers",
-    "floatingip": None,
+    "floatingip": "floatingips",
     "security_group": "security_groups",
     "security_group_rule": "security_group_rules",
 }

@@ -21,7 +21,7 @@ from topology.api.kinds.base import Kind
 from topology.store.base import Document, Store
 
 # Neutron's standard-attr resources that vmflow has and that carry tags.
-TAGGABLE = frozenset(("networks", "subnets", "ports", "security_groups"))
+TAGGABLE = frozenset(("networks", "subnets", "ports", "security_groups", "floatingips"))
 MAX_TAG_LEN = 255
 MAX_TAGS = 64
 

@@ -25,6 +25,7 @@ class Settings:
     """The [api] options the resource logic needs, decoupled from oslo.config."""
     base_mac: str = "fa:16:3e:00:00:00"
     dvr_base_mac: str = "fa:16:3f:00:00:00"
+    external_base_mac: str = "fa:16:3f:00:00:00"
     default_mtu: int = 1500
     default_project: str = "admin"
     # physnet -> [(low, high), ...] tenant networks' VLANs come from

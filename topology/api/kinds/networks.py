@@ -100,6 +100,14 @@ class Networks(Kind):
                     "allocation.", "NoNetworkAvailable")
 
     def update(self, txn, ctx, doc, changes):
+        if doc.get("router:external") and changes.get("router:external") is False:
+            # Neutron's ExternalNetworkInUse: routers' gateways and floating
+            # IPs would be left on a network that is no longer external.
+            if any(p.get("device_owner") == "network:router_gateway"
+                   for p in txn.list("ports", parent_id=doc["id"])) or self._floating_ips(txn, doc):
+                raise InUse(f"External network {doc['id']} cannot be updated to be made "
+                            "non-external, since it has existing gateway ports or floating "
+                            "IPs.", "ExternalNetworkInUse")
         if changes.get("mtu", 0) is None:
             changes["mtu"] = self.settings.default_mtu
         if "qos_policy_id" in changes:
@@ -135,10 +143,17 @@ class Networks(Kind):
             doc["availability_zones"] = sorted(set(hints) & zones if hints else zones)
         return out
 
+    @staticmethod
+    def _floating_ips(txn, doc) -> list:
+        if not doc.get("router:external"):
+            return []
+        return [f for f in txn.list("floatingips") if f.get("floating_network_id") == doc["id"]]
+
     def delete(self, txn, ctx, doc):
         net_id = doc["id"]
         ports = txn.list("ports", parent_id=net_id)
-        if any(p.get("device_owner") != dhcp.DEVICE_OWNER for p in ports):
+        if any(p.get("device_owner") != dhcp.DEVICE_OWNER for p in ports) or \
+                self._floating_ips(txn, doc):
             raise InUse(f"Unable to complete operation on network {net_id}. There are one "
                         "or more ports still in use on the network.", "NetworkInUse")
         for port in ports:

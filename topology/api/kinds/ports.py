@@ -6,11 +6,12 @@ from typing import Any, Optional
 from topology import ipam
 from topology import validation as v
 from topology.api.errors import BadRequest, InUse
-from topology.api.kinds import qos, security_groups
+from topology.api.kinds import fip_refs, qos, security_groups
 from topology.api.kinds.base import UNSET, Kind, common_attrs
 from topology.store.base import Document, Txn
 
 PORT_KEY_MAX = 0xFFFF
+L3_OWNERS = ("network:router_interface_distributed", "network:router_gateway")
 
 
 def _fixed_ip(field, value):
@@ -195,10 +196,13 @@ class Ports(Kind):
 
     def delete(self, txn, ctx, doc):
         # Neutron's rule: a router's interface goes through remove_router_interface,
-        # which also checks no route still needs it.
-        if doc.get("device_owner") == "network:router_interface_distributed":
+        # which also checks no route still needs it; its gateway port goes with
+        # its external_gateway_info.
+        if doc.get("device_owner") in L3_OWNERS:
             raise InUse(f"Port {doc['id']} cannot be deleted directly via the port API: has "
-                        "device owner network:router_interface_distributed.", "L3PortInUse")
+                        f"device owner {doc['device_owner']}.", "L3PortInUse")
+        # Neutron disassociates the port's floating IPs and deletes its port forwardings.
+        fip_refs.release_port(txn, doc)
         super().delete(txn, ctx, doc)
 
     def update(self, txn, ctx, doc, changes):
@@ -206,7 +210,10 @@ class Ports(Kind):
         if "fixed_ips" in changes:
             new = assign_fixed_ips(txn, doc["network_id"], changes["fixed_ips"], owner,
                                    current=doc["fixed_ips"])
-            release_fixed_ips(txn, [ip for ip in doc["fixed_ips"] if ip not in new])
+            lost = [ip for ip in doc["fixed_ips"] if ip not in new]
+            release_fixed_ips(txn, lost)
+            if lost:
+                fip_refs.release_port(txn, doc, [ip["ip_address"] for ip in lost])
             changes["fixed_ips"] = new
         if "security_groups" in changes:
             self._check_groups(txn, ctx, changes["security_groups"])

@@ -7,7 +7,17 @@ address. The controller routes between them on every host that has a port
 on one of their networks (apps/dvr.py); nothing here knows about hosts.
 
 `distributed` is read-only and true and `ha` is false: there is no other
-kind of router. `external_gateway_info` is stored as given.
+kind of router.
+
+`external_gateway_info` ({network_id, enable_snat, external_fixed_ips}) joins
+the router to a `router:external` network through a gateway port
+(device_owner network:router_gateway, owned by no project, as Neutron's),
+which holds the gateway IP: allocated on the external subnet, or the one
+requested. Setting, replacing and clearing the info creates, replaces and
+removes that port in the same transaction. Where the router's SNAT runs is
+not stored: topology/placement.py computes it from the hosts, and the router
+shows it as `vmflow:snat_host` (and `status` ERROR when SNAT is wanted and no
+host may carry it).
 """
 from __future__ import annotations
 
@@ -16,16 +26,22 @@ from typing import Optional
 
 import falcon
 
-from topology import ipam
+from topology import ipam, placement
 from topology import validation as v
+from topology.api import policy
 from topology.api.collection import read_body, respond
 from topology.api.errors import BadRequest, InUse, NotFound, not_found
-from topology.api.kinds.base import Kind, common_attrs
-from topology.api.kinds.ports import port_owner
+from topology.api.kinds import fip_refs
+from topology.api.kinds.base import UNSET, Kind, common_attrs
+from topology.api.kinds.ports import (_fixed_ip, assign_fixed_ips, default_fixed_ips,
+                                      port_owner, release_fixed_ips)
 from topology.store.base import Document, Store, Txn
 
 KEY_NAMESPACE, KEY_MAX = "router-key", 0xFFFFFF
 INTERFACE_OWNER = "network:router_interface_distributed"
+GATEWAY_OWNER = "network:router_gateway"
+GATEWAY_FIELD = "external_gateway_info"
+GATEWAY_KEYS = ("network_id", "enable_snat", "external_fixed_ips")
 MAX_ROUTES = 64
 
 
@@ -40,10 +56,32 @@ def _route(field, value):
             "nexthop": v.ipv4_address(f"{field}.nexthop", value["nexthop"])}
 
 
+class GatewayRequest(dict):
+    """external_gateway_info as requested: clean values, and which keys the
+    caller gave (policy rules name them, as Neutron's do)."""
+    given: tuple[str, ...] = ()
+
+
 def _gateway_info(field, value):
-    if value is None:
+    """null or {} clears the gateway; otherwise network_id is required."""
+    if value is None or value == {}:
         return None
-    return v.json_dict(field, value)
+    if not isinstance(value, dict):
+        raise v.Invalid(field, f"'{value!r}' is not a dictionary")
+    unknown = sorted(set(value) - set(GATEWAY_KEYS))
+    if unknown:
+        raise v.Invalid(field, f"unrecognized key(s) {', '.join(unknown)}; "
+                               f"expected {', '.join(GATEWAY_KEYS)}")
+    if "network_id" not in value:
+        raise v.Invalid(f"{field}.network_id", "required to set a gateway")
+    out = GatewayRequest(
+        network_id=v.uuid_str(f"{field}.network_id", value["network_id"]),
+        enable_snat=v.boolean(f"{field}.enable_snat", value.get("enable_snat", True)),
+        external_fixed_ips=UNSET if value.get("external_fixed_ips") is None else
+        v.list_of(_fixed_ip, max_items=8)(f"{field}.external_fixed_ips",
+                                          value["external_fixed_ips"]))
+    out.given = tuple(k for k in GATEWAY_KEYS if k in value)
+    return out
 
 
 def _read_only_true(field, value):
@@ -62,11 +100,33 @@ def interfaces(txn, router_id: str) -> list[Document]:
     return [p for p in txn.list("ports") if is_interface(p) and p.get("device_id") == router_id]
 
 
+def gateway_port(txn, router: Document) -> Optional[Document]:
+    info = router.get(GATEWAY_FIELD)
+    if not info:
+        return None
+    return next((p for p in txn.list("ports", parent_id=info["network_id"])
+                 if p.get("device_owner") == GATEWAY_OWNER and p.get("device_id") == router["id"]),
+                None)
+
+
+def routers_for_fip(txn, subnet_id: str, external_network_id: str) -> list[Document]:
+    """Routers with an interface on this subnet and a gateway on that external
+    network: the way between a floating IP and a fixed IP."""
+    found = {}
+    for port in txn.list("ports"):
+        if is_interface(port) and any(ip["subnet_id"] == subnet_id for ip in port["fixed_ips"]):
+            router = txn.get("routers", port["device_id"])
+            info = router.get(GATEWAY_FIELD) if router else None
+            if info and info["network_id"] == external_network_id:
+                found[router["id"]] = router
+    return [found[k] for k in sorted(found)]
+
+
 class Routers(Kind):
     collection = "routers"
     member = "router"
     # shown (and filterable) beyond the attributes a client sets
-    shown = frozenset({"status"})
+    shown = frozenset({"status", "vmflow:snat_host"})
     attrs = {
         **common_attrs(),
         "admin_state_up": v.Attr(v.boolean, True),
@@ -76,13 +136,30 @@ class Routers(Kind):
         "ha": v.Attr(_read_only_false, False),
     }
 
+    def __init__(self, settings, ports_kind=None):
+        super().__init__(settings)
+        self.ports = ports_kind
+
+    def authorize(self, r, ctx, action, doc, given=()):
+        # Neutron's rules name the gateway's keys: a member sets network_id,
+        # enable_snat and external_fixed_ips are the admin's
+        # (create_router:external_gateway_info:enable_snat, ...).
+        names = list(given)
+        info = doc.get(GATEWAY_FIELD)
+        if GATEWAY_FIELD in names and isinstance(info, GatewayRequest):
+            names += [f"{GATEWAY_FIELD}:{k}" for k in info.given]
+        super().authorize(r, ctx, action, doc, names)
+
     def create(self, txn, ctx, values):
         if values.get("routes"):
             # No interface yet: no nexthop can be on a connected subnet.
             self._check_routes(values["routes"], [])
+        requested = values.pop(GATEWAY_FIELD)
         doc = self.new_doc(ctx, values)
         doc["status"] = "ACTIVE"
+        doc[GATEWAY_FIELD] = None
         self.give_key(txn, doc, KEY_NAMESPACE, KEY_MAX)
+        self._set_gateway(txn, ctx, doc, requested)
         self.save(txn, doc)
         return doc
 
@@ -90,13 +167,121 @@ class Routers(Kind):
         self.check_owner(ctx, doc, "update")
         if "routes" in changes:
             self._check_routes(changes["routes"], self._connected(txn, doc["id"]))
+        if GATEWAY_FIELD in changes:
+            self._set_gateway(txn, ctx, doc, changes.pop(GATEWAY_FIELD))
         return super().update(txn, ctx, doc, changes)
 
     def delete(self, txn, ctx, doc):
         self.check_owner(ctx, doc, "delete")
         if interfaces(txn, doc["id"]):
             raise InUse(f"Router {doc['id']} still has ports", "RouterInUse")
+        self._set_gateway(txn, ctx, doc, None)
         super().delete(txn, ctx, doc)
+
+    # -- gateway ---------------------------------------------------------------
+    def _set_gateway(self, txn: Txn, ctx, router: Document, requested) -> None:
+        """Make the router's gateway port match the request (None: no gateway)."""
+        current = router.get(GATEWAY_FIELD)
+        port = gateway_port(txn, router)
+        if requested is None:
+            if current:
+                self._check_unused(txn, router, current["network_id"])
+                if port is not None:
+                    self._remove_port(txn, port)
+            router[GATEWAY_FIELD] = None
+            return
+        network = self._external_network(txn, ctx, requested["network_id"])
+        ips = requested["external_fixed_ips"]
+        if current and current["network_id"] == network["id"] and port is not None:
+            if ips is not UNSET:
+                owner = port_owner(port["id"])
+                new = self._gateway_ips(lambda: assign_fixed_ips(
+                    txn, network["id"], ips, owner, current=port["fixed_ips"]))
+                release_fixed_ips(txn, [ip for ip in port["fixed_ips"] if ip not in new])
+                port["fixed_ips"] = new
+                self.ports.touch(port)
+                self.ports.save(txn, port)
+        else:
+            if current:
+                self._check_unused(txn, router, current["network_id"])
+                if port is not None:
+                    self._remove_port(txn, port)
+            port = self._add_port(txn, ctx, router, network, ips)
+        router[GATEWAY_FIELD] = {"network_id": network["id"],
+                                 "enable_snat": requested["enable_snat"],
+                                 "external_fixed_ips": [dict(ip) for ip in port["fixed_ips"]]}
+
+    @staticmethod
+    def _external_network(txn, ctx, network_id: str) -> Document:
+        network = txn.get("networks", network_id)
+        if network is None or not policy.check(ctx, "get_network",
+                                               policy.Target(network, lambda: network)):
+            raise not_found("network", network_id)
+        if not network.get("router:external"):
+            raise BadRequest(f"Invalid input for {GATEWAY_FIELD}.network_id. Reason: network "
+                             f"{network_id} is not an external network (router:external is "
+                             "false)", "BadRequest")
+        return network
+
+    @staticmethod
+    def _gateway_ips(assign):
+        try:
+            return assign()
+        except v.Invalid as e:
+            raise v.Invalid(f"{GATEWAY_FIELD}.external_fixed_ips", e.reason) from None
+
+    def _add_port(self, txn, ctx, router, network, ips) -> Document:
+        port = self.ports.build(txn, ctx, {
+            "name": "", "description": "", "network_id": network["id"],
+            "project_id": None, "tenant_id": None, "admin_state_up": True,
+            "mac_address": None, "fixed_ips": [], "device_id": router["id"],
+            "device_owner": GATEWAY_OWNER, "binding:host_id": "", "binding:profile": {},
+            "binding:vnic_type": "normal", "allowed_address_pairs": [],
+            "port_security_enabled": False, "security_groups": [], "qos_policy_id": None,
+        }, network)
+        owner = port_owner(port["id"])
+        if ips is UNSET:
+            port["fixed_ips"] = default_fixed_ips(txn, network["id"], owner)
+            if not port["fixed_ips"]:
+                raise BadRequest(f"Invalid input for {GATEWAY_FIELD}.network_id. Reason: "
+                                 f"external network {network['id']} has no subnet to take "
+                                 "a gateway IP from", "BadRequest")
+        else:
+            port["fixed_ips"] = self._gateway_ips(
+                lambda: assign_fixed_ips(txn, network["id"], ips, owner))
+        # The gateway port belongs to no project, as Neutron's: no tenant
+        # sees or changes it through the port API.
+        port["project_id"] = port["tenant_id"] = ""
+        self.ports.save(txn, port)
+        return port
+
+    @staticmethod
+    def _remove_port(txn, port) -> None:
+        txn.release_owner(port_owner(port["id"]))
+        txn.delete("ports", port["id"])
+
+    @staticmethod
+    def _check_unused(txn, router: Document, network_id: str) -> None:
+        if fip_refs.using_router(txn, router["id"]):
+            raise InUse(f"Gateway cannot be updated for router {router['id']}, since a "
+                        f"gateway to external network {network_id} is required by one or "
+                        "more floating IPs.", "RouterExternalGatewayInUseByFloatingIp")
+
+    def present(self, r, docs):
+        out = super().present(r, docs)
+        hosts = None
+        for doc, shown in zip(docs, out):
+            info = doc.get(GATEWAY_FIELD)
+            if not info:
+                shown["vmflow:snat_host"] = None
+                continue
+            if hosts is None:
+                hosts = r.list("hosts")
+            host = placement.snat_host(doc, hosts)
+            shown["vmflow:snat_host"] = host
+            if info.get("enable_snat") and host is None:
+                shown["status"] = "ERROR"
+        return out
 
     @staticmethod
     def _connected(txn, router_id: str) -> list[str]:
@@ -195,6 +380,13 @@ class Routers(Kind):
             raise InUse(f"Router interface for subnet {port['fixed_ips'][0]['subnet_id']} on "
                         f"router {router['id']} cannot be deleted, as it is required by one "
                         "or more routes.", "RouterInterfaceInUseByRoute")
+        removed = [ipaddress.ip_network(txn.get("subnets", ip["subnet_id"])["cidr"])
+                   for ip in port["fixed_ips"]]
+        if fip_refs.using_subnets(txn, router["id"], lambda addr: any(
+                ipaddress.ip_address(addr) in n for n in removed)):
+            raise InUse(f"Router interface for subnet {port['fixed_ips'][0]['subnet_id']} on "
+                        f"router {router['id']} cannot be deleted, as it is required by one "
+                        "or more floating IPs.", "RouterInterfaceInUseByFloatingIP")
         info = self._info(router, port)
         txn.release_owner(port_owner(port["id"]))
         txn.delete("ports", port["id"])
