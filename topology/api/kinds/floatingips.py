@@ -15,9 +15,10 @@ once the floating IP's flows are on the port's host).
 A port forwarding maps external IP:port (or a port range) of an unbound
 floating IP to an internal port's fixed IP:port; the floating IP then takes
 the forwardings' router as its `router_id`. A floating IP is either bound to
-a port or has forwardings, never both. Documents are as in
-/work/wt/EXTERNAL_SCHEMA.md: kind "floatingips", and kind "port_forwardings"
-stored under the floating IP.
+a port or has forwardings, never both. Documents: kind "floatingips" (with
+`_key` from namespace "fip-key"), and kind "port_forwardings" stored under
+the floating IP (parent_id), single ports also kept as "p:p" ranges, `_key`
+from "pf-key".
 """
 from __future__ import annotations
 

@@ -11,7 +11,6 @@ from topology.api.kinds.base import UNSET, Kind, common_attrs
 from topology.store.base import Document, Txn
 
 PORT_KEY_MAX = 0xFFFF
-L3_OWNERS = ("network:router_interface_distributed", "network:router_gateway")
 
 
 def _fixed_ip(field, value):
@@ -40,6 +39,10 @@ def _profile(field, value):
     if "interface_name" in profile:
         v.interface_name(f"{field}.interface_name", profile["interface_name"])
     return profile
+
+
+# ports that belong to a router, created and removed through the router API
+L3_OWNERS = ("network:router_interface_distributed", "network:router_gateway")
 
 
 def port_owner(port_id: str) -> str:

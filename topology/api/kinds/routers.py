@@ -102,7 +102,7 @@ def interfaces(txn, router_id: str) -> list[Document]:
 
 def gateway_port(txn, router: Document) -> Optional[Document]:
     info = router.get(GATEWAY_FIELD)
-    if not info:
+    if not info or not info.get("network_id"):
         return None
     return next((p for p in txn.list("ports", parent_id=info["network_id"])
                  if p.get("device_owner") == GATEWAY_OWNER and p.get("device_id") == router["id"]),
@@ -113,7 +113,10 @@ def routers_for_fip(txn, subnet_id: str, external_network_id: str) -> list[Docum
     """Routers with an interface on this subnet and a gateway on that external
     network: the way between a floating IP and a fixed IP."""
     found = {}
-    for port in txn.list("ports"):
+    subnet = txn.get("subnets", subnet_id)
+    if subnet is None:
+        return []
+    for port in txn.list("ports", parent_id=subnet["network_id"]):
         if is_interface(port) and any(ip["subnet_id"] == subnet_id for ip in port["fixed_ips"]):
             router = txn.get("routers", port["device_id"])
             info = router.get(GATEWAY_FIELD) if router else None
@@ -185,14 +188,14 @@ class Routers(Kind):
         port = gateway_port(txn, router)
         if requested is None:
             if current:
-                self._check_unused(txn, router, current["network_id"])
+                self._check_unused(txn, router, current.get("network_id"))
                 if port is not None:
                     self._remove_port(txn, port)
             router[GATEWAY_FIELD] = None
             return
         network = self._external_network(txn, ctx, requested["network_id"])
         ips = requested["external_fixed_ips"]
-        if current and current["network_id"] == network["id"] and port is not None:
+        if current and current.get("network_id") == network["id"] and port is not None:
             if ips is not UNSET:
                 owner = port_owner(port["id"])
                 new = self._gateway_ips(lambda: assign_fixed_ips(
@@ -203,7 +206,7 @@ class Routers(Kind):
                 self.ports.save(txn, port)
         else:
             if current:
-                self._check_unused(txn, router, current["network_id"])
+                self._check_unused(txn, router, current.get("network_id"))
                 if port is not None:
                     self._remove_port(txn, port)
             port = self._add_port(txn, ctx, router, network, ips)
