@@ -120,7 +120,7 @@ def routers_for_fip(txn, subnet_id: str, external_network_id: str) -> list[Docum
         if is_interface(port) and any(ip["subnet_id"] == subnet_id for ip in port["fixed_ips"]):
             router = txn.get("routers", port["device_id"])
             info = router.get(GATEWAY_FIELD) if router else None
-            if info and info["network_id"] == external_network_id:
+            if info and info.get("network_id") == external_network_id:
                 found[router["id"]] = router
     return [found[k] for k in sorted(found)]
 
