@@ -119,6 +119,7 @@ def test_port_forwarding_refusals(client):
              "internal_port_id"),
             (dict(base, internal_port=1, external_port=9, floatingip_id=f["id"]),
              "floatingip_id"),
+            (dict(base, internal_port=1, external_port=9, project_id="other"), "project_id"),
     ):
         got = _pf(client, f2["id"], **attrs)
         assert got.status_code == 400, (attrs, got.text)

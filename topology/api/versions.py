@@ -22,7 +22,7 @@ EXTENSIONS = [
     ("security-groups-normalized-cidr", "normalized_cidr field for security group rules", "Add new field with normalized remote_ip_prefix cidr in SG rule"),
     ("security-groups-rules-belongs-to-default-sg", "Security group rule belongs to the project's default security group", "Flag to determine if the security group rule belongs to the project's default security group"),
     ("vmflow-security-group-rules", "vmflow security group rules", "Rules with action allow|deny, priority 1-100, port lists (ports) and OneCloud's compact form (rule)."),
-    ("standard-attr-tag", "Tag support for resources with standard attribute: network, subnet, port, security_group", "Enables to set tag on resources with standard attribute."),
+    ("standard-attr-tag", "Tag support for resources with standard attribute: network, subnet, port, security_group, floatingip", "Enables to set tag on resources with standard attribute."),
     ("tag-creation", "Tag support for resources during creation", "Enables to set tags on resources during creation."),
     ("revision-if-match", "If-Match constraints based on revision_number", "Extension indicating that If-Match based on revision_number is supported."),
     ("pagination", "Pagination support", "Extension that indicates that pagination is enabled."),

@@ -250,9 +250,8 @@ PF_ATTRS = {
     "external_port": v.Attr(_port_number, None),
     "internal_port_range": v.Attr(_port_range, None),
     "external_port_range": v.Attr(_port_range, None),
+    # a forwarding belongs to its floating IP's project: no project of its own to give
     "description": v.Attr(v.string(255), ""),
-    "project_id": v.Attr(v.string(255, empty_ok=False), None, put=False),
-    "tenant_id": v.Attr(v.string(255, empty_ok=False), None, put=False),
 }
 PF_SHOWN = ("id", "protocol", "internal_ip_address", "internal_port", "internal_port_id",
             "external_port", "internal_port_range", "external_port_range", "description")
