@@ -179,6 +179,8 @@ def test_snat_host_and_error_status_follow_the_gateway_hosts(make_api):
     assert r["status"] == "ERROR" and r["vmflow:snat_host"] is None
     listed = c.call("GET", "/routers").json()["routers"]
     assert [x["status"] for x in listed if x["id"] == r["id"]] == ["ERROR"]
+    # filtered as shown
+    assert [x["id"] for x in c.call("GET", "/routers?status=ERROR").json()["routers"]] == [r["id"]]
     # without SNAT nothing is missing
     nosnat = c.create("routers", "router", external_gateway_info={
         "network_id": ext["id"], "enable_snat": False})
@@ -192,6 +194,10 @@ def test_snat_host_and_error_status_follow_the_gateway_hosts(make_api):
     got = c.call("GET", f"/routers/{r['id']}").json()["router"]
     assert got["status"] == "ACTIVE" and got["vmflow:snat_host"] in (g1["id"], g2["id"])
     first = got["vmflow:snat_host"]
+    assert c.call("GET", "/routers?status=ERROR").json()["routers"] == []
+    on_first = c.call("GET", f"/routers?vmflow:snat_host={first}").json()["routers"]
+    assert r["id"] in {x["id"] for x in on_first}
+    assert {x["vmflow:snat_host"] for x in on_first} == {first}
     # deterministic: the same answer every time, from every worker
     for _ in range(6):
         assert c.call("GET", f"/routers/{r['id']}").json()["router"]["vmflow:snat_host"] == first

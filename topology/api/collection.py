@@ -194,10 +194,18 @@ class Resource:
                 docs = r.list(kind.collection, parent_id=parent)
             if not sees_all:
                 docs = [d for d in docs if kind.visible(r, ctx, d)]
+            computed = {n: w for n, w in filters.items() if n in kind.computed}
             for name, wanted in filters.items():
-                docs = [d for d in docs if _matches(d, name, wanted)]
+                if name not in computed:
+                    docs = [d for d in docs if _matches(d, name, wanted)]
             if tag_filters:
                 docs = [d for d in docs if tags.matches(d, tag_filters)]
+            if computed:
+                # fields the kind works out when it shows a document (a router's
+                # ERROR status) are filtered as shown, not as stored
+                keep = {s["id"] for s in kind.present(r, docs)
+                        if all(_matches(s, n, w) for n, w in computed.items())}
+                docs = [d for d in docs if d["id"] in keep]
             docs, links = self._page(req, ctx, docs)
             shown = kind.present(r, docs)
         body = {kind.body_key: self._show(ctx, shown, self._fields(req))}

@@ -57,6 +57,7 @@ class Kind:
     has_project = True
     parent_field: Optional[str] = None  # the field stored as the document's parent
     shown: frozenset = frozenset()       # fields shown beyond the settable attributes
+    computed: frozenset = frozenset()    # shown fields present() works out (filtered as shown)
     plural: Optional[str] = None  # the list's key in JSON bodies, if not `collection`
 
     @property

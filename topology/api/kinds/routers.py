@@ -130,6 +130,7 @@ class Routers(Kind):
     member = "router"
     # shown (and filterable) beyond the attributes a client sets
     shown = frozenset({"status", "vmflow:snat_host"})
+    computed = frozenset({"status", "vmflow:snat_host"})
     attrs = {
         **common_attrs(),
         "admin_state_up": v.Attr(v.boolean, True),
