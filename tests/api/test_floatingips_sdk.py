@@ -98,3 +98,19 @@ def test_floating_ips_and_port_forwardings_through_sdk(conn):
     conn.network.delete_port(port)
     conn.network.remove_interface_from_router(router, subnet=sub.id)
     conn.network.delete_router(router)
+
+
+def test_cloud_layer_floating_ips(conn):
+    """conn.create_floating_ip / list / delete, as Ansible's and Terraform's paths use."""
+    ext = conn.network.create_network(name="sdk-ext3", is_router_external=True,
+                                      provider_network_type="vlan",
+                                      provider_physical_network="ext",
+                                      provider_segmentation_id=3902)
+    conn.network.create_subnet(network_id=ext.id, cidr="100.64.12.0/24", ip_version=4,
+                               is_dhcp_enabled=False)
+    assert ext.id in {n["id"] for n in conn.get_external_ipv4_floating_networks()}
+    fip = conn.create_floating_ip(network=ext.id)
+    assert fip["floating_ip_address"].startswith("100.64.12.") and fip["status"] == "DOWN"
+    assert fip["id"] in {x["id"] for x in conn.list_floating_ips()}
+    assert conn.delete_floating_ip(fip["id"]) is True
+    assert conn.network.find_ip(fip["id"]) is None
