@@ -24,6 +24,11 @@ What, following controller/pipeline.py's routing and pre_output docs:
 - routing, per (interface i, static route): as above, but the destination
   MAC is the nexthop's, straight to l2_lookup. A nexthop no port owns
   routes nothing (the router-MAC drop below takes the packet).
+- routing, per (local VM port, interface on its network): IPv4 to the
+  interface's MAC with TTL 0 or 1 goes to the controller through the port's
+  packet-in meter; the app answers ICMP time-exceeded from the interface's
+  address if the packet would have been routed (apps/dvr_icmp.py), as a
+  router does when dec_ttl would expire it.
 - routing: anything else to an interface's MAC is dropped, so a gateway MAC
   never reaches the fabric.
 - pre_output: a routed frame bound for the uplink leaves with this host's
@@ -31,7 +36,9 @@ What, following controller/pipeline.py's routing and pre_output docs:
 - classify: a frame on an uplink whose source is another host's DVR MAC gets
   the destination subnet's gateway MAC back as source, then goes on as any
   frame from the uplink. Any other source in the DVR MAC range ([api]
-  dvr_base_mac's first three octets) on an uplink is dropped and counted.
+  dvr_base_mac's first three octets) on an uplink is dropped; that flow's
+  packet counter is the count (controller/dropcounts.py reads it for
+  `vmflow status` and /metrics).
 
 All of it is pure computation over the view.
 """
@@ -41,13 +48,15 @@ import ipaddress
 from dataclasses import dataclass
 from typing import Iterable, Optional
 
+from apps import dvr_icmp
 from apps.l2 import ETH_IP, OFPVID_PRESENT
 from controller import scopes
-from controller.app import App, SwitchView
+from controller.app import App, PacketIn, PacketOut, SwitchView
 from controller.flow import (Flow, apply, dec_ttl, flow, goto, pop_vlan, resubmit, set_field,
-                             write_metadata)
-from controller.locality import forwards, is_active, uplink_ofport
-from controller.pipeline import OUT_KEY_UPLINK, REG_OUT_PORT_KEY, REG_ROUTED, ROUTED
+                             to_controller, write_metadata)
+from controller.locality import forwards, is_active, local_ofport, uplink_ofport
+from controller.pipeline import (OUT_KEY_UPLINK, REG_IN_PORT_KEY, REG_OUT_PORT_KEY, REG_ROUTED,
+                                 ROUTED)
 from topology.store.base import Document
 from topology.view import ROUTER_INTERFACE, TopologyView
 
@@ -55,6 +64,7 @@ DEFAULT_DVR_BASE_MAC = "fa:16:3f:00:00:00"
 PRIO_ROUTER_MAC_DROP = 1
 PRIO_NO_NEIGHBOUR = 2
 PRIO_ROUTE_BASE = 1000          # + 2 * prefix length (+1 for a connected subnet)
+PRIO_TTL_EXPIRED = 1100         # above every route: dec_ttl would expire the packet
 PRIO_NEIGHBOUR = 60000
 PRIO_DVR_OUT = 100
 PRIO_DVR_UNKNOWN = 115          # a DVR-range source no host registered
@@ -119,6 +129,24 @@ def nexthop_mac(view: TopologyView, iface: Interface, nexthop: str) -> Optional[
         if any(ip.get("ip_address") == nexthop for ip in port.get("fixed_ips") or ()):
             return port["mac_address"].lower()
     return None
+
+
+def routes(view: TopologyView, router: Document, ifaces: list[Interface], src: Interface,
+           dst: str) -> bool:
+    """Do router_flows route a packet to dst that came in on src? The same
+    choice as the route flows: another interface's subnet, or a static route
+    whose nexthop a port on a connected subnet owns."""
+    addr = ipaddress.ip_address(dst)
+    if any(i.port["id"] != src.port["id"] and addr in i.cidr for i in ifaces):
+        return True
+    for route in router.get("routes") or ():
+        if addr not in ipaddress.ip_network(route["destination"]):
+            continue
+        hop = ipaddress.ip_address(route["nexthop"])
+        via = next((i for i in ifaces if hop in i.cidr), None)
+        if via is not None and nexthop_mac(view, via, route["nexthop"]) is not None:
+            return True
+    return False
 
 
 def _is_vlan(network: Document) -> bool:
@@ -235,6 +263,8 @@ class DvrApp(App):
         if not ifaces:
             return
         network = view.networks[port["network_id"]]
+        if local_ofport(view, sw, port) is not None:
+            yield from self._ttl_expiry(port, network, ifaces)
         seen = set()
         for ip in port.get("fixed_ips") or ():
             addr = ip.get("ip_address")
@@ -247,6 +277,56 @@ class DvrApp(App):
                             "eth_type": ETH_IP, "ipv4_dst": addr},
                            apply(set_field("eth_dst", port["mac_address"].lower())),
                            goto("l2_lookup"), owner=("ports", port["_key"]))
+
+
+    def _ttl_expiry(self, port: Document, network: Document,
+                    ifaces: list[Interface]) -> Iterable[Flow]:
+        """A local port's IPv4 to a gateway MAC whose TTL dec_ttl would
+        expire goes to the controller through the port's meter, before the
+        route flows: OVS's own dec_ttl packet-in would be unmetered."""
+        key = port["_key"]
+        for mac in dict.fromkeys(i.mac for i in ifaces):
+            for ttl in (0, 1):      # OVS cannot mask nw_ttl: one flow each
+                yield flow(self.app_id, "routing", PRIO_TTL_EXPIRED,
+                           {REG_IN_PORT_KEY: key, REG_ROUTED: 0, "metadata": network["_key"],
+                            "eth_dst": mac, "eth_type": ETH_IP, "nw_ttl": ttl},
+                           *to_controller(key), owner=("ports", key))
+
+    # -- packet-in: ICMP time-exceeded from the sender's gateway -------------
+    def _count(self, name: str) -> None:
+        if getattr(self, "runtime", None) is not None:
+            self.runtime.count(name)
+
+    def packet_in(self, pkt: PacketIn) -> Iterable[PacketOut]:
+        frame, outcome = self.answer(pkt.view, pkt.port, pkt.data)
+        self._count(outcome)
+        return (PacketOut(pkt.in_port, frame),) if frame is not None else ()
+
+    def answer(self, view: TopologyView, port: Optional[Document],
+               data: bytes) -> tuple[Optional[bytes], str]:
+        """(the time-exceeded reply or None, the outcome to count).
+
+        The gateway is the interface whose MAC the packet was sent to, on
+        the sender's network; of several addresses on that port, the one
+        whose subnet holds the sender's address. Only a packet the router
+        would have routed is answered: one for the gateway itself or for
+        nowhere is not the router's to expire ("not_routed")."""
+        if port is None or not port.get("network_id"):
+            return None, "unknown_port"
+        expired, outcome = dvr_icmp.parse(data)
+        if expired is None:
+            return None, outcome
+        mac = ":".join(f"{b:02x}" for b in expired.eth_dst)
+        ifaces = [i for i in network_interfaces(view, port["network_id"]) if i.mac == mac]
+        if not ifaces:
+            return None, "not_a_gateway"
+        src = ipaddress.ip_address(expired.ip_src)
+        iface = next((i for i in ifaces if src in i.cidr), ifaces[0])
+        router = view.routers.get(iface.port.get("device_id"))
+        if router is None or not routes(view, router, router_interfaces(view, router["id"]),
+                                        iface, expired.ip_dst):
+            return None, "not_routed"
+        return dvr_icmp.reply(expired, bytes(expired.eth_dst), iface.address), "time_exceeded"
 
 
 # -- the router scope: present where one of its networks has a bound port ---

@@ -137,7 +137,10 @@ PIPELINE: tuple[Stage, ...] = (
     Stage("routing", 30, next=("l2_lookup", "routing"), miss="l2_lookup",
           writers={"dvr": (1, 65000), "nat": (1, 65000)},
           doc="Distributed routing: IPv4 for a router interface's MAC is routed on "
-              "this host, in two steps (dvr). Priorities 1000-1066: a flow per "
+              "this host, in two steps (dvr). Priority 1100: a flow per (local VM "
+              "port, gateway MAC on its network, TTL 0 or 1) sends IPv4 that dec_ttl "
+              "would expire to the controller through the port's meter, which answers "
+              "ICMP time-exceeded from the gateway. Priorities 1000-1066: a flow per "
               "(interface, other interface's subnet) and per (interface, static "
               "route), by prefix length (2*len, +1 for a connected subnet, so the "
               "longest prefix wins and a connected subnet beats a route of the same "
