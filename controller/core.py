@@ -34,6 +34,7 @@ from typing import Any, Callable, Iterable, Optional
 from controller import metrics, scopes
 from controller.app import App
 from controller.compiler import Dirty, FlowCompiler
+from controller.dropcounts import DropCounts
 from controller.events import SwitchEvents
 from controller.follower import RESYNC, StoreFollower
 from controller.port_status import PortStatusWriter
@@ -64,6 +65,7 @@ class Controller:
         self.counters: Counter = Counter()
         self.follower = StoreFollower(store, self.counters)
         self.port_status = PortStatusWriter(store)
+        self.drop_counts = DropCounts()
         self.port_status_interval = c.port_status_interval
         # Coalesced per switch, so bounded without losing what matters (events.py).
         self._events = SwitchEvents()
@@ -341,6 +343,10 @@ class Controller:
         while not self.stopping.is_set():
             if self.status_path:
                 try:
+                    # Switch requests, so outside the lock (dropcounts.py).
+                    with self.lock:
+                        switches = list(self.switches.values())
+                    self.drop_counts.refresh(switches)
                     write_status(self.status_path, self.status())
                 except Exception:
                     LOG.exception("writing status file %s", self.status_path)

@@ -19,6 +19,9 @@ its status file, controller/status.py), so nothing here is on a hot path:
     meters        vmflow_meter_packets_dropped_total and _bytes_dropped_total
                   per switch, meter and purpose (qos, packet_in), read with
                   meter-stats requests at scrape time
+    drops         vmflow_dropped_packets_total per switch and reason: drops a
+                  flow's own packet counter counts (controller/dropcounts.py;
+                  dvr_unknown_mac), read with flow-stats at scrape time
     store         vmflow_store_revision, vmflow_view_revision and
                   vmflow_change_feed_lag (revisions the controller has not
                   applied yet)
@@ -34,7 +37,7 @@ from typing import Iterable, Optional
 from prometheus_client import Histogram
 from prometheus_client.core import CollectorRegistry, CounterMetricFamily, GaugeMetricFamily
 
-from controller import pipeline
+from controller import dropcounts, pipeline
 
 LOG = logging.getLogger(__name__)
 
@@ -96,6 +99,9 @@ class ControllerCollector:
         dropped_bytes = CounterMetricFamily("vmflow_meter_bytes_dropped",
                                             "Bytes a meter's band dropped",
                                             labels=["dpid", "meter_id", "purpose"])
+        dropped = CounterMetricFamily("vmflow_dropped_packets",
+                                      "Packets dropped by a flow that counts them",
+                                      labels=["dpid", "reason"])
         for dpid, sw in sorted(dict(ctl.switches).items()):
             name = f"{dpid:016x}"
             r = sw.reconciler
@@ -119,10 +125,13 @@ class ControllerCollector:
                 purpose = pipeline.meter_purpose(mid) or "other"
                 dropped_pkts.add_metric([name, str(mid), purpose], packets)
                 dropped_bytes.add_metric([name, str(mid), purpose], nbytes)
+            for reason, n in sorted(self._drops(sw).items()):
+                dropped.add_metric([name, reason], n)
         yield from sw_gauges.values()
         yield from sw_counters.values()
         yield dropped_pkts
         yield dropped_bytes
+        yield dropped
         yield from ctl.change_latency.collect()
         yield from self._packet_in()
         yield from self._store()
@@ -136,6 +145,16 @@ class ControllerCollector:
             return read()
         except Exception as e:   # a switch leaving mid-scrape: no figures for it
             LOG.debug("meter stats of %016x: %s", sw.dpid, e)
+            return {}
+
+    @staticmethod
+    def _drops(sw) -> dict[str, int]:
+        if not sw.connected:
+            return {}
+        try:
+            return dropcounts.read(sw.channel)
+        except Exception as e:   # a switch leaving mid-scrape: no figures for it
+            LOG.debug("drop counters of %016x: %s", sw.dpid, e)
             return {}
 
     def _packet_in(self) -> Iterable:

@@ -61,6 +61,11 @@ Where the less obvious counts come from:
 - store_ok: the last store read succeeded and is less than
   follower.STALE_S old; a read still waiting on a locked store counts as
   failing once it is that late.
+- switches.*.dropped and counters' dropped_*: drops a flow's own packet
+  counter counts, per switch and in total (controller/dropcounts.py), e.g.
+  dvr_unknown_mac: frames from the fabric with an unregistered source in the
+  DVR MAC range. Read every status interval; a switch that cannot be read
+  keeps its last figures.
 - counters' switch_events_coalesced: connect/port/disconnect events that a
   later one for the same switch or interface superseded before the core
   applied them (controller/events.py).
@@ -116,6 +121,9 @@ def build_status(ctl) -> dict[str, Any]:
             "last_sync": r.last_sync,
             **r.stats,
         }
+        drops = getattr(ctl, "drop_counts", None)
+        if drops is not None and dpid in drops.by_dpid:
+            switches[name]["dropped"] = dict(drops.by_dpid[dpid])
         # Tests drive the core with fake channels that keep no such count.
         snapshot = getattr(sw.channel, "unsolicited_snapshot", None)
         if snapshot is not None:
@@ -133,6 +141,9 @@ def build_status(ctl) -> dict[str, Any]:
         counters["port_status_written"] = writer.written
         counters["port_status_errors"] = writer.errors
     counters["unsolicited_errors"] = unsolicited_total
+    drops = getattr(ctl, "drop_counts", None)
+    if drops is not None:
+        counters.update({f"dropped_{k}": n for k, n in drops.totals().items()})
     events = getattr(ctl, "_events", None)
     counters["switch_events_coalesced"] = events.coalesced if events is not None else 0
     # Set by runtime.serve(); tests that drive the core directly have none.

@@ -20,6 +20,10 @@ class MeteredFake(FakeSwitch):
     def unsolicited_snapshot(self):
         return {"type=2,code=4": 2}
 
+    def read_flow_packets(self, table, cookie):
+        from controller.dropcounts import COUNTED
+        return 17 if (table, cookie) == COUNTED["dvr_unknown_mac"] else 0
+
 
 def scrape(ctl) -> str:
     reg = CollectorRegistry(auto_describe=False)
@@ -55,6 +59,7 @@ def test_switch_reconciler_packet_in_meter_and_store_figures():
         'vmflow_meter_bytes_dropped_total{dpid="00000000000000a1",meter_id="1048579",'
         'purpose="qos"} 7500.0',
         'vmflow_change_to_commit_seconds_count 1.0',
+        'vmflow_dropped_packets_total{dpid="00000000000000a1",reason="dvr_unknown_mac"} 17.0',
         'vmflow_packet_in_total{app="arp",outcome="received"} 10.0',
         'vmflow_packet_in_total{app="arp",outcome="dropped_queue"} 1.0',
         'vmflow_app_events_total{app="dhcp",event="ack"} 3.0',

@@ -1,0 +1,51 @@
+"""controller/dropcounts.py: drops counted by their flow's packet counter."""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from apps.dvr import PRIO_DVR_UNKNOWN, DvrApp
+from controller.dropcounts import COUNTED, DropCounts, read
+from test_dvr_behaviour import cloud, switch
+
+
+class Channel:
+    def __init__(self, packets):
+        self.packets = packets
+        self.asked = []
+
+    def read_flow_packets(self, table, cookie):
+        self.asked.append((table, cookie))
+        if self.packets is None:
+            raise ConnectionError("gone")
+        return self.packets
+
+
+def test_the_dvr_cookie_in_classify_is_the_unknown_mac_drop_alone():
+    """The count reads every flow of (table, cookie): only the drop may carry it."""
+    table, cookie = COUNTED["dvr_unknown_mac"]
+    for host in ("h1", "h2"):
+        flows = [f for f in switch(cloud(), host).flows if (f.table, f.cookie) == (table, cookie)]
+        assert flows and all(f.priority == PRIO_DVR_UNKNOWN and f.instructions == ()
+                             for f in flows), flows
+    assert DvrApp().app_id == cookie >> 40 & 0xFF
+
+
+def test_read_asks_for_each_counted_drop_and_fakes_without_counters_give_nothing():
+    ch = Channel(5)
+    assert read(ch) == {"dvr_unknown_mac": 5}
+    assert ch.asked == [COUNTED["dvr_unknown_mac"]]
+    assert read(object()) == {}
+
+
+def test_refresh_keeps_the_last_figures_of_a_switch_that_fails_and_forgets_gone_ones():
+    counts = DropCounts()
+    a = SimpleNamespace(dpid=1, connected=True, channel=Channel(3))
+    b = SimpleNamespace(dpid=2, connected=True, channel=Channel(4))
+    counts.refresh([a, b])
+    assert counts.totals() == {"dvr_unknown_mac": 7}
+    a.channel.packets = None
+    b.channel.packets = 6
+    counts.refresh([a, b])
+    assert counts.by_dpid == {1: {"dvr_unknown_mac": 3}, 2: {"dvr_unknown_mac": 6}}
+    counts.refresh([b])
+    assert counts.totals() == {"dvr_unknown_mac": 6}
