@@ -3,8 +3,13 @@
 A port is ACTIVE when its interface is present on the switch of the host it
 is bound to, that switch is connected and claimed, and the switch's worker
 has installed everything desired (not busy, in sync); the DHCP port, served
-by the controller itself, is ACTIVE. Anything else is DOWN: unplugged,
-unbound, admin down, or its host's switch disconnected.
+by the controller itself, is ACTIVE. A distributed router's interface is
+ACTIVE once some host serves the router, as Neutron's DVR port is once one
+of its host bindings is: the router is up, the interface and its network
+are up, and a host with a bound port on one of the router's networks (where
+apps/dvr.py puts the routing flows) has all its flows installed. Anything
+else is DOWN: unplugged, unbound, admin down, or its host's switch
+disconnected.
 
 The controller compares that with the status the store has and writes the
 differences in one transaction, every status interval, on a thread of its
@@ -20,7 +25,7 @@ import logging
 import time
 from typing import Iterable, Optional
 
-from controller.locality import local_ofport
+from controller.locality import is_active, local_ofport
 from topology.store.base import Document, Store, StoreError
 from topology.view import TopologyView
 
@@ -45,6 +50,20 @@ def wanted_statuses(view: TopologyView, switches: Iterable) -> dict[str, str]:
         for port in view.ports_on_host(host["name"]):
             if local_ofport(view, sw.view, port) is not None:
                 out[port["id"]] = ACTIVE
+        for pid in served_interfaces(view, host["name"]):
+            out[pid] = ACTIVE
+    return out
+
+
+def served_interfaces(view: TopologyView, host_name: str) -> set[str]:
+    """The router interface ports whose router this host routes for."""
+    out = set()
+    for rid in {r for n in view.bound_networks_on_host(host_name)
+                for r in view.routers_of_network(n)}:
+        if not is_active(view.routers.get(rid)):
+            continue
+        out |= {pid for pid, port in view.router_ports.get(rid, {}).items()
+                if is_active(port) and is_active(view.networks.get(port["network_id"]))}
     return out
 
 

@@ -53,3 +53,36 @@ def test_only_differences_are_written_in_one_transaction_keeping_the_rest(tmp_pa
         assert doc["mac_address"] == docs["ports"][pid(1)]["mac_address"]
         assert [d["id"] for d in r.list("ports", project_id="p")]   # ownership kept
     assert write(store, todo) == 0          # already so: nothing written
+
+
+def test_a_router_interface_is_active_once_a_host_in_sync_serves_its_router():
+    """Neutron's DVR interface port is ACTIVE once a host hosts the router."""
+    from test_dvr_behaviour import cloud
+    view = cloud()
+    interfaces = ("r1-na", "r1-nb", "r2-nd", "r2-ne")
+
+    def h(dpid, **kw):
+        sw = switch(view, dpid, **kw)
+        sw.view.ports_by_name["up"] = 100
+        return sw
+
+    # no switch connected: no host routes for any router
+    got = wanted_statuses(view, [])
+    assert {i: got[i] for i in interfaces} == dict.fromkeys(interfaces, DOWN)
+    # h2 has ports on nb only: r1 is served there, r2 (nd, ne: ports on h1 only) is not
+    got = wanted_statuses(view, [h(0xA2)])
+    assert {i: got[i] for i in interfaces} == {"r1-na": ACTIVE, "r1-nb": ACTIVE,
+                                               "r2-nd": DOWN, "r2-ne": DOWN}
+    assert wanted_statuses(view, [h(0xA1)])["r2-nd"] == ACTIVE
+    # still installing: not yet
+    assert wanted_statuses(view, [h(0xA2, busy=True)])["r1-na"] == DOWN
+    assert wanted_statuses(view, [h(0xA2, in_sync=False)])["r1-na"] == DOWN
+    # the router down, the interface down, or its network down: DOWN
+    put(view, "routers", {**view.routers["r1"], "admin_state_up": False})
+    assert wanted_statuses(view, [h(0xA2)])["r1-na"] == DOWN
+    put(view, "routers", {**view.routers["r1"], "admin_state_up": True})
+    put(view, "ports", {**view.ports["r1-na"], "admin_state_up": False})
+    got = wanted_statuses(view, [h(0xA2)])
+    assert got["r1-na"] == DOWN and got["r1-nb"] == ACTIVE
+    put(view, "networks", {**view.networks["nb"], "admin_state_up": False})
+    assert wanted_statuses(view, [h(0xA2)])["r1-nb"] == DOWN
