@@ -36,8 +36,21 @@ def encode_instructions(parser, ofp, instructions: Iterable[tuple]) -> list:
     return [actions.encode_instruction(parser, ofp, ins) for ins in instructions]
 
 
+# Nicira (NXM) fields whose prerequisite is an OXM field. os-ken orders a
+# match's fields by header value, which puts every NXM field before every
+# OXM one; OVS wants a field's prerequisite before it (nw_ttl after
+# eth_type) and refuses the flow otherwise (OFPBMC_BAD_PREREQ).
+_NXM_AFTER_PREREQUISITES = frozenset({"nw_ttl"})
+
+
 def encode_match(parser, match: Iterable[tuple[str, Any]]):
-    return parser.OFPMatch(**{k: v for k, v in match})
+    m = parser.OFPMatch(**{k: v for k, v in match})
+    fields = m.items()
+    if not any(k in _NXM_AFTER_PREREQUISITES for k, _ in fields):
+        return m
+    ordered = [f for f in fields if f[0] not in _NXM_AFTER_PREREQUISITES] + \
+        [f for f in fields if f[0] in _NXM_AFTER_PREREQUISITES]
+    return parser.OFPMatch(_ordered_fields=ordered)
 
 
 def flow_mod(datapath, f: Flow, op: str):

@@ -47,3 +47,19 @@ def test_controller2_with_other_properties_reads_as_different():
     same = nxext.NXActionControllerMeter(props={nxext.NXAC2PT_METER_ID: struct.pack("!I", 3),
                                                 nxext.NXAC2PT_MAX_LEN: struct.pack("!H", 0xFFFF)})
     assert actions.decode_action(ofp, same) == ("controller", 3)
+
+
+def test_nw_ttl_goes_on_the_wire_after_its_prerequisite_eth_type():
+    """OVS refuses an NXM field before its prerequisite (OFPBMC_BAD_PREREQ);
+    os-ken alone would put nw_ttl (NXM) before eth_type (OXM)."""
+    from os_ken.ofproto import ofproto_v1_3_parser as parser
+
+    from controller.codec import encode_match
+    m = encode_match(parser, (("reg6", 5), ("eth_type", 0x800), ("nw_ttl", 1),
+                              ("eth_dst", "fa:16:3e:00:00:01")))
+    buf = bytearray()
+    m.serialize(buf, 0)
+    names = [k for k, _ in parser.OFPMatch.parser(bytes(buf), 0).items()]
+    assert names.index("eth_type") < names.index("nw_ttl")
+    assert dict(parser.OFPMatch.parser(bytes(buf), 0).items()) == \
+        {"reg6": 5, "eth_type": 0x800, "nw_ttl": 1, "eth_dst": "fa:16:3e:00:00:01"}
