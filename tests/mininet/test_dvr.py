@@ -75,9 +75,13 @@ def gateway_macs(cloud, router) -> dict[str, str]:
 
 def test_the_four_scenarios_ping_and_tcp(topo):
     a, a2, b, c = topo.a, topo.a2, topo.b, topo.c
-    for src, dst in ((a, a2), (a, b), (a, c), (c, a), (b, a2)):
+    a3 = topo.cloud.add_vm(topo.h1, topo.na, "a3", ip="10.71.1.13")
+    # same network same host (a, a3), same network different hosts (a, a2),
+    # different networks same host (a, b), different networks different hosts (a, c)
+    for src, dst in ((a, a3), (a, a2), (a, b), (a, c), (c, a), (b, a2), (a3, c)):
         src.wait_ping(dst, CONVERGE)
         assert src.ping(dst, count=3), (src, dst)
+    assert ttl(a, a3) == 64
     c.tcp_server(5001)
     b.tcp_server(5001)
     assert a.tcp_check(c, 5001, size=1_000_000)     # routed, across hosts
