@@ -1,7 +1,8 @@
 """A Channel (controller/reconciler.py) over a live os-ken datapath.
 
 Requests are sent from the switch's worker thread (and the audit thread's
-reads, which may interleave with a worker's bundle) and block until the
+reads and the status thread's drop counts, which may interleave with a
+worker's bundle) and block until the
 reply; os-ken's event thread hands replies and errors in via `deliver()` and
 `deliver_error()`, matched by xid. Blocking in the event thread itself would
 deadlock, which is why only those threads call these methods.
