@@ -195,7 +195,8 @@ def test_router_interface_ports_are_active_once_a_host_serves_the_router(topo):
     g = cloud.add_vm(h1, ng, "g", ip="10.71.7.11")
     wait_for(lambda: {p["status"] for p in cloud.api.list("ports", device_id=r3["id"])}
              == {"ACTIVE"}, 10, 0.2, "r3's interfaces to be ACTIVE")
-    assert cloud.api.show("ports", g.port["id"])["status"] == "ACTIVE"
+    wait_for(lambda: cloud.api.show("ports", g.port["id"])["status"] == "ACTIVE", 10, 0.2,
+             "g's port to be ACTIVE")
 
 
 def test_static_route_via_an_appliance(topo):
@@ -240,10 +241,12 @@ def test_removing_an_interface_stops_routing_within_a_second(topo):
     a.wait_ping(c, CONVERGE)
     rid = topo.router["id"]
     cidr = topo.nb.subnet["cidr"]
+    gw_na = gateway_macs(cloud, topo.router)[topo.na.subnet["gateway_ip"]]
 
     def routes_to_nb():
+        # r1's routes from na to nb (r2's to its own 10.71.2.0/24 stay)
         return [l for h in (topo.h1, topo.h2) for l in h.flows(table=30)
-                if f"nw_dst={cidr}" in l]
+                if f"nw_dst={cidr}" in l and f"dl_dst={gw_na}" in l]
 
     assert routes_to_nb()
     t0 = time.monotonic()
