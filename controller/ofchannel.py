@@ -91,7 +91,7 @@ class OFChannel:
             for x in xids:
                 self._watched.pop(x, None)
 
-    def _request(self, msg) -> list:
+    def _request(self, msg, timeout: Optional[float] = None) -> list:
         waiter = _Waiter()
         with self._lock:
             self.dp.set_xid(msg)
@@ -99,7 +99,7 @@ class OFChannel:
         try:
             if not self.dp.send_msg(msg):
                 raise ChannelError(f"switch {self.dp.id:016x} disconnected")
-            if not waiter.done.wait(self.timeout):
+            if not waiter.done.wait(self.timeout if timeout is None else timeout):
                 raise ChannelError(f"switch {self.dp.id:016x}: no reply to {type(msg).__name__}")
             if waiter.errors:
                 raise ChannelError(f"switch {self.dp.id:016x}: {type(msg).__name__} failed: "
@@ -194,14 +194,15 @@ class OFChannel:
         replies = self._request(codec.flow_stats_request(self.dp))
         return [codec.from_stats(self.ofp, s) for r in replies for s in r.body]
 
-    def read_flow_packets(self, table: str, cookie: int) -> int:
+    def read_flow_packets(self, table: str, cookie: int, timeout: float = 2.0) -> int:
         """The packets the flows of one table with exactly this cookie
-        counted (controller/dropcounts.py)."""
+        counted (controller/dropcounts.py). A short timeout: the status
+        thread reads it and must not stall on one slow switch."""
         ofp, parser = self.ofp, self.parser
         req = parser.OFPFlowStatsRequest(self.dp, 0, codec.table_number(table), ofp.OFPP_ANY,
                                          ofp.OFPG_ANY, cookie, 0xFFFFFFFFFFFFFFFF,
                                          parser.OFPMatch())
-        return sum(s.packet_count for r in self._request(req) for s in r.body)
+        return sum(s.packet_count for r in self._request(req, timeout) for s in r.body)
 
     def read_meters(self) -> dict[int, MeterSpec]:
         req = self.parser.OFPMeterConfigStatsRequest(self.dp, 0, self.ofp.OFPM_ALL)

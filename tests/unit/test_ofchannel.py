@@ -176,3 +176,24 @@ def test_meter_mods_succeed_without_errors():
     assert [type(m).__name__ for m in ch.dp.sent] == ["OFPMeterMod", "OFPMeterMod",
                                                        "OFPBarrierRequest"]
     assert ch._watched == {}
+
+
+def test_read_flow_packets_asks_one_table_and_exact_cookie_and_sums_the_counters():
+    holder = {}
+
+    def respond(msg):
+        holder["req"] = msg
+        reply = SimpleNamespace(xid=msg.xid, flags=0, body=[
+            SimpleNamespace(packet_count=3), SimpleNamespace(packet_count=4)])
+        holder["ch"].deliver(reply)
+
+    ch = holder["ch"] = OFChannel(FakeDatapath(respond))
+    assert ch.read_flow_packets("classify", 0x766D060000000000) == 7
+    req = holder["req"]
+    assert (req.table_id, req.cookie, req.cookie_mask) == (0, 0x766D060000000000, 2 ** 64 - 1)
+
+
+def test_read_flow_packets_gives_up_after_its_own_short_timeout():
+    ch = OFChannel(FakeDatapath(lambda msg: None), timeout=30)
+    with pytest.raises(ChannelError):
+        ch.read_flow_packets("classify", 1, timeout=0.05)
