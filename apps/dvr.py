@@ -37,7 +37,8 @@ What, following controller/pipeline.py's routing and pre_output docs:
   the destination subnet's gateway MAC back as source, then goes on as any
   frame from the uplink. Any other source in the DVR MAC range ([api]
   dvr_base_mac's first three octets) on an uplink is dropped; that flow's
-  packet counter is the count (controller/dropcounts.py reads it for
+  packet counter is the count (another host's external_mac, which may share
+  the range, is dropped by a flow of its own, above, and not counted) (controller/dropcounts.py reads it for
   `vmflow status` and /metrics).
 
 All of it is pure computation over the view.
@@ -68,6 +69,7 @@ PRIO_TTL_EXPIRED = 1100         # above every route: dec_ttl would expire the pa
 PRIO_NEIGHBOUR = 60000
 PRIO_DVR_OUT = 100
 PRIO_DVR_UNKNOWN = 115          # a DVR-range source no host registered
+PRIO_DVR_EXTERNAL = 116         # another host's external_mac: known, dropped, not counted
 PRIO_DVR_IN = 120               # a network's first interface
 PRIO_DVR_IN_SUBNET = 121        # per interface subnet, where a network has several
 
@@ -181,11 +183,22 @@ class DvrApp(App):
         # Registered DVR MACs are recognised per network above this; any other
         # source in the DVR range on an uplink is dropped, and this flow's
         # packet counter is the count.
+        # Hosts' external MACs may share the range ([api] external_base_mac
+        # has the same default): frames from them that the nat app does not
+        # take above are dropped too, but they are no stranger's, so not in
+        # the count.
+        prefix = self.dvr_range[0][:8]
+        externals = sorted({h["external_mac"].lower() for h in view.hosts.values()
+                            if h.get("external_mac") and h["name"] != sw.host_name
+                            and h["external_mac"].lower().startswith(prefix)})
         for iface in sorted(set((sw.host.get("physical_networks") or {}).values())):
             uplink = sw.ofport(iface)
             if uplink is not None:
                 yield flow(a, "classify", PRIO_DVR_UNKNOWN,
                            {"in_port": uplink, "eth_src": self.dvr_range})
+                for mac in externals:
+                    yield flow(a, "classify", PRIO_DVR_EXTERNAL,
+                               {"in_port": uplink, "eth_src": mac})
         dvr_mac = sw.host.get("dvr_mac")
         if dvr_mac:
             yield flow(a, "pre_output", PRIO_DVR_OUT,
@@ -397,6 +410,14 @@ def _networks_routed_with(view, old, new):
         for d in _docs(old, new):
             out |= view.routed_networks(d["network_id"])
     return out
+
+
+@scopes.KINDS["switch"].watch("hosts")
+def _switches_of_external_macs(view, old, new):
+    # Every switch knows every other host's external MAC.
+    if (old or {}).get("external_mac") == (new or {}).get("external_mac"):
+        return ()
+    return [""]
 
 
 @scopes.KINDS["network"].watch("hosts")

@@ -4,15 +4,16 @@ Some drops are worth a count an operator can see: a frame from the fabric
 whose source is in the DVR MAC range but no host's registered DVR MAC (a
 misconfigured or spoofing host). The flow that drops them counts them, so
 nothing needs a packet-in: each counted drop is named here with the stage
-its flows sit in and the cookie they alone carry there, and a narrowed
-flow-stats request (that table, that exact cookie) sums their packet
-counters. OVS indexes flows by exact cookie, so the request costs the switch
-little whatever its flow count.
+its flows sit in, their cookie and their priority, and a narrowed
+flow-stats request (that table, that exact cookie) sums the packet counters
+of the flows at that priority. OVS indexes flows by exact cookie, so the
+request costs the switch little whatever its flow count.
 
-    dvr_unknown_mac   classify, the dvr app's per-switch cookie: the
-                      priority-115 drop of an unregistered DVR-range source
-                      on an uplink (apps/dvr.py; dvr's other classify flows
-                      carry their network's cookie)
+    dvr_unknown_mac   classify, the dvr app's per-switch cookie, priority
+                      115: the drop of an unregistered DVR-range source on an
+                      uplink (apps/dvr.py PRIO_DVR_UNKNOWN; its drop of other
+                      hosts' external MACs at 116 shares the cookie and is
+                      not counted)
 
 `vmflow status` shows each switch's counts (read by the status thread every
 status interval, outside the controller lock) and their totals among the
@@ -28,8 +29,8 @@ from controller.pipeline import make_cookie
 
 LOG = logging.getLogger(__name__)
 
-COUNTED: dict[str, tuple[str, int]] = {
-    "dvr_unknown_mac": ("classify", make_cookie(APP_IDS["dvr"])),
+COUNTED: dict[str, tuple[str, int, int]] = {
+    "dvr_unknown_mac": ("classify", make_cookie(APP_IDS["dvr"]), 115),
 }
 
 
@@ -39,7 +40,8 @@ def read(channel) -> dict[str, int]:
     reader = getattr(channel, "read_flow_packets", None)
     if reader is None:
         return {}
-    return {name: reader(table, cookie) for name, (table, cookie) in COUNTED.items()}
+    return {name: reader(table, cookie, priority=priority)
+            for name, (table, cookie, priority) in COUNTED.items()}
 
 
 class DropCounts:

@@ -194,15 +194,18 @@ class OFChannel:
         replies = self._request(codec.flow_stats_request(self.dp))
         return [codec.from_stats(self.ofp, s) for r in replies for s in r.body]
 
-    def read_flow_packets(self, table: str, cookie: int, timeout: float = 2.0) -> int:
-        """The packets the flows of one table with exactly this cookie
-        counted (controller/dropcounts.py). A short timeout: the status
-        thread reads it and must not stall on one slow switch."""
+    def read_flow_packets(self, table: str, cookie: int, priority: Optional[int] = None,
+                          timeout: float = 2.0) -> int:
+        """The packets the flows of one table with exactly this cookie (and
+        this priority, if given) counted (controller/dropcounts.py). A short
+        timeout: the status thread reads it and must not stall on one slow
+        switch."""
         ofp, parser = self.ofp, self.parser
         req = parser.OFPFlowStatsRequest(self.dp, 0, codec.table_number(table), ofp.OFPP_ANY,
                                          ofp.OFPG_ANY, cookie, 0xFFFFFFFFFFFFFFFF,
                                          parser.OFPMatch())
-        return sum(s.packet_count for r in self._request(req, timeout) for s in r.body)
+        return sum(s.packet_count for r in self._request(req, timeout) for s in r.body
+                   if priority is None or s.priority == priority)
 
     def read_meters(self) -> dict[int, MeterSpec]:
         req = self.parser.OFPMeterConfigStatsRequest(self.dp, 0, self.ofp.OFPM_ALL)

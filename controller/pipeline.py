@@ -68,6 +68,8 @@ PIPELINE: tuple[Stage, ...] = (
               "source becomes the gateway MAC of the destination subnet's router "
               "interface (121: per interface subnet by ipv4_dst, where a network has "
               "several; 120: the network's first interface). "
+              "Priority 116: another host's external_mac in the DVR MAC range that no "
+              "flow above took is dropped (dvr), apart from the count below. "
               "Priority 115: any other source in the DVR MAC range on an uplink is "
               "dropped (dvr); that flow's packet counter counts unregistered DVR MACs. "
               "Priority 111: for a local VM port whose QoS policy marks DSCP, a flow "

@@ -13,21 +13,26 @@ class Channel:
         self.packets = packets
         self.asked = []
 
-    def read_flow_packets(self, table, cookie):
-        self.asked.append((table, cookie))
+    def read_flow_packets(self, table, cookie, priority=None):
+        self.asked.append((table, cookie, priority))
         if self.packets is None:
             raise ConnectionError("gone")
         return self.packets
 
 
-def test_the_dvr_cookie_in_classify_is_the_unknown_mac_drop_alone():
-    """The count reads every flow of (table, cookie): only the drop may carry it."""
-    table, cookie = COUNTED["dvr_unknown_mac"]
+def test_the_counted_flows_are_the_unknown_mac_drops_alone():
+    """The count reads the flows of (table, cookie, priority): only the drop
+    of an unregistered DVR-range source may be them."""
+    table, cookie, priority = COUNTED["dvr_unknown_mac"]
+    assert priority == PRIO_DVR_UNKNOWN and DvrApp().app_id == cookie >> 40 & 0xFF
+    view = cloud()
+    view.hosts["h1"]["external_mac"] = "fa:16:3f:00:e0:01"
     for host in ("h1", "h2"):
-        flows = [f for f in switch(cloud(), host).flows if (f.table, f.cookie) == (table, cookie)]
-        assert flows and all(f.priority == PRIO_DVR_UNKNOWN and f.instructions == ()
+        flows = [f for f in switch(view, host).flows
+                 if (f.table, f.cookie, f.priority) == (table, cookie, priority)]
+        assert flows and all(f.instructions == () and
+                             dict(f.match)["eth_src"] == ("fa:16:3f:00:00:00", "ff:ff:ff:00:00:00")
                              for f in flows), flows
-    assert DvrApp().app_id == cookie >> 40 & 0xFF
 
 
 def test_read_asks_for_each_counted_drop_and_fakes_without_counters_give_nothing():

@@ -215,3 +215,22 @@ def test_an_unregistered_dvr_mac_is_dropped_on_the_uplink(view):
     t = h2.receive(vlan=202, eth_src=view.ports["b1"]["mac_address"], eth_dst=b2["mac_address"],
                    ipv4_src="10.2.0.11", ipv4_dst="10.2.0.12", ip_proto=1)
     assert t.ports == [h2.ofport(b2)]
+
+
+def test_another_hosts_external_mac_is_dropped_by_its_own_flow_not_the_counted_one(view):
+    """[api] external_base_mac shares the DVR range by default: a frame from a
+    known host's external MAC that nothing took is no stranger's."""
+    from apps.dvr import PRIO_DVR_EXTERNAL, PRIO_DVR_UNKNOWN
+    view.hosts["h1"]["external_mac"] = "fa:16:3f:00:e0:01"
+    h2 = switch(view, "h2")
+    b2 = view.ports["b2"]
+    t = h2.receive(vlan=202, eth_src="fa:16:3f:00:e0:01", eth_dst=b2["mac_address"],
+                   ipv4_src="10.1.0.11", ipv4_dst="10.2.0.12", ip_proto=1)
+    assert t.dropped and not t.outputs and t.steps[-1].flow.priority == PRIO_DVR_EXTERNAL
+    t = h2.receive(vlan=202, eth_src="fa:16:3f:00:e0:02", eth_dst=b2["mac_address"],
+                   ipv4_src="10.1.0.11", ipv4_dst="10.2.0.12", ip_proto=1)
+    assert t.dropped and t.steps[-1].flow.priority == PRIO_DVR_UNKNOWN
+    # a host's own external MAC, and one outside the range, get no such flow
+    view.hosts["h2"]["external_mac"] = "fa:16:3f:00:e0:02"
+    view.hosts["h1"]["external_mac"] = "fa:16:3e:00:e0:01"
+    assert not [f for f in switch(view, "h2").flows if f.priority == PRIO_DVR_EXTERNAL]

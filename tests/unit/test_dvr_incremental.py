@@ -86,8 +86,10 @@ def test_random_routing_changes_keep_incremental_equal_to_full(dvr_ctl, store, s
         else:
             name = rnd.choice(["h1", "h2", "h3"])
             dpid, up = {"h1": (0xA1, "up1"), "h2": (0xA2, "up2"), "h3": (0xA3, "up3")}[name]
+            ext = rnd.choice([None, f"fa:16:3f:01:{rnd.randrange(256):02x}:{dpid & 0xff:02x}"])
             write(store, "hosts", {**host(name, dpid, up),
-                                   "dvr_mac": f"fa:16:3f:00:{rnd.randrange(256):02x}:{dpid & 0xff:02x}"})
+                                   "dvr_mac": f"fa:16:3f:00:{rnd.randrange(256):02x}:{dpid & 0xff:02x}",
+                                   **({"external_mac": ext} if ext else {})})
         if step % 5 == 4:
             settle(ctl, store)
             for dpid, fake in sws.items():

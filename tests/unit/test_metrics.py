@@ -20,9 +20,9 @@ class MeteredFake(FakeSwitch):
     def unsolicited_snapshot(self):
         return {"type=2,code=4": 2}
 
-    def read_flow_packets(self, table, cookie):
+    def read_flow_packets(self, table, cookie, priority=None):
         from controller.dropcounts import COUNTED
-        return 17 if (table, cookie) == COUNTED["dvr_unknown_mac"] else 0
+        return 17 if (table, cookie, priority) == COUNTED["dvr_unknown_mac"] else 0
 
 
 def scrape(ctl) -> str:

@@ -184,11 +184,14 @@ def test_read_flow_packets_asks_one_table_and_exact_cookie_and_sums_the_counters
     def respond(msg):
         holder["req"] = msg
         reply = SimpleNamespace(xid=msg.xid, flags=0, body=[
-            SimpleNamespace(packet_count=3), SimpleNamespace(packet_count=4)])
+            SimpleNamespace(packet_count=3, priority=115),
+            SimpleNamespace(packet_count=4, priority=115),
+            SimpleNamespace(packet_count=50, priority=116)])
         holder["ch"].deliver(reply)
 
     ch = holder["ch"] = OFChannel(FakeDatapath(respond))
-    assert ch.read_flow_packets("classify", 0x766D060000000000) == 7
+    assert ch.read_flow_packets("classify", 0x766D060000000000, priority=115) == 7
+    assert ch.read_flow_packets("classify", 0x766D060000000000) == 57
     req = holder["req"]
     assert (req.table_id, req.cookie, req.cookie_mask) == (0, 0x766D060000000000, 2 ** 64 - 1)
 
