@@ -499,8 +499,10 @@ class Vm:
         return parse_ping(p.stdout)
 
     def wait_ping(self, target, timeout: float = 10.0) -> None:
-        """Poll until target answers a ping (convergence), or fail."""
-        wait_for(lambda: self.ping(target, timeout=0.5), timeout, 0.1,
+        """Poll until target answers a ping (convergence), or fail. Each try
+        waits 2 s for its reply: on a loaded machine a new VM's first replies
+        came back after 1.1-1.4 s, and a shorter wait threw them away."""
+        wait_for(lambda: self.ping(target, timeout=2.0), timeout, 0.1,
                  f"{self.name} to ping {self._addr(target)}")
 
     def no_ping(self, target, count: int = 3, timeout: float = 0.5) -> bool:
