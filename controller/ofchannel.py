@@ -7,6 +7,11 @@ reply; os-ken's event thread hands replies and errors in via `deliver()` and
 `deliver_error()`, matched by xid. Blocking in the event thread itself would
 deadlock, which is why only those threads call these methods.
 
+When the connection ends, the datapath's close hook (ofconn.py) closes the
+channel in the receive thread: every request waiting fails at once, and so
+does every request made afterwards, so a worker on a dead switch never
+waits out TIMEOUT_S (which only bounds a live switch that does not answer).
+
 An error is kept only for an xid someone waits on: a request's waiter, or
 the xids a meter-mod batch or bundle watches until its barrier/commit. Any
 other error (a packet-out the switch refused, a late error for a request
@@ -70,6 +75,10 @@ class OFChannel:
         self.unsolicited_errors: Counter = Counter()   # "type=T,code=C" -> count
         self._unsolicited_logged_at = float("-inf")
         self._unsolicited_suppressed = 0
+        self.closed = False
+        add_close_hook = getattr(datapath, "add_close_hook", None)
+        if add_close_hook is not None:
+            add_close_hook(self.close)
 
     # -- sending -------------------------------------------------------
     def send(self, msg, errors: Optional[list] = None) -> int:
@@ -77,6 +86,8 @@ class OFChannel:
         With `errors`, the switch's errors for this xid are appended to it
         until _unwatch(xid); without, they are only counted."""
         with self._lock:
+            if self.closed:
+                raise ChannelError(f"switch {self.dp.id:016x} disconnected")
             self.dp.set_xid(msg)
             xid = msg.xid
             if errors is not None:
@@ -94,6 +105,8 @@ class OFChannel:
     def _request(self, msg, timeout: Optional[float] = None) -> list:
         waiter = _Waiter()
         with self._lock:
+            if self.closed:
+                raise ChannelError(f"switch {self.dp.id:016x} disconnected")
             self.dp.set_xid(msg)
             self._waiters[msg.xid] = waiter
         try:
@@ -157,8 +170,11 @@ class OFChannel:
             return dict(self.unsolicited_errors)
 
     def close(self) -> None:
-        """The switch went away: fail every pending request at once."""
+        """The switch went away: fail every pending request at once, and
+        every later one (close may come from the receive thread's hook and
+        from os-ken's DEAD event; the second is a no-op)."""
         with self._lock:
+            self.closed = True
             waiters = list(self._waiters.values())
         for w in waiters:
             w.errors.append("disconnected")

@@ -27,6 +27,23 @@ A connection that has not entered MAIN (HELLO, FEATURES_REPLY, port
 descriptions) within handshake_timeout is closed, and at most max_half_open
 such connections are held; beyond that a new one is closed at accept.
 
+A switch that vanishes without a FIN (its host lost, its process frozen) is
+found by an inactivity probe, as OVS does from its side: a connection in
+MAIN that received nothing for inactivity_probe seconds is sent an echo
+request, and is closed if nothing arrives for inactivity_probe more. When a
+connection ends, whatever was registered with add_close_hook (the
+OFChannel's close, which fails every request in flight) runs at once in the
+receive thread, not after os-ken's DEAD event has gone through the app's
+event queue: a worker never waits out its request timeout on a dead switch.
+
+On entering MAIN the switch is sent OFPT_SET_CONFIG with miss_send_len
+OFPCML_NO_BUFFER. Switches should name vmflow as a *service* controller
+(`type=service` in OVS's Controller table, README "OVS restarts"): OVS
+flushes a bridge's flows whenever its set of primary controllers goes from
+none to some, which `ovs-ctl restart` does to every bridge right after
+restoring its flows; and a service connection gets no packet-in or
+port-status until it sets a nonzero miss_send_len.
+
 Duplicate datapath ids (Connections.admit): a connection claiming a datapath
 id that a live connection already holds does not replace it. The incumbent
 is sent an echo request; if it answers within echo_timeout, it keeps the
@@ -107,11 +124,12 @@ class Limits:
     handshake_timeout: float = 10.0
     max_half_open: int = 256
     echo_timeout: float = 3.0
+    inactivity_probe: float = 5.0
 
     @classmethod
     def from_conf(cls, conf) -> "Limits":
         o = conf.openflow
-        return cls(o.handshake_timeout, o.max_half_open, o.echo_timeout)
+        return cls(o.handshake_timeout, o.max_half_open, o.echo_timeout, o.inactivity_probe)
 
 
 def tls_context(conf) -> ssl.SSLContext:
@@ -302,6 +320,10 @@ class VmflowDatapath(Datapath):
         self.conns = conns
         self.deadline = deadline
         self.alive = True
+        self.last_rx = time.monotonic()
+        self._idle_probe_at: Optional[float] = None
+        self._ended = False
+        self._close_hooks: list[Callable[[], None]] = []
         self.counted_established = False
         self.peer = _peer(address)
         self.cert_sha256 = _cert_sha256(sock)
@@ -322,7 +344,30 @@ class VmflowDatapath(Datapath):
                 self.fence("refused its datapath id (the refusal is logged and in the status)")
                 return
             self.conns.handshake_done(self)
+            # Before anything a worker sends: packet-ins and port-status on a
+            # service connection (see the module doc), whole frames on any.
+            self.send_msg(self.ofproto_parser.OFPSetConfig(
+                self, self.ofproto.OFPC_FRAG_NORMAL, self.ofproto.OFPCML_NO_BUFFER))
         super().set_state(state)
+
+    def add_close_hook(self, fn: Callable[[], None]) -> None:
+        """Call fn (once, in the receive thread) when the connection ends; at
+        once if it already has."""
+        with self._probe_lock:
+            if not self._ended:
+                self._close_hooks.append(fn)
+                return
+        fn()
+
+    def _run_close_hooks(self) -> None:
+        with self._probe_lock:
+            self._ended = True
+            hooks, self._close_hooks = self._close_hooks, []
+        for fn in hooks:
+            try:
+                fn()
+            except Exception:
+                LOG.exception("OpenFlow connection from %s: close hook failed", self.peer)
 
     def close(self):
         """os-ken's way to drop a datapath: here it shuts the connection down,
@@ -438,6 +483,7 @@ class VmflowDatapath(Datapath):
                 pass
             self.conns.closed(self)
             self.is_active = False
+            self._run_close_hooks()
             Datapath.set_state(self, DEAD_DISPATCHER)
             with self._probe_lock:
                 for ev in self._probes.values():
@@ -448,7 +494,7 @@ class VmflowDatapath(Datapath):
         (or until the handshake deadline, if sooner)."""
         sock = self.socket
         if self._io_lock is None or not sock.pending():
-            wait = POLL_S
+            wait = min(POLL_S, self.conns.limits.inactivity_probe / 2)
             if self.state != MAIN_DISPATCHER:
                 wait = min(wait, max(0.0, self.deadline - time.monotonic()))
             if not self._poll.poll(wait * 1000):
@@ -474,9 +520,13 @@ class VmflowDatapath(Datapath):
             except OSError:
                 return
             if data is None:
+                if self.state == MAIN_DISPATCHER and not self._idle(time.monotonic()):
+                    return
                 continue
             if not data:
                 return
+            self.last_rx = time.monotonic()
+            self._idle_probe_at = None
             buf += data
             while len(buf) >= hdr_len and self.alive:
                 version, msg_type, msg_len, xid = ofproto_parser.header(buf)
@@ -487,6 +537,23 @@ class VmflowDatapath(Datapath):
                     break
                 self._dispatch(version, msg_type, msg_len, xid, bytes(buf[:msg_len]))
                 del buf[:msg_len]
+
+    def _idle(self, now: float) -> bool:
+        """The inactivity probe; False when the connection was closed for it."""
+        limit = self.conns.limits.inactivity_probe
+        if self._idle_probe_at is None:
+            if now - self.last_rx >= limit:
+                self._idle_probe_at = now
+                req = self.ofproto_parser.OFPEchoRequest(self, data=b"vmflow-idle-probe")
+                req.set_xid(next(self._probe_xids) & self.ofproto.MAX_XID)
+                self.send_msg(req)
+        elif now - self._idle_probe_at >= limit:
+            LOG.warning("OpenFlow connection from %s (datapath %016x): nothing received "
+                        "for %.1fs, not even an answer to an echo request; closing",
+                        self.peer, self.id, now - self.last_rx)
+            self.fence("no answer to an inactivity probe")
+            return False
+        return True
 
     def _dispatch(self, version, msg_type, msg_len, xid, raw: bytes) -> None:
         msg = ofproto_parser.msg(self, version, msg_type, msg_len, xid, raw)

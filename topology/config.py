@@ -143,6 +143,11 @@ OPENFLOW_OPTS = [
                       "within this many seconds it keeps the datapath and the second "
                       "is refused; otherwise the first is closed and the second takes "
                       "over."),
+    cfg.FloatOpt("inactivity_probe", default=5.0, min=0.5,
+                 help="A connected switch from which nothing arrived for this many "
+                      "seconds is sent an echo request; if nothing arrives for as "
+                      "long again, the connection is closed (a switch gone without "
+                      "a FIN, or frozen)."),
     cfg.StrOpt("ca_cert", default="",
                help="With ofp_listen ssl:...: the CA certificate (PEM) that every "
                     "switch certificate must be signed by (ovs-pki's "

@@ -947,9 +947,11 @@ class Cloud:
         return host
 
     def connect(self, host: Host) -> None:
-        """Point the host's bridge at the controller (short reconnect backoff)."""
+        """Point the host's bridge at the controller (short reconnect backoff),
+        as a service controller, as the README says (OVS flushes a bridge's
+        flows when it gains a primary controller, e.g. after `ovs-ctl restart`)."""
         sh(["ovs-vsctl", "--timeout=20", "--", "--id=@c", "create", "controller",
-            f"target=\"tcp:127.0.0.1:{self.ofp_port}\"", "max_backoff=1000",
+            f"target=\"tcp:127.0.0.1:{self.ofp_port}\"", "type=service", "max_backoff=1000",
             "connection_mode=out-of-band", "inactivity_probe=5000",
             "--", "set", "bridge", host.bridge, "controller=@c"])
 

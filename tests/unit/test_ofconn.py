@@ -346,3 +346,114 @@ def test_client_triggered_logs_are_throttled(caplog):
     with caplog.at_level("INFO", logger="controller.ofconn"):
         log("tls", 30, "handshake %d failed", 100)
     assert mine()[-1] == "handshake 100 failed (and 99 more like it in the last 0s)"
+
+
+# -- a connection in MAIN: the inactivity probe, and the close hook that fails
+# a request in flight at once (a worker must not wait out its timeout) ----------
+
+def _main_connection(limits):
+    """A VmflowDatapath on a loopback TCP pair, put in MAIN by hand (no
+    os-ken apps run here), its serve() in a thread; returns (dp, peer, thread)."""
+    import socket
+    import time
+    from os_ken.controller.handler import MAIN_DISPATCHER
+    from controller.ofconn import VmflowDatapath
+    with socket.socket() as srv:
+        srv.bind(("127.0.0.1", 0))
+        srv.listen(1)
+        peer = socket.create_connection(srv.getsockname())
+        conn, addr = srv.accept()
+    conns = Connections(limits)
+    conns.opening()
+    dp = VmflowDatapath(conn, addr, conns, time.monotonic() + 60)
+    dp.id = 0x42
+    dp.set_version(4)   # OpenFlow 1.3, as a negotiated connection
+    dp.state = MAIN_DISPATCHER
+    t = threading.Thread(target=dp.serve, daemon=True)
+    t.start()
+    return dp, peer, t
+
+
+def _messages(peer, seconds):
+    """OpenFlow message types the controller sent within `seconds`; the peer
+    answers nothing."""
+    import socket
+    import struct
+    import time
+    types, buf = [], b""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        peer.settimeout(max(0.01, end - time.monotonic()))
+        try:
+            data = peer.recv(4096)
+        except socket.timeout:
+            break
+        except ConnectionResetError:
+            types.append("closed")
+            break
+        if not data:
+            types.append("closed")
+            break
+        buf += data
+        while len(buf) >= 8:
+            _, t, length, _ = struct.unpack_from("!BBHI", buf)
+            types.append(t)
+            buf = buf[length:]
+    return types
+
+
+def test_a_silent_switch_is_probed_then_closed():
+    dp, peer, t = _main_connection(Limits(inactivity_probe=0.5))
+    try:
+        seen = _messages(peer, 5)
+        # HELLO (0), then an ECHO_REQUEST (2) after the idle time, then the close.
+        assert seen[0] == 0 and 2 in seen and seen[-1] == "closed", seen
+        t.join(2)
+        assert not t.is_alive() and not dp.alive
+    finally:
+        peer.close()
+
+
+def test_a_switch_that_answers_is_kept():
+    import struct
+    import time
+    dp, peer, t = _main_connection(Limits(inactivity_probe=0.5))
+    try:
+        end = time.monotonic() + 3.5
+        while time.monotonic() < end:
+            peer.sendall(struct.pack("!BBHI", 4, 2, 8, 1))   # an echo request of its own
+            time.sleep(0.2)
+        assert dp.alive and t.is_alive()
+    finally:
+        peer.close()
+        t.join(3)
+
+
+def test_a_request_in_flight_fails_as_soon_as_the_connection_ends():
+    import time
+    from controller.ofchannel import OFChannel
+    from controller.reconciler import ChannelError
+    dp, peer, t = _main_connection(Limits(inactivity_probe=30))
+    ch = OFChannel(dp, timeout=30)
+    outcome = {}
+
+    def read():
+        start = time.monotonic()
+        try:
+            ch.read_flows()
+        except ChannelError as e:
+            outcome["error"] = str(e)
+        outcome["took"] = time.monotonic() - start
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    time.sleep(0.3)
+    peer.close()   # the switch's end: no reply will ever come
+    reader.join(5)
+    assert "error" in outcome and outcome["took"] < 2.5, outcome
+    # And every later request fails at once, without a send.
+    start = time.monotonic()
+    with pytest.raises(ChannelError):
+        ch.read_meters()
+    assert time.monotonic() - start < 0.1
+    t.join(2)
