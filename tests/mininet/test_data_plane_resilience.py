@@ -10,9 +10,9 @@ few seconds already needs ARP answers: the kernel's unicast re-probes, and
 after a cache flush its broadcast requests.
 
 The OVS restart test restarts the one ovs-vswitchd every test on the
-machine uses. It takes /tmp/ovs-restart.lock (so two such tests never
-overlap), is marked `ovs_restart` (deselect with -m "not ovs_restart"), and
-always leaves ovs-vswitchd running.
+machine uses. It takes /tmp/ovs-restart.lock exclusively (so it never
+overlaps another scenario), is marked `ovs_restart` (deselect with
+-m "not ovs_restart"), and always leaves ovs-vswitchd running.
 """
 from __future__ import annotations
 
@@ -173,6 +173,53 @@ def ovs_running() -> bool:
                           capture_output=True, timeout=10).returncode == 0
 
 
+def flow_set(host) -> set[str]:
+    """The bridge's flows without counters, as ovs-save itself dumps them."""
+    out = sh(OFCTL + ["--no-names", "--no-stats", "dump-flows", host.bridge])
+    return {line.strip() for line in out.splitlines() if "actions=" in line}
+
+
+# Where `ovs-ctl restart` spends its time: the first trace line of each step
+# (bash -x with a timestamp), each searched after the one before it.
+OVS_CTL_STEPS = (
+    ("save flows", r"ovs_save save-flows"),
+    ("stop ovsdb-server", r"stop_daemon ovsdb-server"),
+    ("stop ovs-vswitchd", r"stop_daemon ovs-vswitchd"),
+    ("start ovs-vswitchd", r"start_daemon .*ovs-vswitchd"),
+    ("restore flows", r"restore_flows"),
+    ("clear flow-restore-wait", r"flow_restore_complete"),
+)
+
+
+def restart_ovs() -> tuple[float, dict, str]:
+    """`ovs-ctl restart` traced: (wall seconds, {step: seconds from the
+    start}, the trace). The trace runs ovs-ctl's own code under bash -x."""
+    t0 = time.time()
+    r = subprocess.run(
+        ["bash", "-c", r'PS4="+ \${EPOCHREALTIME} "; set -x; . "$0" "$@"', OVS_CTL,
+         "restart", "--system-id=random", "--no-monitor"],
+        capture_output=True, text=True, timeout=120)
+    took = time.time() - t0
+    assert r.returncode == 0, r.stdout + r.stderr[-3000:]
+    lines = r.stderr.splitlines()
+    steps, at = {}, 0
+    for name, pattern in OVS_CTL_STEPS:
+        for i in range(at, len(lines)):
+            m = re.match(r"\++ (\d+\.\d+) (.*)", lines[i])
+            if m and re.search(pattern, m.group(2)):
+                steps[name] = round(float(m.group(1)) - t0, 2)
+                at = i
+                break
+    steps["end"] = round(took, 2)
+    return took, steps, r.stderr
+
+
+def outage(spans, t0: float) -> float:
+    """Seconds without a reply across the restart: the gaps, summed."""
+    return round(sum((b - a) for a, b in spans if a is not None and b is not None
+                     and b > t0), 2)
+
+
 @pytest.mark.ovs_restart
 def test_ovs_restart_cost_with_the_controller_up_and_stopped(trio):
     """`ovs-ctl restart` (ovs-save, flow-restore-wait) under a 10/s ping,
@@ -182,17 +229,16 @@ def test_ovs_restart_cost_with_the_controller_up_and_stopped(trio):
     On the userspace datapath the forwarding process itself restarts, so
     every bridge on the machine stops forwarding for a few seconds whatever
     its controller does. Two hosts on the fabric (a standalone NORMAL bridge
-    with no controller) measure that outage in the same restart.
+    with no controller) measure that outage in the same restart, and the
+    VMs lose at most 0.2 s (2 pings) more than they do, with the controller
+    up and with it stopped.
 
-    - Controller up: the VMs lose at most 1 s more than the fabric does.
-    - Controller stopped: the restore itself is accepted now (the metered
-      controller action; no OFPMMFC_INVALID_METER), but ovs-vswitchd 3.1
-      adds the bridges' controllers only once flow-restore-wait is cleared,
-      and adding a primary (active) controller to a bridge flushes its
-      flows. So the bridge comes back empty and the VMs' traffic returns
-      with the controller, within a few seconds of SIGCONT. Only a passive
-      (service) connection, as OVN's br-int.mgmt, would keep the restored
-      flows; bench/RESULTS.md has the numbers and the evidence.
+    That holds because the host bridges name the controller as a *service*
+    controller (harness.connect, README "OVS restarts"): ovs-vswitchd adds a
+    bridge's controllers only once flow-restore-wait is cleared, and adding
+    a *primary* controller flushes the bridge's flows, the ones ovs-save
+    had just restored. With the controller stopped, the restored flows are
+    all there is: the test checks they equal the flows before the restart.
     """
     cloud, a, b, c = trio
     x1 = cloud.add_external("x1", "192.168.77.1")
@@ -203,6 +249,7 @@ def test_ovs_restart_cost_with_the_controller_up_and_stopped(trio):
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             for phase in ("controller up", "controller stopped"):
+                before = {h.name: flow_set(h) for h in (cloud.h1, cloud.h2)}
                 pings = start_pings(a, (b, c), 20) + start_pings(x1, (x2,), 20)
                 time.sleep(3)
                 pid = cloud.controller.pid
@@ -210,16 +257,16 @@ def test_ovs_restart_cost_with_the_controller_up_and_stopped(trio):
                     os.kill(pid, signal.SIGSTOP)
                 events = {}
                 log_from = os.path.getsize(OVS_LOG)
+                kept = {}
                 try:
-                    t0 = time.monotonic()
                     events["restart"] = time.time()
-                    r = subprocess.run([OVS_CTL, "restart", "--system-id=random", "--no-monitor"],
-                                       capture_output=True, text=True, timeout=120)
-                    took = time.monotonic() - t0
+                    took, steps, trace = restart_ovs()
                     events["restarted"] = time.time()
-                    assert r.returncode == 0, r.stdout + r.stderr
                     if phase == "controller stopped":
-                        time.sleep(10)
+                        time.sleep(2)
+                        # Nobody but ovs-save wrote these flows.
+                        kept = {h.name: flow_set(h) for h in (cloud.h1, cloud.h2)}
+                        time.sleep(8)
                 finally:
                     if phase == "controller stopped":
                         os.kill(pid, signal.SIGCONT)
@@ -229,37 +276,45 @@ def test_ovs_restart_cost_with_the_controller_up_and_stopped(trio):
                 lost = {name: sent - received for name, (sent, received) in results.items()}
                 base = events["restart"]
                 report[phase] = {
-                    "restart_s": round(took, 2), "lost_of_200": lost,
+                    "restart_s": round(took, 2), "ovs_ctl_steps_s": steps,
+                    "lost_of_200": lost,
+                    "outage_s": {n: outage(g, base) for n, g in gaps.items()},
                     "events_s": {k: round(v - base, 1) for k, v in events.items()},
                     "gaps_s": {n: [tuple(None if t is None else round(t - base, 1) for t in sp)
                                    for sp in g] for n, g in gaps.items()},
                     "bridges_on_the_machine": len(sh("ovs-vsctl list-br").split())}
                 print(f"ovs-ctl restart, {phase}: {report[phase]}")
-                # ovs-save's restore of each host bridge was accepted whole:
-                # no flow refused for a missing meter.
+                # ovs-save's restore of each host bridge was accepted whole.
                 with open(OVS_LOG, errors="replace") as log:
                     log.seek(log_from)
                     text = log.read()
                 for h in (cloud.h1, cloud.h2):
-                    assert re.search(rf"{h.bridge}<->unix#\d+: \d+ flow_mods .*adds", text), text[-3000:]
+                    assert re.search(rf"{h.bridge}<->unix#\d+: \d+ flow_mods .*adds", text), \
+                        text[-3000:]
                     assert not re.search(rf"{h.bridge}<->unix#\d+: .*INVALID_METER", text)
+                    # A service controller: adding it never flushed the bridge.
+                    assert re.search(rf"{h.bridge}: added service controller \"tcp:", text), \
+                        text[-3000:]
                 assert all(results[n][0] == 200 for n in results), results
-                if phase == "controller up":
-                    assert all(lost[vm] <= lost["x2"] + 10 for vm in ("b", "c")), report
-                else:
-                    for vm in ("b", "c"):
-                        # The outage ends, at the latest a few seconds after the controller is back.
+                if kept:
+                    for h in (cloud.h1, cloud.h2):
+                        assert kept[h.name] == before[h.name], \
+                            (h.name, sorted(before[h.name] ^ kept[h.name])[:10])
+                for vm in ("b", "c"):
+                    assert lost[vm] <= lost["x2"] + 2, report[phase]
+                    if phase == "controller stopped":
+                        # Back long before the controller is.
                         assert gaps[vm] and gaps[vm][-1][1] is not None \
-                            and gaps[vm][-1][1] <= events["sigcont"] + 8, report
+                            and gaps[vm][-1][1] < events["sigcont"] - 5, report[phase]
                 cloud.wait_controller_synced(timeout=30, since=events["restart"])
         finally:
             if not ovs_running():
                 subprocess.run([OVS_CTL, "start", "--system-id=random", "--no-monitor"],
                                capture_output=True, timeout=120)
     assert ovs_running()
-    # Metered again: a's requests for an unknown address go to the
-    # controller through a's meter, whose counters move only if the flow
-    # was written after the meter (re-created after the restart).
+    # Metered again: ovs-save restores no meters, so the controller re-adds
+    # them on reconnect; a's requests for an unknown address go to the
+    # controller through a's meter, whose counters then move.
     before = meter_packets(cloud.h1)
     a.run(["arping", "-c", "3", "-w", "2", "-i", "eth0", "10.0.7.99"], timeout=15)
     wait_for(lambda: meter_packets(cloud.h1) >= before + 3, 5, 0.2,
