@@ -368,7 +368,7 @@ def _main_connection(limits):
     dp = VmflowDatapath(conn, addr, conns, time.monotonic() + 60)
     dp.id = 0x42
     dp.set_version(4)   # OpenFlow 1.3, as a negotiated connection
-    dp.state = MAIN_DISPATCHER
+    dp.set_state(MAIN_DISPATCHER)   # admitted: the datapath id is free
     t = threading.Thread(target=dp.serve, daemon=True)
     t.start()
     return dp, peer, t
@@ -406,12 +406,35 @@ def test_a_silent_switch_is_probed_then_closed():
     dp, peer, t = _main_connection(Limits(inactivity_probe=0.5))
     try:
         seen = _messages(peer, 5)
-        # HELLO (0), then an ECHO_REQUEST (2) after the idle time, then the close.
-        assert seen[0] == 0 and 2 in seen and seen[-1] == "closed", seen
+        # SET_CONFIG (9) on entering MAIN and HELLO (0), in either order (two
+        # threads), then an ECHO_REQUEST (2) after the idle time, then the close.
+        assert sorted(seen[:2]) == [0, 9] and seen[2] == 2 and seen[-1] == "closed", seen
         t.join(2)
         assert not t.is_alive() and not dp.alive
     finally:
         peer.close()
+
+
+def test_entering_main_asks_for_whole_packet_ins():
+    """A service connection (how switches should name vmflow) gets no
+    packet-in until miss_send_len is nonzero; NO_BUFFER also means whole frames."""
+    import struct
+    dp, peer, t = _main_connection(Limits(inactivity_probe=30))
+    try:
+        peer.settimeout(2)
+        buf = b""
+        while len(buf) < 8 + 12:
+            buf += peer.recv(4096)
+        msgs = {}
+        while len(buf) >= 8:
+            _, typ, length, _ = struct.unpack_from("!BBHI", buf)
+            msgs[typ] = buf[:length]
+            buf = buf[length:]
+        flags, miss_send_len = struct.unpack_from("!HH", msgs[9], 8)
+        assert (flags, miss_send_len) == (0, 0xFFFF)
+    finally:
+        peer.close()
+        t.join(3)
 
 
 def test_a_switch_that_answers_is_kept():
