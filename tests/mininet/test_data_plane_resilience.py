@@ -9,10 +9,11 @@ defaults do (reachable time ~1 s, first probe after 1 s), so a pause of a
 few seconds already needs ARP answers: the kernel's unicast re-probes, and
 after a cache flush its broadcast requests.
 
-The OVS restart test restarts the one ovs-vswitchd every test on the
-machine uses. It takes /tmp/ovs-restart.lock exclusively (so it never
-overlaps another scenario), is marked `ovs_restart` (deselect with
--m "not ovs_restart"), and always leaves ovs-vswitchd running.
+The OVS restart test restarts ovs-vswitchd. On the machine's own OVS, which
+every test uses, it takes /tmp/ovs-restart.lock exclusively (so it never
+overlaps another scenario); with OVS_RUNDIR (and OVS_DBDIR, OVS_LOGDIR)
+naming a private OVS it needs no lock. It is marked `ovs_restart` (deselect
+with -m "not ovs_restart") and always leaves ovs-vswitchd running.
 """
 from __future__ import annotations
 
@@ -31,7 +32,13 @@ from harness import OFCTL, parse_ping, sh, wait_for
 pytestmark = pytest.mark.mininet
 
 OVS_CTL = "/usr/share/openvswitch/scripts/ovs-ctl"
-OVS_LOG = "/var/log/openvswitch/ovs-vswitchd.log"
+# OVS's own variables (ovs-lib, ovs-vsctl and the rest read them): set, they
+# point this test, its harness and ovs-ctl at a private OVS (README "OVS
+# restarts" runs one in a network namespace of its own), whose restart
+# disturbs no one and needs no machine-wide lock.
+OVS_LOG = os.path.join(os.environ.get("OVS_LOGDIR", "/var/log/openvswitch"), "ovs-vswitchd.log")
+PRIVATE_OVS = os.environ.get("OVS_RUNDIR", "/var/run/openvswitch").rstrip("/") not in (
+    "/var/run/openvswitch", "/run/openvswitch")
 RESTART_LOCK = "/tmp/ovs-restart.lock"
 PAUSE = 30
 RESPONDER_PRIORITY = 102   # apps/arp.py
@@ -187,6 +194,7 @@ OVS_CTL_STEPS = (
     ("save flows", r"ovs_save save-flows"),
     ("stop ovsdb-server", r"stop_daemon ovsdb-server"),
     ("stop ovs-vswitchd", r"stop_daemon ovs-vswitchd"),
+    ("its pidfile check's sleep 2", r"^sleep 2$"),
     ("start ovs-vswitchd", r"start_daemon .*ovs-vswitchd"),
     ("restore flows", r"restore_flows"),
     ("clear flow-restore-wait", r"flow_restore_complete"),
@@ -271,11 +279,14 @@ def test_ovs_restart_cost_with_the_controller_up_and_stopped(trio):
     a.wait_ping(d, 15)
     report = {}
     with open(RESTART_LOCK, "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not PRIVATE_OVS:
+            fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             for phase in ("controller up", "controller stopped"):
                 before = {h.name: flow_set(h) for h in (cloud.h1, cloud.h2)}
-                pings = start_pings(a, (b, c, d), 20) + start_pings(x1, (x2,), 20)
+                # Stopped: long enough to see d come back with the controller.
+                seconds = 20 if phase == "controller up" else 25
+                pings = start_pings(a, (b, c, d), seconds) + start_pings(x1, (x2,), seconds)
                 time.sleep(3)
                 pid = cloud.controller.pid
                 if phase == "controller stopped":
@@ -302,7 +313,7 @@ def test_ovs_restart_cost_with_the_controller_up_and_stopped(trio):
                 base = events["restart"]
                 report[phase] = {
                     "restart_s": round(took, 2), "ovs_ctl_steps_s": steps,
-                    "lost_of_200": lost,
+                    f"lost_of_{seconds * 10}": lost,
                     "outage_s": {n: outage(g, base) for n, g in gaps.items()},
                     "events_s": {k: round(v - base, 1) for k, v in events.items()},
                     "gaps_s": {n: [tuple(None if t is None else round(t - base, 1) for t in sp)
@@ -321,7 +332,7 @@ def test_ovs_restart_cost_with_the_controller_up_and_stopped(trio):
                     # A service controller: adding it never flushed the bridge.
                     assert re.search(rf"{h.bridge}: added service controller \"tcp:", text), \
                         text[-3000:]
-                assert all(results[n][0] == 200 for n in results), results
+                assert all(results[n][0] == seconds * 10 for n in results), results
                 if kept:
                     for h in (cloud.h1, cloud.h2):
                         assert kept[h.name] == before[h.name], \
@@ -330,7 +341,8 @@ def test_ovs_restart_cost_with_the_controller_up_and_stopped(trio):
                 # it forwards again only once the controller has rewritten it.
                 assert gaps["d"] and gaps["d"][-1][1] is not None, report[phase]
                 if phase == "controller stopped":
-                    assert gaps["d"][-1][1] > events["sigcont"] - 1, report[phase]
+                    assert events["sigcont"] - 1 < gaps["d"][-1][1] < events["sigcont"] + 5, \
+                        report[phase]
                 for vm in ("b", "c"):
                     assert lost[vm] <= lost["x2"] + 2, report[phase]
                     if phase == "controller stopped":
