@@ -231,7 +231,7 @@ def outage(spans, t0: float) -> float:
 
 
 @pytest.mark.ovs_restart
-def test_ovs_restart_cost_with_the_controller_up_and_stopped(trio):
+def test_ovs_restart_cost_with_the_controller_up_and_stopped(trio, tmp_path):
     """`ovs-ctl restart` (ovs-save, flow-restore-wait) under a 10/s ping,
     with the controller up, then with it stopped (SIGSTOP) through the
     restart and 10 s after it.
@@ -297,6 +297,7 @@ def test_ovs_restart_cost_with_the_controller_up_and_stopped(trio):
                 try:
                     events["restart"] = time.time()
                     took, steps, trace = restart_ovs()
+                    (tmp_path / f"ovs-ctl-{phase.replace(' ', '-')}.trace").write_text(trace)
                     events["restarted"] = time.time()
                     if phase == "controller stopped":
                         time.sleep(2)
@@ -319,6 +320,7 @@ def test_ovs_restart_cost_with_the_controller_up_and_stopped(trio):
                     "gaps_s": {n: [tuple(None if t is None else round(t - base, 1) for t in sp)
                                    for sp in g] for n, g in gaps.items()},
                     "bridges_on_the_machine": len(sh("ovs-vsctl list-br").split()),
+                    "trace": str(tmp_path),
                     "qos_bridge_restore_refused": "OFPMMFC_INVALID_METER" in trace}
                 print(f"ovs-ctl restart, {phase}: {report[phase]}")
                 # ovs-save's restore of each host bridge was accepted whole.
