@@ -422,6 +422,19 @@ class VmflowDatapath(Datapath):
         q.put((buf, close_socket))
         return True
 
+    def _send_nowait(self, buf) -> bool:
+        """send() for the receive thread, which must never block on a full
+        send queue: that is how a peer gone without a FIN looks, and the
+        probe is there to find it. A probe not sent still starts the clock."""
+        if not self._send_q_sem.acquire(blocking=False):
+            return False
+        q = self.send_q
+        if q is None:
+            self._send_q_sem.release()
+            return False
+        q.put((buf, False))
+        return True
+
     def _send_loop(self):
         try:
             while True:
@@ -546,7 +559,8 @@ class VmflowDatapath(Datapath):
                 self._idle_probe_at = now
                 req = self.ofproto_parser.OFPEchoRequest(self, data=b"vmflow-idle-probe")
                 req.set_xid(next(self._probe_xids) & self.ofproto.MAX_XID)
-                self.send_msg(req)
+                req.serialize()
+                self._send_nowait(req.buf)
         elif now - self._idle_probe_at >= limit:
             LOG.warning("OpenFlow connection from %s (datapath %016x): nothing received "
                         "for %.1fs, not even an answer to an echo request; closing",

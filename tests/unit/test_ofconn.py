@@ -480,3 +480,23 @@ def test_a_request_in_flight_fails_as_soon_as_the_connection_ends():
         ch.read_meters()
     assert time.monotonic() - start < 0.1
     t.join(2)
+
+
+def test_a_peer_that_stops_reading_is_closed_without_blocking_the_receive_thread():
+    """What a switch gone without a FIN looks like: our sends pile up. The
+    probe must not wait for room in the send queue; the connection is
+    closed on time anyway."""
+    import time
+    dp, peer, t = _main_connection(Limits(inactivity_probe=0.5))
+    try:
+        # Fill the send queue (os-ken's is bounded) without the sender draining it.
+        taken = 0
+        while dp._send_q_sem.acquire(blocking=False):
+            taken += 1
+        assert taken > 0
+        start = time.monotonic()
+        t.join(5)
+        assert not t.is_alive() and not dp.alive
+        assert time.monotonic() - start < 3
+    finally:
+        peer.close()
