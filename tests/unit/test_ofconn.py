@@ -489,7 +489,8 @@ def test_a_peer_that_stops_reading_is_closed_without_blocking_the_receive_thread
     import time
     dp, peer, t = _main_connection(Limits(inactivity_probe=0.5))
     try:
-        # Fill the send queue (os-ken's is bounded) without the sender draining it.
+        assert sorted(_messages(peer, 0.2)[:2]) == [0, 9]   # HELLO and SET_CONFIG are out
+        # Fill the send queue (os-ken's is bounded) as a sender stuck on a dead peer would.
         taken = 0
         while dp._send_q_sem.acquire(blocking=False):
             taken += 1
