@@ -52,7 +52,10 @@ import requests
 from controller.pipeline import COOKIE_SPACE, COOKIE_SPACE_MASK  # noqa: F401 (re-exported)
 
 REPO = Path(__file__).resolve().parents[2]
-REGISTRY = Path("/run/vmflow-harness")
+# A run against a private OVS in its own network namespace (scripts/test
+# --ovs-restart) keeps its own registry: it sees neither the machine's
+# bridges nor its veths, so it must not sweep the machine's dead runs.
+REGISTRY = Path(os.environ.get("VMFLOW_HARNESS_REGISTRY", "/run/vmflow-harness"))
 PREFIX_RE = re.compile(r"^vmf[0-9a-f]{4}-")
 OFCTL = ["ovs-ofctl", "-O", "OpenFlow13"]
 PHYSNET = "physnet1"
