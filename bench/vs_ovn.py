@@ -33,14 +33,20 @@ pings, so the first ping measures the switch, not ARP timers).
    remote is a group of 100 members, and with no group at all.
 3. Unchanged restart under a 100/s ping between two ports: vmflow's
    controller SIGTERM + start; OVN `ovn-ctl --restart stop_controller` then
-   `start_controller`. Reported: pings lost, the time from the stop to the
-   steady state (the controller back and the flow table quiet), and the
-   flow-table changes OVS reports meanwhile (each added/deleted/modified flow).
+   `start_controller`. Reported: pings lost and the longest gap between two
+   replies (ping -D), the time from the stop to the steady state (the new
+   controller process synced / connected, and the flow table quiet for 1 s),
+   and the flow-table changes OVS reports meanwhile (each flow added, deleted
+   or modified, as the flow monitor sees them: a flow-mod adding or deleting
+   one flow is one change, a delete-all is one change per flow).
 4. DHCP from many namespaces at once (udhcpc, one 4-message exchange each,
    a script that changes nothing): exchanges per second and p99 of one
-   exchange. vmflow answers by packet-in, metered per port (200 pps, burst
-   100, controller_rate_pps); OVN answers in ovn-controller's pinctrl, with
-   no CoPP meter configured (OVN's default).
+   exchange (from the client's start to its exit, so the process start is in
+   it on both sides). vmflow answers by packet-in to its central controller,
+   metered per port by an OpenFlow meter (200 pps, burst 100:
+   [controller] controller_rate_pps / controller_burst); OVN answers in
+   ovn-controller's pinctrl thread on the hypervisor, with no CoPP meter
+   (OVN's default: none unless `ovn-nbctl copp-add` sets one).
 5. iperf3 TCP between two ports with the stateful firewall (10-rule group)
    on both, as a ratio to two namespaces on a plain NORMAL bridge measured
    right before, in the same run.
