@@ -386,9 +386,23 @@ class Side:
     def ext_ids(self, ns: Ns) -> list[str]:
         return []
 
+    def notes(self) -> str:
+        """Side-specific counters worth printing under the table."""
+        return ""
+
     def flow_count(self) -> int:
         return count_flows(sh(["ovs-ofctl", "-O", "OpenFlow13", "dump-flows", self.bridge],
                               timeout=60))
+
+
+def start_monitor(side: Side, tries: int = 3) -> FlowMonitor:
+    for i in range(tries):
+        try:
+            return FlowMonitor(side.owner, side.bridge)
+        except Exception as e:  # harness.HarnessError: no initial reply in 10 s
+            if i == tries - 1:
+                raise
+            log(f"{side.name}: {e}; again")
 
 
 def ping_first(ns: Ns, target: Ns, limit: float = 10) -> subprocess.Popen:
@@ -407,11 +421,13 @@ def wire(side: Side, n_ports: int) -> dict:
                      for n in nss[1:]))
     for n in nss[1:]:
         n.neigh(anchor)
+    # The monitor starts before the plugging: its initial dump then is small
+    # and quick, even on a busy machine.
+    mon = start_monitor(side)
+    side.monitor = mon
+    side.baseline = side.flow_count()
     bed.plug(side.bridge, nss, side.ext_ids)
     side.ports = nss
-    side.baseline = side.flow_count()
-    mon = FlowMonitor(side.owner, side.bridge)
-    side.monitor = mon
     side.create_port(0, anchor)
     side.settle()
     ctl_pids, all_pids = side.cpu_pids()
@@ -557,6 +573,9 @@ def run_side(side: Side, args, normal: tuple[Ns, Ns]) -> dict:
     side.start()
     try:
         r = wire(side, args.ports)
+        r["notes"] = side.notes()
+        if r["notes"]:
+            log(f"{side.name}: {r['notes']}")
         r["fpp_sg10"] = flows_per_port(side, args.ports)
         log(f"{side.name}: iperf3")
         r.update(iperf_phase(side, normal, args.iperf_seconds, args.iperf_rounds))
@@ -626,14 +645,27 @@ class VmflowSide(Side):
         last = last_change(self.monitor, mark, t0_mono)
         return None if last is None else last - t0_mono
 
+    def notes(self) -> str:
+        c = self.cloud.status()["counters"]
+        return (f"vmflow after wiring: {c.get('port_status_written', 0):,} port status "
+                f"writes, {c.get('changes', 0):,} store changes followed")
+
     def cpu_pids(self):
         ctl = [self.cloud.controller.pid]
         return ctl, ctl + descendants(self.cloud.api_proc.pid)
 
     def settle(self) -> None:
-        time.sleep(0.3)  # past the controller's store poll: the change is seen
-        self.cloud.wait_controller_synced([self.host], timeout=120)
-        wait_quiet(self.monitor)
+        # In sync as of a store read after now, i.e. after every change made
+        # before this call, then the flow table quiet.
+        t = time.time()
+
+        def caught_up():
+            self.cloud.controller.assert_running()
+            st = self.cloud.status()
+            return (st.get("store_last_read") or 0) > t and \
+                self.cloud.controller_synced([self.host])
+        wait_for(caught_up, 180, 0.1, "the controller to catch up with the store")
+        wait_quiet(self.monitor, quiet=1.5)
 
     def set_config(self, config: str) -> None:
         api = self.cloud.api
@@ -774,7 +806,7 @@ class OvnSide(Side):
 
     def settle(self) -> None:
         self.nbctl("--wait=hv", "--timeout=120", "sync", timeout=150)
-        wait_quiet(self.monitor)
+        wait_quiet(self.monitor, quiet=1.5)
 
     def set_config(self, config: str) -> None:
         if config == "remote":
@@ -880,6 +912,9 @@ def main(argv=None) -> int:
     print(f"load average at start {load0[0]:.2f}, at end {load1[0]:.2f}; "
           f"run took {time.monotonic() - t_start:.0f} s")
     print(format_table(rows))
+    for r in results.values():
+        if r.get("notes"):
+            print(r["notes"])
     if args.markdown:
         print()
         print(format_table(rows, markdown=True))
