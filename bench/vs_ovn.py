@@ -551,8 +551,9 @@ def restart_phase(side: Side, seconds: float = 10) -> dict:
     p = a.popen(["ping", "-D", "-n", "-i", "0.01", "-W", "1", "-c", str(count), b.ip])
     time.sleep(2)
     mark = len(mon.events)
-    t_stop = time.monotonic()
+    t_stop, t_stop_wall = time.monotonic(), time.time()
     back = side.restart()
+    back_wall = time.time() - (time.monotonic() - back)
     last = last_change(mon, mark, t_stop, quiet=1.0, limit=seconds)
     if last is not None:
         wait_quiet(mon)
@@ -563,7 +564,13 @@ def restart_phase(side: Side, seconds: float = 10) -> dict:
     with mon.cond:
         changes = len(mon.events) - mark
     steady = max(back, last or back) - t_stop
-    gap = longest_gap(reply_times(out))
+    times = reply_times(out)
+    gap = longest_gap(times)
+    if gap is not None:
+        i = max(range(1, len(times)), key=lambda k: times[k] - times[k - 1])
+        log(f"{side.name}: restart: longest ping gap {gap * 1000:.0f} ms from "
+            f"{times[i - 1] - t_stop_wall:+.2f} s after the stop; controller back at "
+            f"{back_wall - t_stop_wall:+.2f} s")
     return {"restart_lost": tx - rx, "restart_tx": tx, "restart_steady": steady,
             "restart_gap": None if gap is None else gap * 1000,
             "restart_changes": changes}
