@@ -47,6 +47,19 @@ LOG = logging.getLogger(__name__)
 
 
 
+
+# Fields no flow depends on: the status the controller writes back itself
+# (ports, floating IPs) and the stamps the store moves on every write. A
+# change of only these recomputes nothing; without this, every status
+# write-back came back through the feed as a recompute of the port's scopes.
+BOOKKEEPING = frozenset({"status", "updated_at", "revision_number"})
+
+
+def only_bookkeeping(old: Optional[dict], new: Optional[dict]) -> bool:
+    if old is None or new is None:
+        return False
+    return all(old.get(k) == new.get(k) for k in (old.keys() | new.keys()) - BOOKKEEPING)
+
 class Controller:
     def __init__(self, conf, store: Store, apps: Iterable[App], *,
                  status_path: Optional[str] = None, status_interval: float = 1.0):
@@ -262,6 +275,8 @@ class Controller:
         view = self.view
         assert view is not None
         new = change.body
+        if only_bookkeeping(old, new):
+            return
         rebuild = scopes.REBUILDS.get(change.kind)
         if rebuild is not None:
             names = set(rebuild(old, new))

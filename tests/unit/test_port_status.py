@@ -26,6 +26,12 @@ def test_active_where_plugged_and_installed_down_elsewhere():
     # a switch still installing is not ACTIVE yet
     assert set(wanted_statuses(view, [switch(view, 0xA1, busy=True)]).values()) == {DOWN, ACTIVE}
     assert wanted_statuses(view, [switch(view, 0xA1, busy=True)])[pid(1)] == DOWN
+    # ... but a port already ACTIVE stays so while its switch installs another
+    # port's change (no DOWN/ACTIVE flap of every port on every change)
+    put(view, "ports", {**view.ports[pid(1)], "status": ACTIVE})
+    assert wanted_statuses(view, [switch(view, 0xA1, busy=True)])[pid(1)] == ACTIVE
+    assert wanted_statuses(view, [switch(view, 0xA1, busy=True)])[pid(2)] == DOWN
+    assert wanted_statuses(view, [switch(view, 0xA1, busy=True, in_sync=False)])[pid(1)] == DOWN
     put(view, "ports", port(1, "n1", "h1", admin_state_up=False))
     assert wanted_statuses(view, [h1])[pid(1)] == DOWN
 

@@ -290,3 +290,28 @@ def test_follower_fetch_reads_and_apply_changes_the_view(store):
     assert f.apply(f.fetch()) == []   # nothing new: still a successful read
     f.last_read -= 60
     assert not f.healthy()
+
+
+def test_a_status_only_write_recomputes_nothing_and_a_real_change_does(ctl, store):
+    """The controller's own status write-back comes back through the change
+    feed; no flow depends on status or the store's stamps, so it must not
+    recompute (at 500 ports it used to, hundreds of times per port)."""
+    ctl.switch_connected(0xA1, FakeSwitch(), h1_ports())
+    settle(ctl, store)
+    refreshed = []
+    real = ctl.compiler.refresh
+
+    def counting(view, swview, memo, dirty=None):
+        refreshed.append(dirty)
+        return real(view, swview, memo, dirty)
+    ctl.compiler.refresh = counting
+    with store.read() as r:
+        doc = r.get("ports", pid(1))
+    status = "DOWN" if doc.get("status") == "ACTIVE" else "ACTIVE"
+    write(store, "ports", {**doc, "status": status, "updated_at": "2026-11-27T00:00:00Z",
+                           "revision_number": doc.get("revision_number", 0) + 7})
+    settle(ctl, store)
+    assert refreshed == []
+    write(store, "ports", {**doc, "admin_state_up": False})
+    settle(ctl, store)
+    assert refreshed
