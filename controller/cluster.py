@@ -40,6 +40,8 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Iterable, Optional
 
+from controller.reconciler import ChannelError
+
 LOG = logging.getLogger(__name__)
 
 PREFIX = "/vmflow/cluster/"
@@ -47,6 +49,16 @@ MEMBERS_PREFIX = PREFIX + "members/"
 GENERATION_KEY = PREFIX + "generation"
 
 MASTER, SLAVE = "master", "slave"
+
+
+class NotMaster(ChannelError):
+    """A write (flow-mod, meter-mod, packet-out) on a switch where this
+    controller is not master: refused before it is sent (ofchannel.py)."""
+
+
+class RoleStale(ChannelError):
+    """The switch refused a role request: it has seen a newer generation id
+    (OFPRRFC_STALE), so another controller claimed it since."""
 
 
 # -- the pure part -------------------------------------------------------------
