@@ -1,0 +1,284 @@
+"""Issue 13, several controllers holding OpenFlow roles, on real OVS and a
+real 3-member etcd: 3 controllers, 4 switches.
+
+    h1 h2 h3 h4 ── fabric;  n1 10.0.1.0/24 vlan 301 (DHCP on);  every bridge
+    connected to c0, c1 and c2; one master per bridge by the hash ring.
+
+The failover test kills (SIGKILL) the controller that is master of two
+hosts' bridges (with 4 bridges and 3 controllers one always masters two),
+while a VM on one pings a VM on the other 10 times a second.
+"""
+from __future__ import annotations
+
+import socket
+import struct
+import threading
+import time
+from itertools import combinations
+
+import pytest
+
+from controller.cluster import master_for
+from harness import Cloud, sh, wait_for
+from topology.etcd_cluster import EtcdCluster
+
+pytestmark = pytest.mark.mininet
+
+TTL = 2
+IDS = ("c0", "c1", "c2")
+MD = "http://169.254.169.254"
+
+
+def ovs_roles(bridge: str) -> dict[str, str]:
+    """target port -> the role OVS gives that controller connection."""
+    uuids = sh(["ovs-vsctl", "--timeout=10", "get", "bridge", bridge, "controller"]).strip("[] \n")
+    roles = {}
+    for u in (x.strip() for x in uuids.split(",") if x.strip()):
+        target = sh(["ovs-vsctl", "--timeout=10", "get", "controller", u, "target"]).strip().strip('"')
+        role = sh(["ovs-vsctl", "--timeout=10", "get", "controller", u, "role"]).strip()
+        roles[target.rsplit(":", 1)[1]] = role
+    return roles
+
+
+def masters_by_ovs(cloud: Cloud, host) -> list[str]:
+    port_to_id = {str(p): proc.controller_id for p, proc in zip(cloud.ofp_ports, cloud.controllers)}
+    return [port_to_id[p] for p, r in ovs_roles(host.bridge).items() if r == "master"]
+
+
+def status_of(proc) -> dict:
+    import json
+    try:
+        st = json.loads(proc.status_path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return st if st.get("pid") == proc.pid else {}
+
+
+def master_synced(cloud: Cloud, host, cid: str) -> bool:
+    proc = next(p for p in cloud.controllers if p.controller_id == cid)
+    sw = status_of(proc).get("switches", {}).get(host.dpid_hex)
+    return bool(sw and sw.get("role") == "master" and sw.get("in_sync") and not sw.get("busy"))
+
+
+def wait_cluster_synced(cloud: Cloud, live: set[str], timeout: float = 40) -> None:
+    """Every bridge: OVS has exactly the ring's master as master, and that
+    controller says the bridge is in sync."""
+    def ok():
+        for h in cloud.hosts.values():
+            want = master_for(h.dpid, live)
+            if masters_by_ovs(cloud, h) != [want] or not master_synced(cloud, h, want):
+                return False
+        return True
+    wait_for(ok, timeout, 0.2, "every bridge to have its ring master, in sync\n"
+             + "\n".join(f"--- {p.name}:\n{p.log(15)}" for p in cloud.controllers))
+
+
+@pytest.fixture(scope="module")
+def etcd():
+    with EtcdCluster(3) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def cl(mininet_ready, etcd, tmp_path_factory):
+    endpoints = ",".join(f"127.0.0.1:{m.client_port}" for m in etcd.members)
+    cloud = Cloud.start(tmp_path_factory.mktemp("cluster"), controllers=3, etcd=endpoints,
+                        lease_ttl=TTL)
+    cloud.etcd_endpoints = endpoints
+    try:
+        for i in range(1, 5):
+            cloud.add_host(f"h{i}")
+        cloud.n1 = cloud.add_network("n1", cidr="10.0.1.0/24", vlan=301, enable_dhcp=True)
+        for h in cloud.hosts.values():
+            h.wait_connected(30)
+        wait_cluster_synced(cloud, set(IDS))
+        yield cloud
+    finally:
+        cloud.close()
+
+
+def flow_tables(cloud: Cloud) -> dict[str, list[str]]:
+    return {h.name: sorted(h.flows()) for h in cloud.hosts.values()}
+
+
+def test_one_master_per_switch_by_the_ring_and_the_others_slaves(cl):
+    for h in cl.hosts.values():
+        roles = ovs_roles(h.bridge)
+        assert sorted(roles.values()) == ["master", "slave", "slave"], (h.name, roles)
+        assert masters_by_ovs(cl, h) == [master_for(h.dpid, set(IDS))]
+    # Each controller's status agrees with OVS, and the slaves wrote nothing.
+    for proc in cl.controllers:
+        st = status_of(proc)
+        for h in cl.hosts.values():
+            sw = st["switches"][h.dpid_hex]
+            want = "master" if master_for(h.dpid, set(IDS)) == proc.controller_id else "slave"
+            assert sw["role"] == want, (proc.name, h.name, sw)
+            if want == "slave":
+                assert sw["flow_mods"] == 0 and sw["meter_mods"] == 0, (proc.name, h.name, sw)
+                assert sw["desired_flows"] > 0   # kept warm
+
+
+def _dhcp_ok(vm) -> bool:
+    try:
+        vm.dhcp(timeout=10)
+        return True
+    except AssertionError:
+        return False
+
+
+def _raw_controller_listen() -> socket.socket:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen(1)
+    s.settimeout(15)
+    return s
+
+
+def _read(conn) -> tuple[int, int, bytes]:
+    hdr = b""
+    while len(hdr) < 8:
+        chunk = conn.recv(8 - len(hdr))
+        assert chunk, "connection closed"
+        hdr += chunk
+    _, type_, length, xid = struct.unpack("!BBHI", hdr)
+    body = b""
+    while len(body) < length - 8:
+        body += conn.recv(length - 8 - len(body))
+    return type_, xid, body
+
+
+def test_ovs_refuses_a_slaves_flow_mod_and_packet_out(cl):
+    """OVS enforces roles, whatever a controller sends: a connection that
+    asked for SLAVE gets OFPBRC_IS_SLAVE for a flow-mod and a packet-out."""
+    host = next(iter(cl.hosts.values()))
+    lst = _raw_controller_listen()
+    port = lst.getsockname()[1]
+    uuids = sh(["ovs-vsctl", "get", "bridge", host.bridge, "controller"]).strip("[] \n")
+    sh(["ovs-vsctl", "--", "--id=@x", "create", "controller", f"target=\"tcp:127.0.0.1:{port}\"",
+        "connection_mode=out-of-band", "--", "add", "bridge", host.bridge, "controller", "@x"])
+    try:
+        conn, _ = lst.accept()
+        conn.settimeout(10)
+        conn.sendall(struct.pack("!BBHI", 4, 0, 8, 1))            # HELLO
+        # The cluster's newest generation id: one newer would fence the
+        # cluster's master out of this switch (rightly), one older is stale.
+        from controller.cluster import Membership, parse_endpoints
+        gen = Membership(parse_endpoints(cl.etcd_endpoints), "probe").current_generation()
+        conn.sendall(struct.pack("!BBHIIIQ", 4, 24, 24, 2, 3, 0, gen))   # ROLE_REQUEST SLAVE
+        flow_mod = struct.pack("!BBHI", 4, 14, 56, 3) + struct.pack(
+            "!QQBBHHHIIIH2x", 0, 0, 0, 0, 0, 0, 1, 0xFFFFFFFF, 0xFFFFFFFF, 0xFFFFFFFF, 0) \
+            + struct.pack("!HH4x", 1, 4)
+        packet_out = struct.pack("!BBHIIIH6x", 4, 13, 24 + 16 + 14, 4, 0xFFFFFFFF, 0xFFFFFFFD, 16) \
+            + struct.pack("!HHIH6x", 0, 16, 1, 0) + b"\xff" * 12 + b"\x08\x00"
+        role_reply = errors = None
+        deadline = time.monotonic() + 10
+        sent = False
+        errors = {}
+        while time.monotonic() < deadline and len(errors) < 2:
+            type_, xid, body = _read(conn)
+            if type_ == 2:   # ECHO_REQUEST
+                conn.sendall(struct.pack("!BBHI", 4, 3, 8, xid))
+            elif type_ == 25:   # ROLE_REPLY
+                role_reply = struct.unpack_from("!I", body)[0]
+                conn.sendall(flow_mod + packet_out)
+                sent = True
+            elif type_ == 1 and sent:
+                errors[xid] = struct.unpack_from("!HH", body)
+        assert role_reply == 3
+        # OFPET_BAD_REQUEST (1), OFPBRC_IS_SLAVE (10), for both writes.
+        assert errors == {3: (1, 10), 4: (1, 10)}, errors
+        conn.close()
+    finally:
+        sh(["ovs-vsctl", "set", "bridge", host.bridge,
+            f"controller=[{uuids}]"], check=False)
+        lst.close()
+    # The cluster's master survived the intruder's generation id.
+    wait_for(lambda: len(masters_by_ovs(cl, host)) == 1, 10, 0.1, "one master")
+
+
+def test_sigkill_of_the_master_loses_no_ping_and_changes_no_flow(cl):
+    cloud = cl
+    live = set(IDS)
+    hosts = list(cloud.hosts.values())
+    pair = next((a, b) for a, b in combinations(hosts, 2)
+                if master_for(a.dpid, live) == master_for(b.dpid, live))
+    victim_id = master_for(pair[0].dpid, live)
+    victim = next(p for p in cloud.controllers if p.controller_id == victim_id)
+    a = cloud.add_vm(pair[0], cloud.n1, "a", ip="10.0.1.11")
+    b = cloud.add_vm(pair[1], cloud.n1, "b", ip="10.0.1.12")
+    a.wait_ping(b, timeout=30)
+    wait_cluster_synced(cloud, live)
+    before = cloud.wait_flows_stable(quiet=1.5)
+
+    result = {}
+    pinger = threading.Thread(target=lambda: result.update(
+        stats=a.ping_stats(b, count=100, interval=0.1, timeout=1.0)))
+    pinger.start()
+    time.sleep(1.5)
+    killed_at = time.monotonic()
+    victim.kill()
+    survivors = live - {victim_id}
+
+    # The switches have a new master (as OVS sees it) within TTL + 1 s.
+    def new_masters():
+        got = [masters_by_ovs(cloud, h) for h in pair]
+        return all(m == [master_for(h.dpid, survivors)] for m, h in zip(got, pair))
+    wait_for(new_masters, TTL + 3, 0.05, "a new master on the victim's switches")
+    took = time.monotonic() - killed_at
+    assert took <= TTL + 1, f"new master after {took:.2f} s (lease TTL {TTL} s)"
+
+    pinger.join(30)
+    sent, got = result["stats"]
+    assert sent == 100 and got == sent, f"ping {got}/{sent} through the takeover"
+
+    wait_cluster_synced(cloud, survivors)
+    # The new masters diffed the switches and found nothing to change.
+    for h in pair:
+        proc = next(p for p in cloud.controllers if p.controller_id == master_for(h.dpid, survivors))
+        sw = status_of(proc)["switches"][h.dpid_hex]
+        assert sw["flow_mods"] == 0 and sw["meter_mods"] == 0, (proc.name, h.name, sw)
+    after = cloud.wait_flows_stable(quiet=1.5)
+    assert after == before
+
+    # A port created after the kill gets its flows from the new master.
+    c = cloud.add_vm(pair[0], cloud.n1, "c", ip="10.0.1.13")
+    c.wait_ping(b, timeout=15)
+    c.wait_ping(a, timeout=15)
+
+
+def test_dhcp_arp_and_metadata_answer_through_a_master_change(cl):
+    cloud = cl
+    live = {p.controller_id for p in cloud.controllers if p.running}
+    host = next(h for h in cloud.hosts.values())
+    instance = cloud.api.create("instances", hostname="m-host", meta={"role": "m"})
+    vm = cloud.add_vm(host, cloud.n1, "m", dhcp=True, device_id=instance["id"],
+                      device_owner="compute:nova")
+    peer_host = next(h for h in cloud.hosts.values() if h is not host)
+    peer = cloud.add_vm(peer_host, cloud.n1, "p", ip="10.0.1.30")
+    wait_for(lambda: _dhcp_ok(vm), 30, 0.5, "DHCP before the change")
+    vm.run(["ip", "route", "replace", "169.254.169.254/32", "dev", "eth0"], check=True)
+    wait_for(lambda: vm.run(["curl", "-sS", "-m", "3", MD + "/latest/meta-data/instance-id"])
+             .stdout == instance["id"], 30, 0.3, "metadata before the change")
+    tok = vm.run(["curl", "-sS", "-m", "5", "-X", "PUT", "-H",
+                  "X-aws-ec2-metadata-token-ttl-seconds: 300", MD + "/latest/api/token"]).stdout
+    assert tok
+
+    victim_id = master_for(host.dpid, live)
+    victim = next(p for p in cloud.controllers if p.controller_id == victim_id)
+    victim.kill()
+    survivors = live - {victim_id}
+    new = master_for(host.dpid, survivors)
+    wait_for(lambda: masters_by_ovs(cloud, host) == [new], TTL + 3, 0.05, "the new master")
+
+    # The token made by the dead master is good with the new one (the
+    # IMDSv2 secret is in the store).
+    p = vm.run(["curl", "-sS", "--fail-with-body", "-m", "5", "-H",
+                f"X-aws-ec2-metadata-token: {tok}", MD + "/latest/meta-data/instance-id"])
+    assert p.returncode == 0 and p.stdout == instance["id"], (p.stdout, p.stderr)
+    # DHCP from the new master.
+    assert vm.dhcp() == vm.port["fixed_ips"][0]["ip_address"]
+    # ARP: answered by the new master's proxy (the cache flushed first).
+    vm.arp_flush()
+    vm.wait_ping(peer, timeout=10)
+    out = vm.run(["arping", "-c", "2", "-w", "4", "-I", "eth0", peer.ip]).stdout
+    assert peer.port["mac_address"].lower() in out.lower(), out
