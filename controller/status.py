@@ -114,6 +114,7 @@ def build_status(ctl) -> dict[str, Any]:
             "role": role,
             "want_role": getattr(sw, "want_role", None),
             "generation": getattr(sw, "generation", None),
+            "master_since": getattr(sw, "master_since", None),
             "claimed": sw.view.host is not None,
             "busy": sw.busy,
             # Not while drift is reported and not yet repaired (busy), nor

@@ -75,7 +75,7 @@ class Switch:
         self.role: Optional[str] = None
         self.generation: Optional[int] = None
         self.role_changes = 0
-        self.became_master_at: Optional[float] = None   # monotonic
+        self.master_since: Optional[float] = None   # wall clock, when the switch confirmed it
         self.role_fresh = False    # master since the last sync: re-read and diff
 
     def start(self) -> None:
@@ -183,7 +183,7 @@ class Switch:
         self.role = want
         if want == MASTER:
             self.role_fresh = True
-            self.became_master_at = time.monotonic()
+            self.master_since = time.time()
             return True
         self._idle()
         return False

@@ -30,13 +30,17 @@ MD = "http://169.254.169.254"
 
 
 def ovs_roles(bridge: str) -> dict[str, str]:
-    """target port -> the role OVS gives that controller connection."""
-    uuids = sh(["ovs-vsctl", "--timeout=10", "get", "bridge", bridge, "controller"]).strip("[] \n")
+    """target port -> the role OVS gives that controller connection on
+    `bridge` (two ovs-vsctl calls, so it can be polled quickly)."""
+    uuids = set(sh(["ovs-vsctl", "--timeout=10", "get", "bridge", bridge, "controller"])
+                .strip("[] \n").replace(" ", "").split(","))
+    rows = sh(["ovs-vsctl", "--timeout=10", "--format=csv", "--data=bare", "--no-headings",
+               "--columns=_uuid,target,role", "list", "controller"])
     roles = {}
-    for u in (x.strip() for x in uuids.split(",") if x.strip()):
-        target = sh(["ovs-vsctl", "--timeout=10", "get", "controller", u, "target"]).strip().strip('"')
-        role = sh(["ovs-vsctl", "--timeout=10", "get", "controller", u, "role"]).strip()
-        roles[target.rsplit(":", 1)[1]] = role
+    for line in rows.splitlines():
+        uuid, target, role = line.split(",")
+        if uuid in uuids:
+            roles[target.strip('"').rsplit(":", 1)[1]] = role
     return roles
 
 
@@ -73,6 +77,25 @@ def wait_cluster_synced(cloud: Cloud, live: set[str], timeout: float = 40) -> No
              + "\n".join(f"--- {p.name}:\n{p.log(15)}" for p in cloud.controllers))
 
 
+def wait_new_masters(cloud: Cloud, hosts, survivors: set[str], killed_at: float) -> float:
+    """Seconds from killed_at until every host's switch confirmed its new
+    master's MASTER request (its ROLE_REPLY), as that controller recorded
+    it. OVS's own "role" column in its database is refreshed only every few
+    seconds, too coarse to time this; it is checked afterwards."""
+    def master_since(h):
+        cid = master_for(h.dpid, survivors)
+        proc = next(p for p in cloud.controllers if p.controller_id == cid)
+        sw = status_of(proc).get("switches", {}).get(h.dpid_hex) or {}
+        since = sw.get("master_since")
+        return since if since and since > killed_at and sw.get("role") == "master" else None
+    took = max(wait_for(lambda: master_since(h), TTL + 5, 0.1, f"a new master of {h.name}")
+               for h in hosts) - killed_at
+    for h in hosts:
+        wait_for(lambda: masters_by_ovs(cloud, h) == [master_for(h.dpid, survivors)], 15, 0.2,
+                 f"OVS to list the new master of {h.name}")
+    return took
+
+
 @pytest.fixture(scope="module")
 def etcd():
     with EtcdCluster(3) as c:
@@ -106,16 +129,29 @@ def test_one_master_per_switch_by_the_ring_and_the_others_slaves(cl):
         roles = ovs_roles(h.bridge)
         assert sorted(roles.values()) == ["master", "slave", "slave"], (h.name, roles)
         assert masters_by_ovs(cl, h) == [master_for(h.dpid, set(IDS))]
-    # Each controller's status agrees with OVS, and the slaves wrote nothing.
-    for proc in cl.controllers:
-        st = status_of(proc)
-        for h in cl.hosts.values():
-            sw = st["switches"][h.dpid_hex]
-            want = "master" if master_for(h.dpid, set(IDS)) == proc.controller_id else "slave"
-            assert sw["role"] == want, (proc.name, h.name, sw)
-            if want == "slave":
-                assert sw["flow_mods"] == 0 and sw["meter_mods"] == 0, (proc.name, h.name, sw)
-                assert sw["desired_flows"] > 0   # kept warm
+
+    def writes():
+        return {(p.controller_id, h.name): (sw["flow_mods"] + sw["meter_mods"], sw["role"],
+                                            sw["desired_flows"])
+                for p in cl.controllers for h in cl.hosts.values()
+                for sw in [status_of(p)["switches"][h.dpid_hex]]}
+    before = writes()
+    # A change on every host: its master writes it, the slaves only compute it.
+    for i, h in enumerate(cl.hosts.values()):
+        cl.add_vm(h, cl.n1, f"x{i}", ip=f"10.0.1.{100 + i}")
+    wait_cluster_synced(cl, set(IDS))
+    time.sleep(1.2)   # one more status round of every controller
+    after = writes()
+    for (cid, host), (n, role, desired) in after.items():
+        want = "master" if master_for(cl.hosts[host].dpid, set(IDS)) == cid else "slave"
+        assert role == want, (cid, host, role)
+        if want == "slave":
+            assert n == before[(cid, host)][0], f"slave {cid} wrote to {host}"
+        else:
+            assert n > before[(cid, host)][0], f"master {cid} wrote nothing to {host}"
+        # Slaves keep the same desired set warm as the master.
+        master = master_for(cl.hosts[host].dpid, set(IDS))
+        assert desired == after[(master, host)][2] > before[(cid, host)][2]
 
 
 def _dhcp_ok(vm) -> bool:
@@ -215,16 +251,11 @@ def test_sigkill_of_the_master_loses_no_ping_and_changes_no_flow(cl):
         stats=a.ping_stats(b, count=100, interval=0.1, timeout=1.0)))
     pinger.start()
     time.sleep(1.5)
-    killed_at = time.monotonic()
+    killed_at = time.time()
     victim.kill()
     survivors = live - {victim_id}
 
-    # The switches have a new master (as OVS sees it) within TTL + 1 s.
-    def new_masters():
-        got = [masters_by_ovs(cloud, h) for h in pair]
-        return all(m == [master_for(h.dpid, survivors)] for m, h in zip(got, pair))
-    wait_for(new_masters, TTL + 3, 0.05, "a new master on the victim's switches")
-    took = time.monotonic() - killed_at
+    took = wait_new_masters(cloud, pair, survivors, killed_at)
     assert took <= TTL + 1, f"new master after {took:.2f} s (lease TTL {TTL} s)"
 
     pinger.join(30)
@@ -265,10 +296,10 @@ def test_dhcp_arp_and_metadata_answer_through_a_master_change(cl):
 
     victim_id = master_for(host.dpid, live)
     victim = next(p for p in cloud.controllers if p.controller_id == victim_id)
+    killed_at = time.time()
     victim.kill()
     survivors = live - {victim_id}
-    new = master_for(host.dpid, survivors)
-    wait_for(lambda: masters_by_ovs(cloud, host) == [new], TTL + 3, 0.05, "the new master")
+    assert wait_new_masters(cloud, [host], survivors, killed_at) <= TTL + 1
 
     # The token made by the dead master is good with the new one (the
     # IMDSv2 secret is in the store).
