@@ -82,6 +82,9 @@ class Controller:
         self.cluster = None
         self.plan: Optional[Plan] = None
         self._last_generation = 0
+        # Packet-ins dropped because this controller is not master of the
+        # switch (the event thread adds without a lock: a count, not a ledger).
+        self.packet_in_not_master = 0
 
     # -- lifecycle ---------------------------------------------------------
     def start(self) -> None:

@@ -178,5 +178,6 @@ class VmflowOFApp(app_manager.OSKenApp):
             # Several controllers: OVS sends packet-ins to the master (and,
             # until roles are set, to every controller as EQUAL); only the
             # master answers, so a VM never gets two replies.
+            self.core.packet_in_not_master += 1
             return
         self.core.dispatcher.submit(msg.datapath.id, in_port, msg.cookie, msg.data)

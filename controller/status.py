@@ -154,6 +154,7 @@ def build_status(ctl) -> dict[str, Any]:
     drops = getattr(ctl, "drop_counts", None)
     if drops is not None:
         counters.update({f"dropped_{k}": n for k, n in drops.totals().items()})
+    counters["packet_in_not_master"] = getattr(ctl, "packet_in_not_master", 0)
     events = getattr(ctl, "_events", None)
     counters["switch_events_coalesced"] = events.coalesced if events is not None else 0
     # Set by runtime.serve(); tests that drive the core directly have none.
