@@ -177,6 +177,12 @@ class Switch:
         else:
             raise ChannelError(f"switch {self.dpid:016x}: role {want} refused as stale "
                                f"{ROLE_STALE_RETRIES} times")
+        if want == MASTER and self.want_role != MASTER:
+            # The plan took the role away while the switch was granting it:
+            # write nothing; the poke that came with the change steps down.
+            self.channel.role = SLAVE
+            self.role = MASTER
+            return False
         if want != self.role:
             self.role_changes += 1
             LOG.info("switch %016x: now %s (generation %d)", self.dpid, want, self.generation)

@@ -127,10 +127,6 @@ def not_master_packet_ins(proc) -> int:
     return status_of(proc)["counters"]["packet_in_not_master"]
 
 
-def flow_tables(cloud: Cloud) -> dict[str, list[str]]:
-    return {h.name: sorted(h.flows()) for h in cloud.hosts.values()}
-
-
 def test_one_master_per_switch_by_the_ring_and_the_others_slaves(cl):
     for h in cl.hosts.values():
         roles = ovs_roles(h.bridge)
