@@ -186,9 +186,11 @@ def _read(conn) -> tuple[int, int, bytes]:
     return type_, xid, body
 
 
-def test_ovs_refuses_a_slaves_flow_mod_and_packet_out(cl):
+def test_ovs_refuses_a_slaves_writes_and_a_stale_master_claim(cl):
     """OVS enforces roles, whatever a controller sends: a connection that
-    asked for SLAVE gets OFPBRC_IS_SLAVE for a flow-mod and a packet-out."""
+    asked for SLAVE gets OFPBRC_IS_SLAVE for a flow-mod and a packet-out, and
+    a MASTER claim with a generation id older than the cluster's newest is
+    refused as OFPRRFC_STALE (how a master that missed a change is fenced)."""
     host = next(iter(cl.hosts.values()))
     lst = _raw_controller_listen()
     port = lst.getsockname()[1]
@@ -210,23 +212,25 @@ def test_ovs_refuses_a_slaves_flow_mod_and_packet_out(cl):
             + struct.pack("!HH4x", 1, 4)
         packet_out = struct.pack("!BBHIIIH6x", 4, 13, 24 + 16 + 14, 4, 0xFFFFFFFF, 0xFFFFFFFD, 16) \
             + struct.pack("!HHIH6x", 0, 16, 1, 0) + b"\xff" * 12 + b"\x08\x00"
-        role_reply = errors = None
+        stale_claim = struct.pack("!BBHIIIQ", 4, 24, 24, 5, 2, 0, gen - 1)   # MASTER, older id
+        role_reply = None
         deadline = time.monotonic() + 10
         sent = False
         errors = {}
-        while time.monotonic() < deadline and len(errors) < 2:
+        while time.monotonic() < deadline and len(errors) < 3:
             type_, xid, body = _read(conn)
             if type_ == 2:   # ECHO_REQUEST
                 conn.sendall(struct.pack("!BBHI", 4, 3, 8, xid))
             elif type_ == 25:   # ROLE_REPLY
                 role_reply = struct.unpack_from("!I", body)[0]
-                conn.sendall(flow_mod + packet_out)
+                conn.sendall(flow_mod + packet_out + stale_claim)
                 sent = True
             elif type_ == 1 and sent:
                 errors[xid] = struct.unpack_from("!HH", body)
         assert role_reply == 3
-        # OFPET_BAD_REQUEST (1), OFPBRC_IS_SLAVE (10), for both writes.
-        assert errors == {3: (1, 10), 4: (1, 10)}, errors
+        # OFPET_BAD_REQUEST (1), OFPBRC_IS_SLAVE (10), for both writes;
+        # OFPET_ROLE_REQUEST_FAILED (11), OFPRRFC_STALE (0), for the claim.
+        assert errors == {3: (1, 10), 4: (1, 10), 5: (11, 0)}, errors
         conn.close()
     finally:
         sh(["ovs-vsctl", "set", "bridge", host.bridge, f"controller=[{uuids}]"])
