@@ -133,8 +133,9 @@ class _Etcd:
     def __init__(self, endpoints: list[tuple[str, int]], timeout: float):
         import etcd3gw
         from etcd3gw import exceptions
+        import requests
         self._errors = (exceptions.ConnectionFailedError, exceptions.ConnectionTimeoutError,
-                        exceptions.InternalServerError)
+                        exceptions.InternalServerError, requests.exceptions.RequestException)
         # api_path given: etcd 3.4+ serves /v3/, and discovery would cost a
         # round trip per client and fail on a dead member before any call.
         self.clients = [etcd3gw.client(host=h, port=p, timeout=timeout, api_path="/v3/")
@@ -293,15 +294,38 @@ class Membership:
 
     def _start_watch(self) -> None:
         """A watch on the members' prefix; every event just wakes the
-        members loop, which re-lists (the list, not the events, is the truth)."""
+        members loop, which re-lists (the list, not the events, is the truth).
+
+        The stream is read here rather than through etcd3gw's watch(), whose
+        iterator never ends when the stream breaks: when the member serving
+        it dies, this thread ends and the members loop opens a new watch on
+        another endpoint."""
+        create = {"create_request": {"key": _b64(MEMBERS_PREFIX),
+                                     "range_end": _b64(_prefix_end(MEMBERS_PREFIX))}}
+
+        import requests
+        # A session of its own: a stream closed early must not hand its
+        # half-read connection back to the pool the other calls use.
+        session = requests.Session()
+
+        def open_stream(client):
+            return session.post(client.get_url("/watch"), json=create, stream=True,
+                                timeout=(client.timeout, None))
+
         def run():
             try:
-                events, cancel = self.etcd.call(lambda c: c.watch_prefix(MEMBERS_PREFIX))
-                self._watch_cancel = cancel
-                for _ in events:
-                    self._changed.set()
+                resp = self.etcd.call(open_stream)
+                self._watch_cancel = session.close
+                with resp:
+                    for line in resp.iter_lines():
+                        if line and b'"events"' in line:
+                            self._changed.set()
             except Exception as e:
-                LOG.warning("cluster: members watch ended: %s", e)
+                if not self.stopping.is_set():
+                    LOG.warning("cluster: members watch ended: %s", e)
+            finally:
+                session.close()
+            self._changed.set()   # re-list, and watch again
         self._watch_thread = threading.Thread(target=run, name="vmflow-cluster-watch",
                                               daemon=True)
         self._watch_thread.start()
@@ -320,8 +344,10 @@ class Membership:
                 self._relist()
             except EtcdUnavailable as e:
                 LOG.warning("cluster: members not read: %s", e)
+                self.stopping.wait(self.ttl / 3)   # not a busy loop while etcd is away
             except Exception:
                 LOG.exception("cluster: reading members")
+                self.stopping.wait(self.ttl / 3)
 
     # -- generation ids -----------------------------------------------------------
     def next_generation(self) -> int:

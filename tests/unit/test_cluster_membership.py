@@ -93,6 +93,11 @@ def test_one_etcd_member_of_three_lost_changes_nothing(etcd):
         time.sleep(3 * TTL)
         assert {"a3", "b3"} <= b.plan.live and changes == []
         assert a.next_generation() > 0
+        # The watch moved to a live member: a controller dying now is
+        # still seen within its TTL and a second.
+        a.stopping.set()   # dies: no keepalive, no revoke
+        died = time.monotonic()
+        assert wait(lambda: "a3" not in b.plan.live, TTL + 3) - died <= TTL + 1
     finally:
         a.stop()
         b.stop()
