@@ -131,8 +131,14 @@ class _Etcd:
     tries the next, so one dead member of three is not noticed."""
 
     def __init__(self, endpoints: list[tuple[str, int]], timeout: float):
-        import etcd3gw
-        from etcd3gw import exceptions
+        import warnings
+        with warnings.catch_warnings():
+            # etcd3gw imports futurist, which imports eventlet when it is
+            # installed (os-ken brings it) and so warns of its deprecation;
+            # nothing here uses either.
+            warnings.simplefilter("ignore")
+            import etcd3gw
+            from etcd3gw import exceptions
         import requests
         self._errors = (exceptions.ConnectionFailedError, exceptions.ConnectionTimeoutError,
                         exceptions.InternalServerError, requests.exceptions.RequestException)
