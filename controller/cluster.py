@@ -197,6 +197,7 @@ class Membership:
         self._threads: list[threading.Thread] = []
         self._watch_cancel: Optional[Callable] = None
         self._watch_thread: Optional[threading.Thread] = None
+        self.watching = threading.Event()   # the members watch is open
         self.counters = {"lease_grants": 0, "keepalive_failures": 0, "plan_changes": 0,
                          "generations": 0}
 
@@ -322,6 +323,7 @@ class Membership:
             try:
                 resp = self.etcd.call(open_stream)
                 self._watch_cancel = session.close
+                self.watching.set()
                 with resp:
                     for line in resp.iter_lines():
                         if line and b'"events"' in line:
@@ -330,6 +332,7 @@ class Membership:
                 if not self.stopping.is_set():
                     LOG.warning("cluster: members watch ended: %s", e)
             finally:
+                self.watching.clear()
                 session.close()
             self._changed.set()   # re-list, and watch again
         self._watch_thread = threading.Thread(target=run, name="vmflow-cluster-watch",
@@ -372,6 +375,7 @@ class Membership:
     def status(self) -> dict:
         return {"id": self.me, "live": sorted(self.plan.live), "lease_ttl": self.ttl,
                 "lease_id": self.lease_id, "counters": dict(self.counters),
+                "watching": self.watching.is_set(),
                 "since_keepalive_s": round(time.monotonic() - self.last_keepalive, 3)}
 
 

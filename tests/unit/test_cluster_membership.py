@@ -74,7 +74,7 @@ def test_a_clean_stop_leaves_at_once(etcd):
     a = Membership(endpoints(etcd), "a2", lease_ttl=10).start()
     b = Membership(endpoints(etcd), "b2", lease_ttl=10).start()
     try:
-        wait(lambda: {"a2", "b2"} <= b.plan.live, 5)
+        wait(lambda: {"a2", "b2"} <= b.plan.live and b.watching.is_set(), 5)
         stopped = time.monotonic()
         a.stop()
         assert wait(lambda: "a2" not in b.plan.live, 3) - stopped < 2   # not the 10 s TTL
