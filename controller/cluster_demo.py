@@ -3,7 +3,8 @@ OpenFlow roles, and the API, on one machine; Ctrl-C stops everything.
 
 Each controller gets its own OpenFlow port (ofp_base_port, +1, ...), its own
 status file and [cluster] controller_id c0, c1, ...; they share the store.
-The demo prints the ovs-vsctl line that connects a bridge to all of them.
+The demo prints the ovs-vsctl line that connects a bridge to all of them
+(as service controllers, README: OVS restarts).
 Kill one (`kill -9 PID`) and watch its switches move: `vmflow status
 --config WORKDIR/vmflow-cN.conf` shows each switch's role.
 """
@@ -82,15 +83,18 @@ def run(args) -> int:
             children.append(subprocess.Popen(base + [cmd, "--config", str(conf)],
                                              stdout=log, stderr=subprocess.STDOUT))
             log.close()
-        targets = " ".join(f"tcp:127.0.0.1:{args.ofp_base_port + i}"
-                           for i in range(args.controllers))
+        connect = "ovs-vsctl " + " ".join(
+            f"-- --id=@c{i} create controller target='\"tcp:127.0.0.1:{args.ofp_base_port + i}\"'"
+            f" type=service" for i in range(args.controllers)) + \
+            " -- set bridge BRIDGE controller=[" + ",".join(
+                f"@c{i}" for i in range(args.controllers)) + "]"
         print(f"etcd:        {endpoints} (3 members, data in {workdir / 'etcd'})")
         print(f"store:       {store}")
         print(f"API:         http://{api_listen}/v2.0/  (pid {children[0].pid})")
         for i, c in enumerate(children[1:]):
             print(f"controller:  c{i} pid {c.pid}, OpenFlow 127.0.0.1:{args.ofp_base_port + i}, "
                   f"config {configs[i]}")
-        print(f"connect:     ovs-vsctl set-controller BRIDGE {targets}")
+        print(f"connect:     {connect}")
         print(f"logs:        {workdir}/*.log   stop: Ctrl-C", flush=True)
         # A controller that dies is what the demo is for: its switches move
         # to the others. Only the API's end, or the last controller's, ends it.

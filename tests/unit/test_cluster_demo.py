@@ -52,5 +52,6 @@ def test_cluster_demo_starts_etcd_two_controllers_and_the_api_and_stops_them(tmp
         p.send_signal(signal.SIGTERM)
         out, _ = p.communicate(timeout=30)
     assert p.returncode == 0, out
-    assert f"tcp:127.0.0.1:{ofp} tcp:127.0.0.1:{ofp + 1}" in out
+    assert f"target='\"tcp:127.0.0.1:{ofp}\"' type=service" in out
+    assert f"target='\"tcp:127.0.0.1:{ofp + 1}\"' type=service" in out
     assert subprocess.run(["pgrep", "-f", str(work / "etcd")]).returncode == 1   # none left
