@@ -153,7 +153,9 @@ def main(argv=None) -> int:
                        ("tables", "print the pipeline's table map"),
                        ("status", "print the running controller's status file (JSON)"),
                        ("trace", "walk a packet through a host's desired flows"),
-                       ("explain", "name the app and resource that own a flow")):
+                       ("explain", "name the app and resource that own a flow"),
+                       ("cluster-demo", "a 3-member etcd, several controllers holding "
+                                        "OpenFlow roles, and the API, on loopback")):
         p = sub.add_parser(name, help=text)
         p.add_argument("--config", metavar="FILE", help="oslo.config INI file")
         p.add_argument("--store", metavar="URL", help="store URL (default sqlite:///var/vmflow.db)")
@@ -163,6 +165,9 @@ def main(argv=None) -> int:
         if name in ("trace", "explain"):
             from controller.trace import add_arguments
             add_arguments(name, p)
+        if name == "cluster-demo":
+            from controller.cluster_demo import add_arguments as demo_arguments
+            demo_arguments(p)
     args = parser.parse_args(argv)
     if args.command in ("trace", "explain"):
         from controller.trace import run
@@ -171,6 +176,9 @@ def main(argv=None) -> int:
         from controller.pipeline import describe
         print(describe())
         return 0
+    if args.command == "cluster-demo":
+        from controller.cluster_demo import run as run_demo
+        return run_demo(args)
     if args.command == "status":
         return run_status(build_conf(args))
     if args.command == "up":

@@ -33,6 +33,7 @@ from typing import Any, Callable, Iterable, Optional
 
 from controller import metrics, scopes
 from controller.app import App
+from controller.cluster import MASTER, SLAVE, EtcdUnavailable, Plan
 from controller.compiler import Dirty, FlowCompiler
 from controller.dropcounts import DropCounts
 from controller.events import SwitchEvents
@@ -41,7 +42,7 @@ from controller.port_status import PortStatusWriter
 from controller.reconciler import MeterSpec
 from controller.switch_worker import Switch
 from topology.store.base import Change, Store
-from topology.view import TopologyView, interface_name
+from topology.view import TopologyView, interface_name, parse_dpid
 
 LOG = logging.getLogger(__name__)
 
@@ -89,6 +90,14 @@ class Controller:
         self._threads: list[threading.Thread] = []
         self.dispatcher = None   # set by runtime (dispatch.Dispatcher)
         self.change_latency = metrics.change_histogram()
+        # Several controllers (cluster.py): the membership and this
+        # controller's plan; both None for a lone controller.
+        self.cluster = None
+        self.plan: Optional[Plan] = None
+        self._last_generation = 0
+        # Packet-ins dropped because this controller is not master of the
+        # switch (the event thread adds without a lock: a count, not a ledger).
+        self.packet_in_not_master = 0
 
     # -- lifecycle ---------------------------------------------------------
     def start(self) -> None:
@@ -111,6 +120,9 @@ class Controller:
 
     # -- switch events (any thread) ------------------------------------------
     def switch_connected(self, dpid: int, channel, ports: dict[str, int]) -> None:
+        if self.cluster is not None and hasattr(channel, "role"):
+            # Nothing is written until the switch confirms us as master.
+            channel.role = SLAVE
         self._event(("connect", dpid, channel, dict(ports)))
 
     def switch_disconnected(self, dpid: int, channel) -> None:
@@ -202,6 +214,7 @@ class Controller:
             sw = Switch(dpid, channel, self.meter_spec, core=self)
             sw.view.ports_by_name = ports
             self.switches[dpid] = sw
+            self._assign_role(sw)
             sw.start()
             dirty[dpid] = Dirty(all_=True)
             LOG.info("switch %016x connected with %d ports", dpid, len(ports))
@@ -323,7 +336,7 @@ class Controller:
         for sw in switches:
             if self.stopping.is_set():
                 return
-            if not sw.connected:
+            if not sw.connected or not self._writes_to(sw):
                 continue
             if sw.reconciler.installed is None:
                 sw.poke(audit=True)
@@ -337,6 +350,75 @@ class Controller:
                 continue
             sw.poke(audit=True, reading=reading)
 
+    # -- roles (several controllers; cluster.py) ------------------------------
+    def attach_cluster(self, membership) -> None:
+        """Hold roles as `membership`'s live set says, from now on."""
+        self.cluster = membership
+        membership.on_change = self.plan_changed
+        self.plan_changed(membership.plan)
+
+    def plan_changed(self, plan: Plan) -> None:
+        """The live set changed (the membership thread): each switch's worker
+        takes its new role; a new master re-reads its switch and diffs."""
+        with self.lock:
+            self.plan = plan
+            for sw in self.switches.values():
+                self._assign_role(sw)
+
+    def _assign_role(self, sw: Switch) -> None:
+        if self.plan is not None:
+            sw.set_role(self.plan.role(sw.dpid))
+
+    def role_for(self, dpid: int) -> str:
+        return MASTER if self.plan is None else self.plan.role(dpid)
+
+    def generation_for(self, role: str) -> int:
+        """The generation id for a role request (a worker thread): a new one
+        to claim MASTER, the newest one for SLAVE. With etcd out of reach a
+        claim fails (ChannelError: the worker retries), and a slave uses the
+        last id it knew: stepping down must not wait on etcd."""
+        from controller.reconciler import ChannelError
+        try:
+            gen = (self.cluster.next_generation() if role == MASTER
+                   else self.cluster.current_generation())
+        except EtcdUnavailable as e:
+            if role == MASTER:
+                raise ChannelError(f"no generation id: {e}") from None
+            return self._last_generation
+        self._last_generation = max(self._last_generation, gen)
+        return gen
+
+    def _writes_to(self, sw: Switch) -> bool:
+        """Whether this controller writes to that switch (master, or alone)."""
+        return self.plan is None or (sw.role == MASTER and sw.want_role == MASTER)
+
+    def answers_packet_in(self, dpid: int) -> bool:
+        if self.plan is None:
+            return True
+        sw = self.switches.get(dpid)
+        return sw is not None and self._writes_to(sw)
+
+    def _owned_port_statuses(self, updates: dict[str, str]) -> dict[str, str]:
+        """Several controllers: each port's status is written by the master of
+        its host's switch (a port on no known host, by the master of dpid 0),
+        so exactly one controller writes it, and only one that knows."""
+        if self.plan is None or not updates:
+            return updates
+        view = self.view
+        hosts = {h.get("name"): h for h in view.hosts.values()}
+        out = {}
+        for pid, status in updates.items():
+            port = view.ports.get(pid) or {}
+            host = hosts.get(port.get("binding:host_id"))
+            dpid = parse_dpid(host["datapath_id"]) if host is not None else 0
+            if self.plan.role(dpid) != MASTER:
+                continue
+            sw = self.switches.get(dpid)
+            if host is not None and sw is not None and not self._writes_to(sw):
+                continue   # ours by the plan, not yet confirmed by the switch
+            out[pid] = status
+        return out
+
     # -- status ---------------------------------------------------------------
     def status(self) -> dict[str, Any]:
         from controller.status import build_status
@@ -347,7 +429,9 @@ class Controller:
         while not self.stopping.wait(self.port_status_interval):
             try:
                 with self.lock:
-                    updates = self.port_status.due(self.view, list(self.switches.values()))
+                    updates = self.port_status.due(
+                        self.view, [sw for sw in self.switches.values() if self._writes_to(sw)])
+                    updates = self._owned_port_statuses(updates)
                 self.port_status.flush(updates)
             except Exception:
                 self.counters["port_status_errors"] += 1

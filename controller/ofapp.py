@@ -106,7 +106,8 @@ class VmflowOFApp(app_manager.OSKenApp):
 
     @set_ev_cls([ofp_event.EventOFPFlowStatsReply, ofp_event.EventOFPMeterConfigStatsReply,
                  ofp_event.EventOFPMeterStatsReply,
-                 ofp_event.EventOFPBarrierReply, ofp_event.EventONFBundleCtrlMsg],
+                 ofp_event.EventOFPBarrierReply, ofp_event.EventONFBundleCtrlMsg,
+                 ofp_event.EventOFPRoleReply],
                 MAIN_DISPATCHER)
     def _reply(self, ev):
         ch = self._channel(ev.msg.datapath)
@@ -172,5 +173,11 @@ class VmflowOFApp(app_manager.OSKenApp):
         msg = ev.msg
         in_port = msg.match.get("in_port")
         if in_port is None or self.core.dispatcher is None:
+            return
+        if not self.core.answers_packet_in(msg.datapath.id):
+            # Several controllers: OVS sends packet-ins to the master (and,
+            # until roles are set, to every controller as EQUAL); only the
+            # master answers, so a VM never gets two replies.
+            self.core.packet_in_not_master += 1
             return
         self.core.dispatcher.submit(msg.datapath.id, in_port, msg.cookie, msg.data)

@@ -30,6 +30,7 @@ from collections import Counter
 from typing import Optional
 
 from controller import codec, flowmon
+from controller.cluster import NotMaster, RoleStale
 from controller.flow import Flow
 from controller.meters import KBPS, PKTPS
 from controller.reconciler import ChannelError, MeterSpec
@@ -79,6 +80,46 @@ class OFChannel:
         add_close_hook = getattr(datapath, "add_close_hook", None)
         if add_close_hook is not None:
             add_close_hook(self.close)
+        # The OpenFlow role this controller holds on the switch (cluster.py):
+        # None when it is the only controller (every write allowed), else
+        # "slave" until the switch confirmed a MASTER request.
+        self.role: Optional[str] = None
+
+    # -- roles (several controllers) -----------------------------------------
+    @property
+    def writable(self) -> bool:
+        return self.role is None or self.role == "master"
+
+    def _check_writable(self) -> None:
+        """The one gate every write passes (bundle, meter_mods, packet_out).
+        OVS refuses a slave's writes too (OFPBRC_IS_SLAVE); this keeps them
+        from being sent at all."""
+        if not self.writable:
+            raise NotMaster(f"switch {self.dp.id:016x}: not master here, nothing written")
+
+    def role_request(self, role: str, generation: int) -> int:
+        """Ask the switch for `role` ("master" or "slave") with `generation`;
+        the generation id the switch answered with. RoleStale when the switch
+        has seen a newer one. Writes stop before a SLAVE request is sent and
+        start only once a MASTER request is confirmed."""
+        ofp = self.ofp
+        code = {"master": ofp.OFPCR_ROLE_MASTER, "slave": ofp.OFPCR_ROLE_SLAVE}[role]
+        if role != "master":
+            self.role = role
+        msg = self.parser.OFPRoleRequest(self.dp, code, generation & 0xFFFFFFFFFFFFFFFF)
+        replies, errors = self._request_raw(msg)
+        if errors:
+            err = errors[0]
+            if getattr(err, "type", None) == ofp.OFPET_ROLE_REQUEST_FAILED and \
+                    getattr(err, "code", None) == ofp.OFPRRFC_STALE:
+                raise RoleStale(f"switch {self.dp.id:016x}: generation {generation} is stale")
+            raise ChannelError(f"switch {self.dp.id:016x}: role request failed: {_describe(err)}")
+        reply = replies[-1]
+        if reply.role != code:
+            raise ChannelError(f"switch {self.dp.id:016x}: asked for role {code}, "
+                               f"got {reply.role}")
+        self.role = role
+        return reply.generation_id
 
     # -- sending -------------------------------------------------------
     def send(self, msg, errors: Optional[list] = None) -> int:
@@ -103,6 +144,14 @@ class OFChannel:
                 self._watched.pop(x, None)
 
     def _request(self, msg, timeout: Optional[float] = None) -> list:
+        replies, errors = self._request_raw(msg, timeout)
+        if errors:
+            raise ChannelError(f"switch {self.dp.id:016x}: {type(msg).__name__} failed: "
+                               f"{_describe(errors[0])}")
+        return replies
+
+    def _request_raw(self, msg, timeout: Optional[float] = None) -> tuple[list, list]:
+        """Send and wait: (replies, the switch's errors for it)."""
         waiter = _Waiter()
         with self._lock:
             if self.closed:
@@ -114,10 +163,7 @@ class OFChannel:
                 raise ChannelError(f"switch {self.dp.id:016x} disconnected")
             if not waiter.done.wait(self.timeout if timeout is None else timeout):
                 raise ChannelError(f"switch {self.dp.id:016x}: no reply to {type(msg).__name__}")
-            if waiter.errors:
-                raise ChannelError(f"switch {self.dp.id:016x}: {type(msg).__name__} failed: "
-                                   f"{_describe(waiter.errors[0])}")
-            return waiter.replies
+            return waiter.replies, waiter.errors
         finally:
             with self._lock:
                 self._waiters.pop(msg.xid, None)
@@ -183,6 +229,7 @@ class OFChannel:
     def packet_out(self, port: int, data: bytes) -> None:
         """Send `data` out of `port`; the switch's error for it, if any, is
         counted as unsolicited (deliver_error)."""
+        self._check_writable()
         ofp = self.ofp
         with self._lock:
             # The same xid sequence as send()/set_xid, so a packet-out never
@@ -251,6 +298,7 @@ class OFChannel:
 
     def meter_mods(self, ops: list[tuple[str, int, Optional[MeterSpec]]]) -> None:
         ofp, parser = self.ofp, self.parser
+        self._check_writable()
         commands = {"add": ofp.OFPMC_ADD, "modify": ofp.OFPMC_MODIFY, "delete": ofp.OFPMC_DELETE}
         xids: list[int] = []
         errors: list = []
@@ -269,6 +317,7 @@ class OFChannel:
             raise ChannelError(f"switch {self.dp.id:016x}: meter mod failed: {_describe(errors[0])}")
 
     def bundle(self, ops: list[tuple[str, Flow]]) -> None:
+        self._check_writable()
         ofp, parser = self.ofp, self.parser
         bid = next(self._bundle_ids) & 0xFFFFFFFF
         flags = ofp.ONF_BF_ATOMIC | ofp.ONF_BF_ORDERED

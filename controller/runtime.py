@@ -103,6 +103,22 @@ def _enforce_pins(conns) -> None:
             LOG.exception("checking switch certificate pins")
 
 
+def join_cluster(conf, ctl, ofp_port: int):
+    """Several controllers: join the etcd membership and hold roles by it
+    (controller/cluster.py). Raises if etcd cannot be reached."""
+    import socket
+    from controller.cluster import Membership, parse_endpoints
+    endpoints = parse_endpoints(conf.cluster.etcd)
+    cid = conf.cluster.controller_id or f"{socket.gethostname()}-{ofp_port}"
+    membership = Membership(endpoints, cid, lease_ttl=conf.cluster.lease_ttl,
+                            info={"ofp_listen": conf.ofp_listen})
+    ctl.attach_cluster(membership)
+    membership.start(timeout=max(10.0, 3 * conf.cluster.lease_ttl))
+    LOG.info("cluster: controller %s, lease TTL %d s, etcd %s", cid,
+             conf.cluster.lease_ttl, conf.cluster.etcd)
+    return membership
+
+
 class _Stop(BaseException):
     """Raised in the main thread by SIGTERM/SIGINT to leave run_apps."""
 
@@ -171,6 +187,14 @@ def serve(conf) -> int:
             print(f"vmflow controller: metrics listener {conf.controller.metrics_listen}: {e}",
                   file=sys.stderr)
             return 2
+    membership = None
+    if conf.cluster.etcd:
+        try:
+            membership = join_cluster(conf, ctl, port)
+        except Exception as e:   # a bad endpoint list, or etcd out of reach
+            LOG.error("controller not started: [cluster] etcd %s: %s", conf.cluster.etcd, e)
+            print(f"vmflow controller: [cluster] etcd {conf.cluster.etcd}: {e}", file=sys.stderr)
+            return 2
     ctl.start()
     ctl.dispatcher.start()
     LOG.info("controller listening for OpenFlow 1.3 on %s:%s:%d",
@@ -192,6 +216,9 @@ def serve(conf) -> int:
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         try:
+            if membership is not None:
+                # Revoked, not left to expire: the others take over at once.
+                membership.stop()
             ctl.stop()
             ctl.dispatcher.stop()
             if metrics_server is not None:

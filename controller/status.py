@@ -104,13 +104,23 @@ def build_status(ctl) -> dict[str, Any]:
         name = f"{dpid:016x}"
         if sw.view.host is None:
             unclaimed.append(name)
+        role = getattr(sw, "role", None)
+        slave = role is not None and role != "master"
         switches[name] = {
             "host": sw.view.host_name,
+            # Several controllers: "master" or "slave" as the switch confirmed
+            # (null for a lone controller). A slave writes nothing, so its
+            # in_sync is null: the master's status says.
+            "role": role,
+            "want_role": getattr(sw, "want_role", None),
+            "generation": getattr(sw, "generation", None),
+            "master_since": getattr(sw, "master_since", None),
             "claimed": sw.view.host is not None,
             "busy": sw.busy,
             # Not while drift is reported and not yet repaired (busy), nor
             # while a paused monitor may be missing some.
-            "in_sync": r.in_sync and not sw.busy and sw.monitor != "paused",
+            "in_sync": None if slave else (r.in_sync and not sw.busy
+                                           and sw.monitor != "paused"),
             "monitor": sw.monitor,
             "drift_reports": sw.drift_reports,
             "ports": dict(sw.view.ports_by_name),
@@ -144,6 +154,7 @@ def build_status(ctl) -> dict[str, Any]:
     drops = getattr(ctl, "drop_counts", None)
     if drops is not None:
         counters.update({f"dropped_{k}": n for k, n in drops.totals().items()})
+    counters["packet_in_not_master"] = getattr(ctl, "packet_in_not_master", 0)
     events = getattr(ctl, "_events", None)
     counters["switch_events_coalesced"] = events.coalesced if events is not None else 0
     # Set by runtime.serve(); tests that drive the core directly have none.
@@ -162,12 +173,14 @@ def build_status(ctl) -> dict[str, Any]:
         "store_read_age": None if last_read is None else round(now - last_read, 3),
         "pending_events": ctl.pending_events,
         "synced": (ctl.view is not None and ctl.pending_events == 0
-                   and all(s["in_sync"] for s in switches.values())),
+                   and all(s["in_sync"] or (s["in_sync"] is None and not s["busy"])
+                           for s in switches.values())),
         "counters": counters,
         "app_errors": dict(ctl.compiler.app_errors),
         "unclaimed": unclaimed,
         "refused_dpids": ofp["refused_dpids"],
         "switches": switches,
+        "cluster": ctl.cluster.status() if getattr(ctl, "cluster", None) is not None else None,
     }
 
 

@@ -21,7 +21,10 @@ from typing import Optional, Protocol
 
 from controller.app import SwitchView
 from controller.compiler import SwitchFlows
+from controller.cluster import MASTER, SLAVE, RoleStale
 from controller.reconciler import ChannelError, MeterSpec, Reading, SwitchReconciler
+
+ROLE_STALE_RETRIES = 5
 
 LOG = logging.getLogger(__name__)
 
@@ -65,6 +68,15 @@ class Switch:
         # When the controller read the oldest change not yet on the switch
         # (monotonic; set under the core lock), for the change-to-commit histogram.
         self.change_seen: Optional[float] = None
+        # Several controllers (cluster.py): the role the cluster's plan gives
+        # this controller here (set under the core lock), and the one the
+        # switch confirmed. None/None for a lone controller.
+        self.want_role: Optional[str] = None
+        self.role: Optional[str] = None
+        self.generation: Optional[int] = None
+        self.role_changes = 0
+        self.master_since: Optional[float] = None   # wall clock, when the switch confirmed it
+        self.role_fresh = False    # master since the last sync: re-read and diff
 
     def start(self) -> None:
         self.thread = threading.Thread(target=self.run, name=f"vmflow-sw-{self.dpid:016x}",
@@ -126,6 +138,67 @@ class Switch:
             LOG.warning("switch %016x: no flow monitor (%s); drift is repaired at the audit",
                         self.dpid, e)
 
+    # -- roles (several controllers; cluster.py) --------------------------------
+
+    def set_role(self, role: str) -> None:
+        """The plan's role for this controller here (under the core lock)."""
+        if role != self.want_role:
+            self.want_role = role
+            if role != MASTER and self.channel is not None and hasattr(self.channel, "role"):
+                # Stop writing now, not when the worker gets to it.
+                self.channel.role = role
+            self.poke()
+
+    def settle_role(self) -> bool:
+        """Make the switch's role for this controller the wanted one; True
+        when this worker may now write (master). A slave keeps its memo warm
+        and writes nothing; it is idle, not busy. Called in the worker thread
+        only. ChannelError propagates to the worker's retry."""
+        want = self.want_role
+        if want == self.role and self.channel.role == want:
+            if want != MASTER:
+                self._idle()
+            return want == MASTER
+        core = self.core
+        for attempt in range(ROLE_STALE_RETRIES):
+            if want == MASTER and core.role_for(self.dpid) != MASTER:
+                want = SLAVE   # the plan moved on while we asked
+            try:
+                gen = core.generation_for(want)
+                self.generation = self.channel.role_request(want, gen)
+                break
+            except RoleStale as e:
+                # Someone asked with a newer generation since we read ours:
+                # for SLAVE, read the newest and ask again; for MASTER, claim
+                # again only if the plan still says so (a newer id then).
+                LOG.warning("switch %016x: %s (attempt %d)", self.dpid, e, attempt + 1)
+                if core.stopping.wait(0.05 * (attempt + 1)):
+                    return False
+        else:
+            raise ChannelError(f"switch {self.dpid:016x}: role {want} refused as stale "
+                               f"{ROLE_STALE_RETRIES} times")
+        if want == MASTER and self.want_role != MASTER:
+            # The plan took the role away while the switch was granting it:
+            # write nothing; the poke that came with the change steps down.
+            self.channel.role = SLAVE
+            self.role = MASTER
+            return False
+        if want != self.role:
+            self.role_changes += 1
+            LOG.info("switch %016x: now %s (generation %d)", self.dpid, want, self.generation)
+        self.role = want
+        if want == MASTER:
+            self.role_fresh = True
+            self.master_since = time.time()
+            return True
+        self._idle()
+        return False
+
+    def _idle(self) -> None:
+        with self.cond:
+            if not self.want_sync:
+                self.busy = False
+
     def run(self) -> None:
         """The worker thread: sync whenever poked, until the switch leaves."""
         sw, core = self, self.core
@@ -142,6 +215,24 @@ class Switch:
                 drift = sw.want_drift
                 sw.want_sync = sw.want_reread = sw.want_audit = sw.want_drift = False
                 sw.reading = None
+            if sw.want_role is not None:
+                try:
+                    may_write = sw.settle_role()
+                except ChannelError as e:
+                    LOG.error("switch %016x: role not settled: %s; again in %.1fs",
+                              sw.dpid, e, backoff)
+                    may_write = False
+                    if core.stopping.wait(backoff):
+                        return
+                    backoff = min(backoff * 2, RETRY_MAX_S)
+                    sw.poke(reread=True)
+                if not may_write:
+                    if reading is not None:
+                        sw.reconciler.discard(reading)
+                    continue
+                if sw.role_fresh:
+                    sw.role_fresh = False
+                    reread = True   # a takeover diffs the switch against the warm memo
             rec = sw.reconciler
             delta = desired = specs = None
             with core.lock:

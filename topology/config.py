@@ -181,6 +181,26 @@ METADATA_OPTS = [
                     "controller, so tokens survive restarts and failovers."),
 ]
 
+CLUSTER_OPTS = [
+    cfg.StrOpt("etcd", default="",
+               help="Several controllers: the etcd cluster's client endpoints, "
+                    "host:port[,host:port...]. Every controller connects to every switch; "
+                    "liveness comes from an etcd lease per controller, and each switch's "
+                    "master is chosen by a hash over the live ones (README: Several "
+                    "controllers). Empty: this controller is the only one, master of "
+                    "every switch, and etcd is not used."),
+    cfg.StrOpt("controller_id", default="",
+               help="This controller's name in the cluster; unique among the "
+                    "controllers, and best kept across restarts. Empty: the host name "
+                    "and the OpenFlow listen port."),
+    cfg.IntOpt("lease_ttl", default=3, min=1,
+               help="Seconds of the controller's etcd lease, kept alive every third of "
+                    "it. A controller that dies loses its switches to the others once "
+                    "its lease expires, within this; a shorter lease is a quicker "
+                    "takeover and more etcd traffic (etcd's own minimum is about 1.5 "
+                    "election timeouts)."),
+]
+
 # Neutron's [quotas] names. -1 is unlimited, the default here: a limit is set per
 # project through /v2.0/quotas, or for every project by these options
 # (Neutron's own defaults are network 100, subnet 100, port 500, router 10,
@@ -199,6 +219,7 @@ GROUPS = {
     "openflow": OPENFLOW_OPTS,
     "dhcp": DHCP_OPTS,
     "metadata": METADATA_OPTS,
+    "cluster": CLUSTER_OPTS,
     "quotas": QUOTA_OPTS,
 }
 

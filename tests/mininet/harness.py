@@ -230,12 +230,15 @@ def _cmdline_has(pid: int, text: str) -> bool:
 class VmflowProcess:
     """One `vmflow api|controller` process, restartable."""
 
-    def __init__(self, cloud: "Cloud", command: str, extra_args: list[str]):
+    def __init__(self, cloud: "Cloud", command: str, extra_args: list[str], *,
+                 config_path: Optional[Path] = None, name: Optional[str] = None):
         self.cloud = cloud
         self.command = command
         self.extra_args = extra_args
+        self.config_path = config_path
+        self.name = name or command
         self.proc: Optional[subprocess.Popen] = None
-        self.log_path = cloud.workdir / f"{command}.log"
+        self.log_path = cloud.workdir / f"{self.name}.log"
         self.starts = 0
 
     @property
@@ -252,7 +255,7 @@ class VmflowProcess:
         log.flush()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "controller.cli", self.command,
-             "--config", str(self.cloud.config_path)] + self.extra_args,
+             "--config", str(self.config_path or self.cloud.config_path)] + self.extra_args,
             cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=env,
             preexec_fn=_pdeathsig)
         log.close()
@@ -425,11 +428,12 @@ class Host:
 
     def connected(self) -> bool:
         rec = sh(["ovs-vsctl", "--timeout=10", "get", "bridge", self.bridge, "controller"], check=False)
-        uuid = rec.strip("[] \n")
-        if not uuid:
+        uuids = [u.strip() for u in rec.strip("[] \n").split(",") if u.strip()]
+        if not uuids:
             return False
-        return sh(["ovs-vsctl", "--timeout=10", "get", "controller", uuid, "is_connected"],
-                  check=False).strip() == "true"
+        # Several controllers: connected to every one of them.
+        return all(sh(["ovs-vsctl", "--timeout=10", "get", "controller", u, "is_connected"],
+                      check=False).strip() == "true" for u in uuids)
 
     def wait_connected(self, timeout: float = 15) -> None:
         wait_for(self.connected, timeout, 0.1, f"{self.bridge} to connect to the controller")
@@ -783,7 +787,8 @@ class FlowMonitor:
 class Cloud:
     """vmflow processes + fabric + hosts + VMs, all owned by this run."""
 
-    def __init__(self, workdir: Path, config: Optional[dict] = None):
+    def __init__(self, workdir: Path, config: Optional[dict] = None, *,
+                 controllers: int = 1, etcd: Optional[str] = None, lease_ttl: int = 3):
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.prefix = "vmf%04x" % random.randrange(0x10000)
@@ -811,25 +816,53 @@ class Cloud:
         self.api = Api(f"http://127.0.0.1:{self.api_port}")
         self.api_proc = VmflowProcess(self, "api", [])
         self.controller = VmflowProcess(self, "controller", [])
+        # Several controllers (controllers > 1, or etcd given): each its own
+        # OpenFlow port, status file and config, all in one etcd membership;
+        # every bridge connects to all of them. self.controller is the first.
+        self.controllers = [self.controller]
+        self.ofp_ports = [self.ofp_port]
+        if controllers > 1 or etcd:
+            if not etcd:
+                raise HarnessError("several controllers need etcd endpoints")
+            self.controllers, self.ofp_ports = [], []
+            for i in range(controllers):
+                port = self.ofp_port if i == 0 else free_port()
+                path = self.workdir / f"vmflow-c{i}.conf"
+                status = self.workdir / f"controller-c{i}-status.json"
+                self._write_config(config or {}, path=path, overrides={
+                    "DEFAULT": {"ofp_listen": f"127.0.0.1:{port}"},
+                    "controller": {"status_file": str(status)},
+                    "cluster": {"etcd": etcd, "controller_id": f"c{i}",
+                                "lease_ttl": str(lease_ttl)}})
+                proc = VmflowProcess(self, "controller", [], config_path=path, name=f"controller-c{i}")
+                proc.status_path = status
+                proc.controller_id = f"c{i}"
+                self.controllers.append(proc)
+                self.ofp_ports.append(port)
+            self.controller = self.controllers[0]
+            self.status_path = self.controllers[0].status_path
         self._register()
 
     # -- life cycle -----------------------------------------------------------------
     @classmethod
     def start(cls, workdir: Path, config: Optional[dict] = None, *,
-              controller: bool = True) -> "Cloud":
+              controller: bool = True, controllers: int = 1, etcd: Optional[str] = None,
+              lease_ttl: int = 3) -> "Cloud":
         """Start vmflow (api, and controller unless controller=False) on a new
         store and build the fabric. `config` adds INI sections, e.g.
-        {"controller": {"audit_interval": 2}}."""
+        {"controller": {"audit_interval": 2}}. controllers=N with etcd (the
+        endpoints, host:port,...) starts N controllers holding roles."""
         why = check_prerequisites()
         if why:
             raise HarnessError(why)
         sweep_stale()
-        cloud = cls(workdir, config)
+        cloud = cls(workdir, config, controllers=controllers, etcd=etcd, lease_ttl=lease_ttl)
         try:
             cloud._add_fabric()
             cloud.api_proc.start()
             if controller:
-                cloud.controller.start()
+                for proc in cloud.controllers:
+                    proc.start()
             wait_for(lambda: cloud.api.ready() or not cloud.api_proc.running, 30, 0.1,
                      "the API to answer")
             cloud.api_proc.assert_running()
@@ -838,7 +871,8 @@ class Cloud:
             raise
         return cloud
 
-    def _write_config(self, extra: dict) -> None:
+    def _write_config(self, extra: dict, *, path: Optional[Path] = None,
+                      overrides: Optional[dict] = None) -> None:
         cp = configparser.ConfigParser()
         cp["DEFAULT"] = {"store": f"sqlite:///{self.store_path}",
                          "api_listen": f"127.0.0.1:{self.api_port}",
@@ -850,7 +884,12 @@ class Cloud:
             target = cp["DEFAULT"] if section in ("DEFAULT", None) else cp.setdefault(section, {})
             for k, v in values.items():
                 cp[section or "DEFAULT"][k] = str(v)
-        with open(self.config_path, "w") as f:
+        for section, values in (overrides or {}).items():
+            if section != "DEFAULT" and section not in cp:
+                cp[section] = {}
+            for k, v in values.items():
+                cp[section][k] = str(v)
+        with open(path or self.config_path, "w") as f:
             cp.write(f)
 
     def _register(self) -> None:
@@ -886,7 +925,7 @@ class Cloud:
             sh(["ovs-vsctl", "--timeout=20", "--if-exists", "del-br", br], check=False)
         for link in self._links:
             sh(["ip", "link", "del", link], check=False)
-        for proc in (self.controller, self.api_proc):
+        for proc in (*self.controllers, self.api_proc):
             try:
                 proc.stop(5)
             except Exception as e:
@@ -950,13 +989,17 @@ class Cloud:
         return host
 
     def connect(self, host: Host) -> None:
-        """Point the host's bridge at the controller (short reconnect backoff),
-        as a service controller, as the README says (OVS flushes a bridge's
-        flows when it gains a primary controller, e.g. after `ovs-ctl restart`)."""
-        sh(["ovs-vsctl", "--timeout=20", "--", "--id=@c", "create", "controller",
-            f"target=\"tcp:127.0.0.1:{self.ofp_port}\"", "type=service", "max_backoff=1000",
-            "connection_mode=out-of-band", "inactivity_probe=5000",
-            "--", "set", "bridge", host.bridge, "controller=@c"])
+        """Point the host's bridge at the controller, or at every controller
+        (short reconnect backoff), as service controllers, as the README says
+        (OVS flushes a bridge's flows when it gains a primary controller, e.g.
+        after `ovs-ctl restart`)."""
+        cmd = ["ovs-vsctl", "--timeout=20"]
+        for i, port in enumerate(self.ofp_ports):
+            cmd += ["--", f"--id=@c{i}", "create", "controller",
+                    f"target=\"tcp:127.0.0.1:{port}\"", "type=service", "max_backoff=1000",
+                    "connection_mode=out-of-band", "inactivity_probe=5000"]
+        refs = ",".join(f"@c{i}" for i in range(len(self.ofp_ports)))
+        sh(cmd + ["--", "set", "bridge", host.bridge, f"controller=[{refs}]"])
 
     def add_external(self, name: str, ip: str, prefixlen: int = 24, vlan: Optional[int] = None,
                      mac: Optional[str] = None):

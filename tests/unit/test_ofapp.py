@@ -16,7 +16,8 @@ from os_ken.controller import ofp_event  # after controller.ofapp: os-ken's impo
 @pytest.fixture
 def app(monkeypatch):
     submitted = []
-    core = SimpleNamespace(dispatcher=SimpleNamespace(submit=lambda *a: submitted.append(a)))
+    core = SimpleNamespace(dispatcher=SimpleNamespace(submit=lambda *a: submitted.append(a)),
+                           answers_packet_in=lambda dpid: True, packet_in_not_master=0)
     monkeypatch.setattr(ofapp, "CORE", core)
     a = ofapp.VmflowOFApp()
     a.submitted = submitted
