@@ -38,6 +38,7 @@ from controller.compiler import Dirty, FlowCompiler
 from controller.dropcounts import DropCounts
 from controller.events import SwitchEvents
 from controller.follower import RESYNC, StoreFollower
+from controller.external_status import ExternalWriter
 from controller.port_status import PortStatusWriter
 from controller.reconciler import MeterSpec
 from controller.switch_worker import Switch
@@ -81,6 +82,7 @@ class Controller:
         self.port_status = PortStatusWriter(store)
         self.drop_counts = DropCounts()
         self.port_status_interval = c.port_status_interval
+        self.external_status = ExternalWriter(store, next((a for a in self.apps if a.name == "nat"), None))
         # Coalesced per switch, so bounded without losing what matters (events.py).
         self._events = SwitchEvents()
         self._recompute_all = False
@@ -103,7 +105,8 @@ class Controller:
     def start(self) -> None:
         for name, target in (("core", self._core_loop), ("audit", self._audit_loop),
                              ("status", self._status_loop),
-                             ("port-status", self._port_status_loop)):
+                             ("port-status", self._port_status_loop),
+                             ("external-status", self._external_status_loop)):
             t = threading.Thread(target=target, name=f"vmflow-{name}", daemon=True)
             t.start()
             self._threads.append(t)
@@ -436,6 +439,20 @@ class Controller:
             except Exception:
                 self.counters["port_status_errors"] += 1
                 LOG.exception("port status write-back")
+
+    def _external_status_loop(self) -> None:
+        # Floating IP status, gratuitous ARPs and learned neighbours: a short
+        # round, as a moved floating IP must be announced within a second.
+        interval = min(self.port_status_interval, 0.2)
+        while not self.stopping.wait(interval):
+            try:
+                with self.lock:
+                    updates, garps = self.external_status.due(self.view, list(self.switches.values()))
+                send = self.dispatcher.send_packet if self.dispatcher is not None else None
+                self.external_status.flush(updates, garps if send else [], send)
+            except Exception:
+                self.counters["external_status_errors"] += 1
+                LOG.exception("external status write-back")
 
     def _status_loop(self) -> None:
         from controller.status import write_status

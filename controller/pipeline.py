@@ -22,6 +22,16 @@ Registers and metadata carry what a stage learned for the stages after it:
               OUT_KEY_UPLINK for "the uplink of the packet's network"
     reg5      ROUTED once routing has routed the packet on this host (dvr), so
               the neighbour step and pre_output tell routed frames apart
+    reg4      the key of the local VM port a packet from an external network is
+              DNATed to (nat: floating IPs, port forwarding), carried across the
+              ct() recirculation in nat_in
+
+Conntrack zones are 16 bits. A VM port's firewall zone is its port key
+(1..PORT_KEY_MAX = 0xBFFF, topology/api/kinds/ports.py), and a router's
+external side (floating-IP and SNAT translation, apps/nat.py) uses
+EXTERNAL_ZONE_BASE + (router key - 1) % EXTERNAL_ZONES, 0xC000..0xFFFF: the two
+ranges never meet. Routers more than EXTERNAL_ZONES apart in key share a zone,
+which only matters if they also share an outside peer, port and tenant address.
 
 Port and network keys are small integers the store allocates once per port and
 network (`_key` in the stored body); they are stable across restarts, so flows
@@ -40,6 +50,15 @@ REG_OUT_PORT_KEY = "reg7"
 OUT_KEY_UPLINK = 0x80000000
 REG_ROUTED = "reg5"
 ROUTED = 1
+REG_NAT_PORT = "reg4"
+
+EXTERNAL_ZONE_BASE = 0xC000
+EXTERNAL_ZONES = 0x4000
+
+
+def external_zone(router_key: int) -> int:
+    """The conntrack zone of a router's external side (see the module doc)."""
+    return EXTERNAL_ZONE_BASE + (int(router_key) - 1) % EXTERNAL_ZONES
 
 # The app id of the flows the compiler writes from this declaration (misses).
 PIPELINE_APP_ID = 0
@@ -60,9 +79,17 @@ class Stage:
 Table = Stage
 
 PIPELINE: tuple[Stage, ...] = (
-    Stage("classify", 0, next=("port_security", "l2_lookup"), miss=None,
-          writers={"l2": (100, 100), "qos": (110, 111), "dvr": (115, 121)},
+    Stage("classify", 0, next=("port_security", "l2_lookup", "nat_in"), miss=None,
+          writers={"l2": (100, 100), "qos": (110, 111), "dvr": (115, 121), "nat": (125, 126)},
           doc="Where did the packet come from? "
+              "Priority 126 (nat): on an external network's uplink, an ARP request "
+              "for a floating IP bound to a port of this host is answered in the "
+              "switch with the host's external_mac (a copy goes to the controller, "
+              "which learns the asker's MAC), and an ARP reply to a floating IP "
+              "goes to the controller (the answer to its own neighbour request). "
+              "Priority 125 (nat): IPv4 to this host's external_mac and a floating "
+              "IP (or port-forwarded address) of a local port: the tag is stripped, "
+              "metadata = the external network, then nat_in. "
               "Priority 120-121: a frame on an uplink whose source is another host's "
               "registered DVR MAC was routed there (dvr): as the flow below, and its "
               "source becomes the gateway MAC of the destination subnet's router "
@@ -136,9 +163,28 @@ PIPELINE: tuple[Stage, ...] = (
               "flow drops (deny) or commits in the port's zone with ct_mark = the rule's "
               "key and goes on.",
           miss_doc="What no rule admits is dropped: a port with no groups sends nothing."),
-    Stage("routing", 30, next=("l2_lookup", "routing"), miss="l2_lookup",
+    Stage("nat_in", 25, next=("nat_in", "l2_lookup"), miss=None,
+          writers={"nat": (1, 65000)},
+          doc="Inbound from an external network (nat). Priority 100-110: untracked "
+              "IPv4 to a floating IP (110 for a port forwarding's protocol and "
+              "port) is DNATed to the fixed IP with ct(commit, nat(dst=...)) in "
+              "the router's external zone, reg4 = the target port's key, and "
+              "recirculated here; an already translated reply is un-SNATed by "
+              "the same ct. Priority 100: tracked (+trk-inv) with reg4 = a port: "
+              "routed into the port's network (dec_ttl, the interface's gateway "
+              "MAC as source, the port's MAC as destination, metadata = its "
+              "network), then l2_lookup and the port's ingress firewall, which "
+              "sees the outside's true source.",
+          miss_doc="Anything else from outside is dropped."),
+    Stage("routing", 30, next=("l2_lookup", "routing", "nat_out"), miss="l2_lookup",
           writers={"dvr": (1, 65000), "nat": (1, 65000)},
-          doc="Distributed routing: IPv4 for a router interface's MAC is routed on "
+          doc="Priority 500 (nat): IPv4 from a local port with a floating IP, to "
+              "its gateway MAC and to no connected subnet or static route (those "
+              "are 1000 and up): dec_ttl, source = this host's external_mac, "
+              "metadata = the external network, reg7 = the uplink, then "
+              "ct(commit, nat(src=floating IP)) in the router's external zone, "
+              "recirculating to nat_out. "
+              "Distributed routing: IPv4 for a router interface's MAC is routed on "
               "this host, in two steps (dvr). Priority 1100: a flow per (local VM "
               "port, gateway MAC on its network, TTL 0 or 1) sends IPv4 that dec_ttl "
               "would expire to the controller through the port's meter, which answers "
@@ -156,6 +202,17 @@ PIPELINE: tuple[Stage, ...] = (
               "dropped. Priority 1: anything else sent to an interface's MAC (not "
               "IPv4, or no route) is dropped, so a gateway MAC never leaves the host.",
           miss_doc="Everything not for a router goes on to l2_lookup."),
+    Stage("nat_out", 35, next=("pre_output",), miss=None,
+          writers={"nat": (1, 65000)},
+          doc="The external next hop of a translated packet (nat), from the "
+              "neighbours the controller learned (kind mac_bindings). Priority "
+              "200: a destination on the external subnet with a known MAC. "
+              "Priority 100: one on the subnet with none yet goes to the "
+              "controller (through the sending port's meter), which ARPs for it. "
+              "Priority 50: anything else to the external subnet's gateway_ip "
+              "MAC; priority 40: the controller ARPs for the gateway while it is "
+              "unknown. Then pre_output.",
+          miss_doc="Nothing learned and no way to ask: dropped."),
     Stage("l2_lookup", 40, next=("ingress_firewall", "pre_output"), miss=None,
           writers={"l2": (50, 100)},
           doc="(network, destination MAC) -> where the packet goes; nothing is output "
@@ -191,8 +248,10 @@ PIPELINE: tuple[Stage, ...] = (
               "gateway MAC reaches the fabric.",
           miss_doc="Everything goes on to output unchanged."),
     Stage("output", 60, next=(), miss=None,
-          writers={"l2": (100, 100)},
-          doc="Keys back to switch ports. Priority 100: a flow per local VM port "
+          writers={"l2": (100, 100), "nat": (99, 99)},
+          doc="Keys back to switch ports. Priority 99 (nat): an external network "
+              "present on this host only for floating IPs (no VM port of it is "
+              "here, so l2 has no flow for it): its uplink, as l2 does. Priority 100: a flow per local VM port "
               "(reg7 = its key) outputs to its ofport; a flow per network present on "
               "the host (metadata = its key, reg7 = OUT_KEY_UPLINK) pushes the VLAN tag "
               "for vlan networks and outputs to the uplink of its physical network. "

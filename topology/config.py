@@ -111,8 +111,8 @@ CONTROLLER_OPTS = [
                help="Burst size, in packets, of the per-port controller meter."),
     cfg.IntOpt("packet_in_queue", default=4096, min=16,
                help="Packet-ins waiting for an app beyond this are dropped and counted."),
-    cfg.ListOpt("apps", default=["l2", "arp", "dhcp", "metadata", "secgroup", "qos", "dvr"],
-                help="Apps the controller runs (of l2, arp, dhcp, metadata, secgroup, qos, dvr). Each one "
+    cfg.ListOpt("apps", default=["l2", "arp", "dhcp", "metadata", "secgroup", "qos", "dvr", "nat"],
+                help="Apps the controller runs (of l2, arp, dhcp, metadata, secgroup, qos, dvr, nat). Each one "
                      "listed must load: one that fails to import or start stops the "
                      "controller at startup rather than running without it."),
     cfg.StrOpt("metrics_listen", default="",

@@ -26,7 +26,7 @@ def conf_with(apps=None):
 
 def test_default_loads_every_built_app():
     assert [a.name for a in load_apps(conf_with())] == ["l2", "arp", "dhcp", "metadata",
-                                                        "secgroup", "qos", "dvr"]
+                                                        "secgroup", "qos", "dvr", "nat"]
 
 
 def test_subset_loads_only_those():

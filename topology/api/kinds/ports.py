@@ -10,7 +10,9 @@ from topology.api.kinds import fip_refs, qos, security_groups
 from topology.api.kinds.base import UNSET, Kind, common_attrs
 from topology.store.base import Document, Txn
 
-PORT_KEY_MAX = 0xFFFF
+# A port key is also its firewall's conntrack zone; 0xC000 and up are the
+# routers' external zones (controller/pipeline.py external_zone).
+PORT_KEY_MAX = 0xBFFF
 
 
 def _fixed_ip(field, value):
