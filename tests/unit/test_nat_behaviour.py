@@ -315,6 +315,6 @@ def test_status_active_only_where_installed_and_one_garp_per_move(view):
     assert w.due(view, [c1, c2]) == ({"f1": "DOWN"}, [])       # c2 not installed yet
     c2.memo.by_scope[("floatingip", "f1")] = ("flow",)
     updates, [(dpid, _, _)] = w.due(view, [c1, c2])
-    assert updates == {"f1": "ACTIVE"} and dpid == 0xC2
+    assert updates == {} and dpid == 0xC2      # the store still says ACTIVE; c2 announces
     put(view, "floatingips", {**view.docs["floatingips"]["f1"], "port_id": None})
     assert w.due(view, [c1, c2])[0] == {"f1": "DOWN"}
