@@ -1,0 +1,315 @@
+"""Issue 11 "Done when", the data plane: floating IPs and port forwarding on
+real Open vSwitch.
+
+    c1, c2 compute, c3 gateway ── fabric ── inet (203.0.113.1, the external
+    subnet's gateway, also 198.51.100.1 behind it), peer (203.0.113.100)
+    ext 203.0.113.0/24 vlan 300 (router:external), n 10.81.1.0/24 vlan 181
+    router r: interface on n, gateway on ext
+    a 10.81.1.11 (c1), b 10.81.1.12 (c2), group "fip": in icmp, in tcp 5001, in tcp 22
+
+The REST side of issue 11 is another branch's: until it lands, floating IPs,
+port forwardings, the router's external_gateway_info and the hosts'
+external_mac are written to the store directly, exactly as
+EXTERNAL_SCHEMA.md says the API writes them (ExtStore below).
+"""
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Optional
+
+import pytest
+from harness import Cloud, Host, Network, Vm, parse_ping, wait_for
+from test_secgroup import group
+
+from topology import ipam
+from topology.store.sqlite import open_store
+
+pytestmark = pytest.mark.mininet
+CONVERGE = 15.0
+EXT_CIDR = "203.0.113.0/24"
+BEYOND = "198.51.100.1"
+EXT_MACS = {"c1": "fa:16:3f:e0:00:01", "c2": "fa:16:3f:e0:00:02", "c3": "fa:16:3f:e0:00:03"}
+
+
+class ExtStore:
+    """The issue 11 documents, written as the API will write them."""
+
+    def __init__(self, cloud: Cloud):
+        self.store = open_store(f"sqlite:///{cloud.store_path}")
+
+    def _update(self, kind: str, id: str, **fields) -> dict:
+        with self.store.transaction() as txn:
+            doc = txn.get(kind, id)
+            doc = {**doc, **fields, "revision_number": doc.get("revision_number", 0) + 1}
+            txn.put(kind, id, doc, project_id=doc.get("project_id") or None,
+                    parent_id=doc.get("network_id") if kind == "ports" else None)
+        return doc
+
+    def get(self, kind: str, id: str) -> Optional[dict]:
+        with self.store.read() as r:
+            return r.get(kind, id)
+
+    def host(self, host: Host, **fields) -> dict:
+        return self._update("hosts", host.doc["id"], **fields)
+
+    def gateway(self, router: dict, ext: Network, ip: str) -> dict:
+        return self._update("routers", router["id"], external_gateway_info={
+            "network_id": ext.id, "enable_snat": True,
+            "external_fixed_ips": [{"subnet_id": ext.subnet["id"], "ip_address": ip}]})
+
+    def fip(self, ext: Network, address: str, router: dict, vm: Optional[Vm] = None,
+            fixed_ip: Optional[str] = None) -> dict:
+        fid = str(uuid.uuid4())
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        with self.store.transaction() as txn:
+            txn.claim(ipam.ip_namespace(ext.subnet["id"]), address, f"floatingip:{fid}")
+            key = txn.allocate_key("fip-key", f"floatingip:{fid}", low=1, high=0xFFFFFF)
+            doc = {"id": fid, "project_id": router["project_id"], "tenant_id": router["project_id"],
+                   "floating_network_id": ext.id, "floating_ip_address": address,
+                   "port_id": vm.port["id"] if vm else None,
+                   "fixed_ip_address": (fixed_ip or vm.ip) if vm else None,
+                   "router_id": router["id"], "status": "DOWN", "description": "", "tags": [],
+                   "created_at": stamp, "updated_at": stamp, "revision_number": 0, "_key": key}
+            txn.put("floatingips", fid, doc, project_id=doc["project_id"])
+        return doc
+
+    def bind(self, fip: dict, vm: Optional[Vm], fixed_ip: Optional[str] = None) -> dict:
+        if vm is None:      # unbind: the API writes DOWN
+            return self._update("floatingips", fip["id"], port_id=None, fixed_ip_address=None,
+                                status="DOWN")
+        return self._update("floatingips", fip["id"], port_id=vm.port["id"],
+                            fixed_ip_address=fixed_ip or vm.ip)
+
+    def port_forwarding(self, fip: dict, vm: Vm, protocol: str, external: int, internal: int) -> dict:
+        pid = str(uuid.uuid4())
+        with self.store.transaction() as txn:
+            key = txn.allocate_key("pf-key", f"port_forwarding:{pid}", low=1, high=0xFFFFFF)
+            doc = {"id": pid, "floatingip_id": fip["id"], "project_id": fip["project_id"],
+                   "protocol": protocol, "internal_port_id": vm.port["id"],
+                   "internal_ip_address": vm.ip, "internal_port": internal,
+                   "external_port": external, "internal_port_range": f"{internal}:{internal}",
+                   "external_port_range": f"{external}:{external}", "description": "",
+                   "_key": key}
+            txn.put("port_forwardings", pid, doc, project_id=fip["project_id"],
+                    parent_id=fip["id"])
+        return doc
+
+    def delete(self, kind: str, id: str) -> None:
+        with self.store.transaction() as txn:
+            txn.delete(kind, id)
+            txn.release_owner(f"floatingip:{id}")
+
+    def status(self, fip: dict) -> str:
+        return self.get("floatingips", fip["id"])["status"]
+
+
+@dataclass
+class Topo:
+    cloud: Cloud
+    store: ExtStore
+    c1: Host
+    c2: Host
+    c3: Host
+    ext: Network
+    n: Network
+    router: dict
+    a: Vm
+    b: Vm
+    inet: Vm
+    peer: Vm
+
+
+@pytest.fixture(scope="module")
+def topo(module_cloud) -> Topo:
+    cloud = module_cloud
+    c1, c2, c3 = cloud.add_host("c1"), cloud.add_host("c2"), cloud.add_host("c3")
+    cloud.api.update("hosts", c3.doc["id"], is_gateway=True)
+    store = ExtStore(cloud)
+    for h in (c1, c2, c3):
+        store.host(h, external_mac=EXT_MACS[h.name])
+    ext = cloud.add_network("ext", cidr=EXT_CIDR, vlan=300, **{"router:external": True})
+    n = cloud.add_network("n", cidr="10.81.1.0/24", vlan=181)
+    router = cloud.api.create("routers", name="r")
+    cloud.api.request("PUT", f"/v2.0/routers/{router['id']}/add_router_interface",
+                      {"subnet_id": n.subnet["id"]})
+    store.gateway(router, ext, "203.0.113.2")
+    sg = group(cloud, "fip", "in:allow icmp", "in:allow tcp 5001", "in:allow tcp 22")
+    a = cloud.add_vm(c1, n, "a", ip="10.81.1.11", security_groups=[sg["id"]])
+    b = cloud.add_vm(c2, n, "b", ip="10.81.1.12", security_groups=[sg["id"]])
+    inet = cloud.add_external("inet", "203.0.113.1", vlan=300)
+    inet.cmd(f"ip addr add {BEYOND}/32 dev lo")
+    peer = cloud.add_external("peer", "203.0.113.100", vlan=300)
+    for h in (c1, c2, c3):
+        h.wait_connected()
+    a.wait_ping(b, CONVERGE)
+    return Topo(cloud, store, c1, c2, c3, ext, n, router, a, b, inet, peer)
+
+
+def wait_status(t: Topo, fip: dict, status: str, timeout: float = 10.0) -> float:
+    t0 = time.monotonic()
+    wait_for(lambda: t.store.status(fip) == status, timeout, 0.05,
+             lambda: f"floating IP status {status}, is {t.store.status(fip)}")
+    return time.monotonic() - t0
+
+
+def neigh_mac(vm: Vm, ip: str) -> str:
+    out = vm.cmd(f"ip neigh show {ip}").split()
+    return out[out.index("lladdr") + 1] if "lladdr" in out else ""
+
+
+@pytest.fixture
+def fip_a(topo):
+    fip = topo.store.fip(topo.ext, "203.0.113.10", topo.router, topo.a)
+    yield fip
+    topo.store.delete("floatingips", fip["id"])
+
+
+def test_outside_reaches_the_vm_which_sees_the_true_source(topo, fip_a):
+    t = topo
+    wait_status(t, fip_a, "ACTIVE")
+    t.peer.wait_ping("203.0.113.10", CONVERGE)
+    with t.a.capture("icmp") as cap:
+        assert t.peer.ping("203.0.113.10", count=3)
+    assert any("203.0.113.100 > 10.81.1.11" in l and "echo request" in l for l in cap.lines), cap.lines
+    assert neigh_mac(t.peer, "203.0.113.10") == EXT_MACS["c1"]
+    # TCP in through the floating IP, and the ingress firewall still applies
+    t.a.tcp_server(5001)
+    assert t.peer.tcp_check("203.0.113.10", 5001, size=500_000)
+    t.a.tcp_server(5002)
+    assert not t.peer.tcp_check("203.0.113.10", 5002, size=1000, timeout=2)
+
+
+def test_only_the_vm_host_answers_arp_for_the_floating_ip(topo, fip_a):
+    t = topo
+    wait_status(t, fip_a, "ACTIVE")
+    t.peer.cmd("ip neigh flush dev eth0")
+    with t.cloud.capture_fabric(t.c2, "arp") as c2cap, t.cloud.capture_fabric(t.c3, "arp") as c3cap, \
+            t.cloud.capture_fabric(t.c1, "arp") as c1cap:
+        t.peer.wait_ping("203.0.113.10", CONVERGE)
+    replies = [l for l in c1cap.lines if "is-at" in l and "203.0.113.10" in l]
+    assert replies and all(EXT_MACS["c1"] in l for l in replies), c1cap.lines
+    for cap in (c2cap, c3cap):
+        assert not [l for l in cap.lines if "is-at" in l and f"{EXT_MACS['c2']}" in l]
+        assert not [l for l in cap.lines if "is-at" in l and f"{EXT_MACS['c3']}" in l]
+
+
+def test_the_vm_reaches_outside_with_the_floating_ip_as_source(topo, fip_a):
+    t = topo
+    wait_status(t, fip_a, "ACTIVE")
+    with t.peer.capture("icmp") as cap:
+        t.a.wait_ping(t.peer.ip, CONVERGE)       # the first ones resolve the peer's MAC
+        assert t.a.ping(t.peer.ip, count=3)
+    assert any("203.0.113.10 > 203.0.113.100" in l and "echo request" in l for l in cap.lines), cap.lines
+    assert not any("10.81.1.11" in l for l in cap.lines), cap.lines
+    # beyond the external subnet: through its gateway_ip's MAC
+    with t.inet.capture("icmp") as cap:
+        t.a.wait_ping(BEYOND, CONVERGE)
+    assert any(f"203.0.113.10 > {BEYOND}" in l for l in cap.lines), cap.lines
+    assert t.store.get("mac_bindings", f"{t.ext.id}_203.0.113.1")["mac_address"] == t.inet.mac
+
+
+def test_two_floating_ips_on_one_nic(topo):
+    t = topo
+    vm = t.cloud.add_vm(t.c1, t.n, "two", ip="10.81.1.21", security_groups=[],
+                        port_security_enabled=False,
+                        fixed_ips=[{"subnet_id": t.n.subnet["id"], "ip_address": "10.81.1.21"},
+                                   {"subnet_id": t.n.subnet["id"], "ip_address": "10.81.1.22"}])
+    vm.cmd("ip addr add 10.81.1.22/24 dev eth0")
+    f1 = t.store.fip(t.ext, "203.0.113.21", t.router, vm, "10.81.1.21")
+    f2 = t.store.fip(t.ext, "203.0.113.22", t.router, vm, "10.81.1.22")
+    try:
+        wait_status(t, f1, "ACTIVE")
+        wait_status(t, f2, "ACTIVE")
+        t.peer.wait_ping("203.0.113.21", CONVERGE)
+        t.peer.wait_ping("203.0.113.22", CONVERGE)
+        with vm.capture("icmp") as cap:
+            assert t.peer.ping("203.0.113.21") and t.peer.ping("203.0.113.22")
+        assert any("> 10.81.1.21" in l for l in cap.lines) and \
+            any("> 10.81.1.22" in l for l in cap.lines), cap.lines
+    finally:
+        t.store.delete("floatingips", f1["id"])
+        t.store.delete("floatingips", f2["id"])
+
+
+def test_status_down_active_down(topo):
+    t = topo
+    fip = t.store.fip(t.ext, "203.0.113.30", t.router)
+    try:
+        time.sleep(0.5)
+        assert t.store.status(fip) == "DOWN"
+        t.store.bind(fip, t.a)
+        took = wait_status(t, fip, "ACTIVE")
+        t.peer.wait_ping("203.0.113.30", CONVERGE)
+        t.store.bind(fip, None)
+        time.sleep(1.0)
+        assert t.store.status(fip) == "DOWN"
+        t.peer.cmd("ip neigh flush dev eth0")
+        assert t.peer.no_ping("203.0.113.30")
+        print(f"\nfloating IP bind -> ACTIVE: {took:.2f} s")
+    finally:
+        t.store.delete("floatingips", fip["id"])
+
+
+def test_moving_a_floating_ip_announces_it_and_works_within_a_second(topo, fip_a):
+    t = topo
+    wait_status(t, fip_a, "ACTIVE")
+    t.peer.wait_ping("203.0.113.10", CONVERGE)
+    assert neigh_mac(t.peer, "203.0.113.10") == EXT_MACS["c1"]     # warm
+    with t.cloud.capture_fabric(t.c2, "arp") as cap:
+        t0 = time.monotonic()
+        t.store.bind(fip_a, t.b)
+        wait_for(lambda: t.peer.ping("203.0.113.10", timeout=0.1), 5, 0.0,
+                 "the moved floating IP to answer")
+        took = time.monotonic() - t0
+    garps = [l for l in cap.lines if f"{EXT_MACS['c2']} > ff:ff:ff:ff:ff:ff" in l
+             and "who-has 203.0.113.10 tell 203.0.113.10" in l]
+    assert garps, cap.lines
+    assert neigh_mac(t.peer, "203.0.113.10") == EXT_MACS["c2"]
+    with t.b.capture("icmp") as bcap:
+        assert t.peer.ping("203.0.113.10")
+    assert any("203.0.113.100 > 10.81.1.12" in l for l in bcap.lines), bcap.lines
+    print(f"\nfloating IP move -> first reply from the new VM: {took:.2f} s")
+    assert took < 1.0, took
+
+
+def test_port_forwarding_2222_to_22(topo):
+    t = topo
+    fip = t.store.fip(t.ext, "203.0.113.40", t.router)
+    pf = t.store.port_forwarding(fip, t.a, "tcp", 2222, 22)
+    try:
+        t.a.tcp_server(22)
+        wait_for(lambda: t.peer.tcp_check("203.0.113.40", 2222, size=1000, timeout=1), CONVERGE,
+                 0.2, "the port forwarding")
+        assert t.peer.tcp_check("203.0.113.40", 2222, size=300_000)
+        assert not t.peer.tcp_check("203.0.113.40", 22, size=1000, timeout=2)
+        assert t.peer.no_ping("203.0.113.40")
+    finally:
+        t.store.delete("port_forwardings", pf["id"])
+        t.store.delete("floatingips", fip["id"])
+
+
+def test_controller_restart_keeps_natted_connections_and_sends_nothing(topo, fip_a):
+    t = topo
+    wait_status(t, fip_a, "ACTIVE")
+    t.peer.wait_ping("203.0.113.10", CONVERGE)
+    t.a.wait_ping(t.peer.ip, CONVERGE)
+    hosts = [t.c1, t.c2, t.c3]
+    before = t.cloud.wait_flows_stable(hosts)
+    monitors = {h.name: t.cloud.flow_monitor(h) for h in hosts}
+    inbound = t.peer.popen(["ping", "-n", "-q", "-i", "0.1", "-c", "60", "-W", "2", "203.0.113.10"])
+    outbound = t.a.popen(["ping", "-n", "-q", "-i", "0.1", "-c", "60", "-W", "2", t.peer.ip])
+    time.sleep(1.0)
+    t.cloud.controller.kill()
+    time.sleep(0.5)
+    t_start = time.time()
+    t.cloud.controller.start()
+    t.cloud.wait_controller_synced(hosts, timeout=20, since=t_start)
+    mods = {h.name: t.cloud.switch_status(h)["flow_mods"] for h in hosts}
+    results = [parse_ping(p.communicate(timeout=30)[0]) for p in (inbound, outbound)]
+    seen = {name: m.changes() for name, m in monitors.items()}
+    assert results == [(60, 60), (60, 60)], results
+    assert mods == {h.name: 0 for h in hosts}, mods
+    assert seen == {h.name: [] for h in hosts}, seen
+    assert {h.bridge: h.flows() for h in hosts} == before
