@@ -45,7 +45,7 @@ import time
 from dataclasses import dataclass
 from typing import Iterable, Optional
 
-from apps.dvr import Interface, _uplink_match, router_interfaces
+from apps.dvr import ROUTER, Interface, _uplink_match, router_interfaces
 from apps.l2 import ETH_ARP, ETH_IP, _to_uplink
 from controller import nxext, scopes
 from controller.app import App, PacketIn, PacketOut, SwitchView
@@ -53,9 +53,10 @@ from controller.flow import (Flow, apply, ct, ct_state, dec_ttl, flow, goto, mov
                              pop_vlan, set_field, write_metadata)
 from controller.locality import is_active, uplink_ofport
 from controller.pipeline import (OUT_KEY_UPLINK, REG_IN_PORT_KEY, REG_NAT_PORT,
-                                 REG_OUT_PORT_KEY, REG_ROUTED, external_zone)
+                                 REG_OUT_PORT_KEY, REG_ROUTED, ROUTED, external_zone)
+from topology.placement import snat_host
 from topology.store.base import Document
-from topology.view import TopologyView
+from topology.view import ROUTER_INTERFACE, TopologyView
 
 LOG = logging.getLogger(__name__)
 
@@ -74,6 +75,14 @@ PRIO_RESOLVE = 100
 PRIO_GATEWAY = 50
 PRIO_RESOLVE_GATEWAY = 40
 PRIO_OUTPUT = 99
+PRIO_SNAT_OUT = 400        # routing: below a floating IP's 500, above nothing-routes 2
+PRIO_SNAT = 90             # nat_in: a tenant frame to the gateway MAC on the snat host
+PRIO_SNAT_BACK = 100       # nat_in: an un-SNATed reply to a tenant port
+PRIO_RESOLVE_SNAT = 99     # nat_out: the snat host asks, through the gateway port's meter
+PRIO_RESOLVE_GATEWAY_SNAT = 39
+REG_SNAT_REPLY = 0x80000000   # reg4's mark of an un-SNATed reply (port keys stay far below)
+SNAT_PORTS = (1024, 65535)
+ROUTER_GATEWAY = "network:router_gateway"
 ARP_REQUEST, ARP_REPLY = 1, 2
 IP_PROTO = {"tcp": 6, "udp": 17}
 BROADCAST = "ff:ff:ff:ff:ff:ff"
@@ -305,32 +314,26 @@ class NatApp(App):
         yield from self._next_hop_flows(view, t, uplink)
 
     def _next_hop_flows(self, view: TopologyView, t: Translation, uplink: int) -> Iterable[Flow]:
-        a = self.app_id
-        net = t.ext_net
-        shared = ("networks", net["_key"])
-        found = neighbours(view, net["id"])
-        cidr = ipaddress.ip_network(t.ext_subnet["cidr"])
-        for ip, nmac in sorted(found.items()):
-            if ipaddress.ip_address(ip) in cidr:
-                yield flow(a, "nat_out", PRIO_NEIGHBOUR,
-                           {"metadata": net["_key"], "eth_type": ETH_IP, "ipv4_dst": ip},
-                           apply(set_field("eth_dst", nmac)), goto("pre_output"), owner=shared)
-        meter = t.port["_key"]
-        yield flow(a, "nat_out", PRIO_RESOLVE,
-                   {"metadata": net["_key"], "eth_type": ETH_IP, "ipv4_dst": str(cidr),
-                    REG_IN_PORT_KEY: meter},
-                   apply(nxext.controller(meter)), owner=("ports", meter))
-        gw = t.ext_subnet.get("gateway_ip")
-        if gw and gw in found:
-            yield flow(a, "nat_out", PRIO_GATEWAY, {"metadata": net["_key"], "eth_type": ETH_IP},
-                       apply(set_field("eth_dst", found[gw])), goto("pre_output"), owner=shared)
-        if gw:
-            yield flow(a, "nat_out", PRIO_RESOLVE_GATEWAY,
-                       {"metadata": net["_key"], "eth_type": ETH_IP, REG_IN_PORT_KEY: meter},
-                       apply(nxext.controller(meter)), owner=("ports", meter))
-        yield flow(a, "output", PRIO_OUTPUT,
-                   {"metadata": net["_key"], REG_OUT_PORT_KEY: OUT_KEY_UPLINK},
-                   apply(*_to_uplink(net, uplink)), owner=shared)
+        return next_hop_flows(self.app_id, view, t.ext_net, t.ext_subnet, uplink,
+                              t.port["_key"], t.port["_key"])
+
+    # -- centralized SNAT ---------------------------------------------------
+    def router_flows(self, view: TopologyView, sw: SwitchView, router: Document) -> Iterable[Flow]:
+        s = snat(view, router)
+        if s is None or s.host is None or sw.host is None:
+            return []
+        if s.host == sw.host_name and uplink_ofport(sw, s.ext_net) is None:
+            return []
+        return list(_SnatFlows(self.app_id).compute_host(s, sw))
+
+    def snat_flows(self, view: TopologyView, sw: SwitchView, router: Document) -> Iterable[Flow]:
+        s = snat(view, router)
+        if s is None or sw.host is None or s.host != sw.host_name:
+            return []
+        uplink = uplink_ofport(sw, s.ext_net)
+        if uplink is None:
+            return []
+        return list(_SnatFlows(self.app_id).snat_host(view, s, sw, uplink))
 
     # -- packet-in: learning neighbours and asking for them -------------------
     def packet_in(self, pkt: PacketIn) -> Iterable[PacketOut]:
@@ -368,8 +371,13 @@ class NatApp(App):
             self._asked[key] = now
         return [PacketOut(uplink, arp_frame(t.ext_net, mac.lower(), t.address, target))]
 
-    def _local_translation(self, view: TopologyView, sw: SwitchView, address: str) -> Optional[Translation]:
-        """The translation of a floating IP address used on this switch's host."""
+    def _local_translation(self, view: TopologyView, sw: SwitchView, address: str):
+        """The translation (a floating IP's, a port forwarding's, or a router's
+        SNAT) of an external address used on this switch's host."""
+        for router in view.routers.values():
+            s = snat(view, router)
+            if s is not None and s.address == address and s.host == sw.host_name:
+                return s
         for fip in fips_on_host(view, sw.host_name):
             if fip.get("floating_ip_address") == address:
                 return translation(view, fip)
@@ -387,6 +395,211 @@ class NatApp(App):
         with self._lock:
             out, self._learned = self._learned, {}
         return out
+
+
+# -- centralized SNAT: what a router needs, from the store -----------------------
+@dataclass(frozen=True)
+class Snat:
+    """A router's SNAT: its gateway port on the external network, the host
+    that runs it, and the interfaces whose subnets it translates."""
+    router: Document
+    ext_net: Document
+    ext_subnet: Document
+    gw_port: Document
+    address: str
+    host: Optional[str]          # the snat host's name; None: no gateway host up
+    ifaces: tuple[Interface, ...]
+
+    @property
+    def mac(self) -> str:
+        return self.gw_port["mac_address"].lower()
+
+    @property
+    def zone(self) -> int:
+        return external_zone(self.router["_key"])
+
+
+def gateway_port(view: TopologyView, router_id: str) -> Optional[Document]:
+    ports = [p for p in view.ports.values()
+             if p.get("device_owner") == ROUTER_GATEWAY and p.get("device_id") == router_id]
+    return min(ports, key=lambda p: p["_key"]) if ports else None
+
+
+def snat(view: TopologyView, router: Optional[Document]) -> Optional[Snat]:
+    """The router's SNAT, or None when it has none (no gateway, enable_snat
+    false, anything missing or down)."""
+    if not is_active(router):
+        return None
+    gw = router.get("external_gateway_info") or {}
+    if not gw.get("network_id") or gw.get("enable_snat", True) is False:
+        return None
+    ext_net = view.networks.get(gw["network_id"])
+    port = gateway_port(view, router["id"])
+    if not is_active(ext_net) or port is None:
+        return None
+    fixed = [ip for ip in port.get("fixed_ips") or ()
+             if ip.get("ip_address") and ipaddress.ip_address(ip["ip_address"]).version == 4]
+    if not fixed:
+        return None
+    address = fixed[0]["ip_address"]
+    ext_subnet = _subnet_of(view, ext_net["id"], address)
+    if ext_subnet is None:
+        return None
+    host_id = snat_host(router, view.hosts.values())
+    host = view.hosts[host_id]["name"] if host_id in view.hosts else None
+    ifaces = tuple(i for i in router_interfaces(view, router["id"]) if i.cidr.version == 4)
+    return Snat(router, ext_net, ext_subnet, port, address, host, ifaces)
+
+
+def routers_without_snat_host(view: TopologyView) -> list[str]:
+    """Routers that want SNAT but have no gateway host to run it on."""
+    out = []
+    for rid, router in sorted(view.routers.items()):
+        s = snat(view, router)
+        if s is not None and s.host is None:
+            out.append(rid)
+    return out
+
+
+def _tenant_ports(view: TopologyView, s: Snat) -> Iterable[tuple[Interface, Document, str]]:
+    """(interface, port, address) for every port address behind the router."""
+    for iface in s.ifaces:
+        ports = sorted(view.ports_by_network.get(iface.network["id"], {}).values(),
+                       key=lambda p: p["_key"])
+        for port in ports:
+            if port.get("device_owner") in (ROUTER_INTERFACE, "network:dhcp") or not is_active(port):
+                continue
+            for ip in port.get("fixed_ips") or ():
+                addr = ip.get("ip_address")
+                if addr and ipaddress.ip_address(addr) in iface.cidr:
+                    yield iface, port, addr
+
+
+class _SnatFlows:
+    """The flows of a router's SNAT, for NatApp."""
+
+    def __init__(self, app_id: int):
+        self.a = app_id
+
+    def translate(self, s: Snat, match: dict, table: str, prio: int, *pre) -> Flow:
+        """A tenant packet leaves translated to the gateway address."""
+        return flow(self.a, table, prio, match,
+                    apply(*pre, set_field("eth_src", s.mac), set_field("metadata", s.ext_net["_key"]),
+                          set_field(REG_OUT_PORT_KEY, OUT_KEY_UPLINK),
+                          ct(commit=True, zone=s.zone, table="nat_out",
+                             nat=nat("src", s.address, None, *SNAT_PORTS))),
+                    owner=("routers", s.router["_key"]))
+
+    def compute_host(self, s: Snat, sw: SwitchView) -> Iterable[Flow]:
+        """On a host where the router routes: tenant traffic no route takes
+        goes to the snat host, or is translated here when this is it."""
+        for iface in s.ifaces:
+            match = {REG_ROUTED: 0, "metadata": iface.net_key, "eth_dst": iface.mac,
+                     "eth_type": ETH_IP, "ipv4_src": str(iface.cidr)}
+            if s.host == sw.host_name:
+                yield self.translate(s, match, "routing", PRIO_SNAT_OUT, dec_ttl())
+            else:
+                yield flow(self.a, "routing", PRIO_SNAT_OUT, match,
+                           apply(dec_ttl(), set_field("eth_dst", s.mac),
+                                 set_field(REG_ROUTED, ROUTED),
+                                 set_field(REG_OUT_PORT_KEY, OUT_KEY_UPLINK)),
+                           goto("pre_output"), owner=("routers", s.router["_key"]))
+
+    def snat_host(self, view: TopologyView, s: Snat, sw: SwitchView, ext_uplink: int) -> Iterable[Flow]:
+        a, owner = self.a, ("routers", s.router["_key"])
+        ext_base = _uplink_match(s.ext_net, ext_uplink)
+        strip = (pop_vlan(),) if ext_base.get("vlan_vid") else ()
+        meter = s.gw_port["_key"]
+        # ARP for the gateway address, and replies to the controller's requests
+        yield flow(a, "classify", PRIO_ARP,
+                   {**ext_base, "eth_type": ETH_ARP, "arp_op": ARP_REQUEST, "arp_tpa": s.address},
+                   apply(nxext.controller(meter),
+                         move("eth_src", 0, "eth_dst", 0, 48), set_field("eth_src", s.mac),
+                         set_field("arp_op", ARP_REPLY),
+                         move("arp_sha", 0, "arp_tha", 0, 48), move("arp_spa", 0, "arp_tpa", 0, 32),
+                         set_field("arp_sha", s.mac), set_field("arp_spa", s.address),
+                         output("in_port")), owner=owner)
+        yield flow(a, "classify", PRIO_ARP,
+                   {**ext_base, "eth_type": ETH_ARP, "arp_op": ARP_REPLY, "arp_tpa": s.address},
+                   apply(nxext.controller(meter)), owner=owner)
+        # replies from outside: un-SNAT only what conntrack knows; nothing starts here
+        yield flow(a, "classify", PRIO_IN,
+                   {**ext_base, "eth_type": ETH_IP, "eth_dst": s.mac, "ipv4_dst": s.address},
+                   *((apply(*strip),) if strip else ()), write_metadata(s.ext_net["_key"]),
+                   goto("nat_in"), owner=owner)
+        mark = REG_SNAT_REPLY | s.router["_key"]
+        yield flow(a, "nat_in", PRIO_DNAT,
+                   {"metadata": s.ext_net["_key"], "eth_type": ETH_IP, "ipv4_dst": s.address,
+                    "ct_state": ct_state("-trk")},
+                   apply(set_field(REG_NAT_PORT, mark), ct(zone=s.zone, table="nat_in", nat=("nat",))),
+                   owner=owner)
+        for iface, port, addr in _tenant_ports(view, s):
+            local = port.get("binding:host_id") == sw.host_name
+            for state in ("+trk+est-inv", "+trk+rel-inv"):
+                yield flow(a, "nat_in", PRIO_SNAT_BACK,
+                           {"metadata": s.ext_net["_key"], "eth_type": ETH_IP, REG_NAT_PORT: mark,
+                            "ipv4_dst": addr, "ct_state": ct_state(state)},
+                           apply(dec_ttl(), set_field("eth_src", iface.mac),
+                                 set_field("eth_dst", port["mac_address"].lower()),
+                                 set_field("metadata", iface.net_key), set_field(REG_ROUTED, ROUTED),
+                                 *(() if local else (set_field(REG_OUT_PORT_KEY, OUT_KEY_UPLINK),
+                                                     set_field("in_port", 0)))),
+                           goto("l2_lookup" if local else "pre_output"),
+                           owner=("ports", port["_key"]))
+        # tenant frames other hosts send to the gateway MAC
+        for iface in s.ifaces:
+            uplink = uplink_ofport(sw, iface.network)
+            base = _uplink_match(iface.network, uplink) if uplink is not None else None
+            if base is None:
+                continue
+            tstrip = (pop_vlan(),) if base.get("vlan_vid") else ()
+            yield flow(a, "classify", PRIO_IN,
+                       {**base, "eth_type": ETH_IP, "eth_dst": s.mac, "ipv4_src": str(iface.cidr)},
+                       *((apply(*tstrip),) if tstrip else ()), write_metadata(iface.net_key),
+                       goto("nat_in"), owner=owner)
+            # In by the uplink, out by the uplink (another VLAN): OVS never
+            # outputs to the ingress port, so the translation forgets it.
+            yield self.translate(s, {"metadata": iface.net_key, "eth_type": ETH_IP,
+                                     "eth_dst": s.mac, "ipv4_src": str(iface.cidr)},
+                                 "nat_in", PRIO_SNAT, set_field("in_port", 0))
+            yield flow(a, "output", PRIO_OUTPUT,
+                       {"metadata": iface.net_key, REG_OUT_PORT_KEY: OUT_KEY_UPLINK},
+                       apply(*_to_uplink(iface.network, uplink)),
+                       owner=("networks", iface.net_key))
+        # the next hop on the external network
+        yield from next_hop_flows(a, view, s.ext_net, s.ext_subnet, ext_uplink, None, meter)
+
+
+def next_hop_flows(a: int, view: TopologyView, net: Document, subnet: Document, uplink: int,
+                   port_key: Optional[int], meter: int) -> Iterable[Flow]:
+    """nat_out and output for an external network on this host: learned
+    neighbours, the gateway, and asking the controller for what is unknown
+    (a floating IP's, matched by its port's key and metered by it; the snat
+    host's, below them, metered by the router gateway port's key)."""
+    shared = ("networks", net["_key"])
+    found = neighbours(view, net["id"])
+    cidr = ipaddress.ip_network(subnet["cidr"])
+    for ip, nmac in sorted(found.items()):
+        if ipaddress.ip_address(ip) in cidr:
+            yield flow(a, "nat_out", PRIO_NEIGHBOUR,
+                       {"metadata": net["_key"], "eth_type": ETH_IP, "ipv4_dst": ip},
+                       apply(set_field("eth_dst", nmac)), goto("pre_output"), owner=shared)
+    by_port = {REG_IN_PORT_KEY: port_key} if port_key is not None else {}
+    owner = ("ports", meter)
+    yield flow(a, "nat_out", PRIO_RESOLVE if by_port else PRIO_RESOLVE_SNAT,
+               {"metadata": net["_key"], "eth_type": ETH_IP, "ipv4_dst": str(cidr), **by_port},
+               apply(nxext.controller(meter)), owner=owner)
+    gw = subnet.get("gateway_ip")
+    if gw and gw in found:
+        yield flow(a, "nat_out", PRIO_GATEWAY, {"metadata": net["_key"], "eth_type": ETH_IP},
+                   apply(set_field("eth_dst", found[gw])), goto("pre_output"), owner=shared)
+    if gw:
+        yield flow(a, "nat_out", PRIO_RESOLVE_GATEWAY if by_port else PRIO_RESOLVE_GATEWAY_SNAT,
+                   {"metadata": net["_key"], "eth_type": ETH_IP, **by_port},
+                   apply(nxext.controller(meter)), owner=owner)
+    yield flow(a, "output", PRIO_OUTPUT,
+               {"metadata": net["_key"], REG_OUT_PORT_KEY: OUT_KEY_UPLINK},
+               apply(*_to_uplink(net, uplink)), owner=shared)
 
 
 # -- ports and ranges ------------------------------------------------------------
@@ -595,3 +808,76 @@ for _kind, _fn in (("routers", _touched_by_router), ("networks", _touched_by_net
     FLOATINGIP.watch(_kind)(_fn)
     PORT_FORWARDING.watch(_kind)(
         _pf_watch(_fn, _pfs_on_networks if _kind in ("networks", "subnets") else None))
+
+
+# -- the snat scope: a router's SNAT on its snat host ------------------------------
+def _snats_here(view: TopologyView, sw) -> list[tuple[str, Document]]:
+    if sw.host is None:
+        return []
+    out = []
+    for rid, router in sorted(view.routers.items()):
+        s = snat(view, router)
+        if s is not None and s.host == sw.host_name:
+            out.append((rid, router))
+    return out
+
+
+def _snat_here(view: TopologyView, sw, rid: str) -> Optional[Document]:
+    router = view.routers.get(rid)
+    s = snat(view, router) if router is not None else None
+    return router if s is not None and sw.host is not None and s.host == sw.host_name else None
+
+
+def _snat_hosts(view: TopologyView, rid: str) -> list[str]:
+    s = snat(view, view.routers.get(rid))
+    return [s.host] if s is not None and s.host else []
+
+
+SNAT = scopes.register(scopes.ScopeKind(
+    name="snat", on_switch=_snats_here, lookup=_snat_here, hosts=_snat_hosts))
+
+
+def _gateway_routers(view) -> set[str]:
+    return {rid for rid, r in view.routers.items() if (r.get("external_gateway_info") or {})}
+
+
+@SNAT.watch("routers")
+def _snat_router_changed(view, old, new):
+    return {d["id"] for d in _docs(old, new)}
+
+
+@SNAT.watch("hosts")
+@ROUTER.watch("hosts")
+def _placement_changed(view, old, new):
+    # Which host runs each router's SNAT follows every gateway host's state.
+    keys = ("is_gateway", "admin_state_up", "id")
+    if old and new and all(old.get(k) == new.get(k) for k in keys):
+        return ()
+    return _gateway_routers(view)
+
+
+@SNAT.watch("ports")
+def _snat_ports(view, old, new):
+    out = set()
+    for d in _docs(old, new):
+        out |= view.routers_of_network(d["network_id"])
+        if d.get("device_owner") == ROUTER_GATEWAY and d.get("device_id"):
+            out.add(d["device_id"])
+    return out
+
+
+@ROUTER.watch("ports")
+def _router_of_gateway_port(view, old, new):
+    return {d["device_id"] for d in _docs(old, new)
+            if d.get("device_owner") == ROUTER_GATEWAY and d.get("device_id")}
+
+
+def _snat_of_networks(view, old, new):
+    nets = {d.get("network_id", d["id"]) for d in _docs(old, new)}
+    out = {r for n in nets for r in view.routers_of_network(n)}
+    return out | {rid for rid, r in view.routers.items()
+                  if (r.get("external_gateway_info") or {}).get("network_id") in nets}
+
+
+for _kind in ("networks", "subnets", BINDINGS):
+    SNAT.watch(_kind)(_snat_of_networks)

@@ -163,7 +163,7 @@ PIPELINE: tuple[Stage, ...] = (
               "flow drops (deny) or commits in the port's zone with ct_mark = the rule's "
               "key and goes on.",
           miss_doc="What no rule admits is dropped: a port with no groups sends nothing."),
-    Stage("nat_in", 25, next=("nat_in", "l2_lookup"), miss=None,
+    Stage("nat_in", 25, next=("nat_in", "l2_lookup", "nat_out", "pre_output"), miss=None,
           writers={"nat": (1, 65000)},
           doc="Inbound from an external network (nat). Priority 100-110: untracked "
               "IPv4 to a floating IP (110 for a port forwarding's protocol and "
@@ -174,9 +174,19 @@ PIPELINE: tuple[Stage, ...] = (
               "routed into the port's network (dec_ttl, the interface's gateway "
               "MAC as source, the port's MAC as destination, metadata = its "
               "network), then l2_lookup and the port's ingress firewall, which "
-              "sees the outside's true source.",
+              "sees the outside's true source. "
+              "Centralized SNAT, on the router's snat host: priority 90, a tenant "
+              "frame to the router gateway's MAC from an interface subnet is "
+              "translated to the gateway address, ct(commit, nat(src=G:1024-65535)) "
+              "in the router's external zone, source = the gateway port's MAC, "
+              "metadata = the external network, recirculated to nat_out. Priority "
+              "100: IPv4 to the gateway address goes through ct(nat) (no commit: "
+              "nothing from outside starts a connection), reg4 = 2**31 | router "
+              "key; a +est or +rel result is routed back to the tenant port it "
+              "un-SNATed to (l2_lookup if the port is here, else pre_output to its "
+              "host as a DVR-routed frame).",
           miss_doc="Anything else from outside is dropped."),
-    Stage("routing", 30, next=("l2_lookup", "routing", "nat_out"), miss="l2_lookup",
+    Stage("routing", 30, next=("l2_lookup", "routing", "nat_out", "pre_output"), miss="l2_lookup",
           writers={"dvr": (1, 65000), "nat": (1, 65000)},
           doc="Priority 500 (nat): IPv4 from a local port with a floating IP, to "
               "its gateway MAC and to no connected subnet or static route (those "
@@ -184,6 +194,11 @@ PIPELINE: tuple[Stage, ...] = (
               "metadata = the external network, reg7 = the uplink, then "
               "ct(commit, nat(src=floating IP)) in the router's external zone, "
               "recirculating to nat_out. "
+              "Priority 400 (nat): the same from any address of an interface "
+              "subnet, for a router with SNAT: on the snat host translated as in "
+              "nat_in's SNAT; elsewhere dec_ttl, destination = the router gateway "
+              "port's MAC, reg5 ROUTED, reg7 the uplink, then pre_output: the frame "
+              "crosses the tenant network's VLAN to the snat host. "
               "Distributed routing: IPv4 for a router interface's MAC is routed on "
               "this host, in two steps (dvr). Priority 1100: a flow per (local VM "
               "port, gateway MAC on its network, TTL 0 or 1) sends IPv4 that dec_ttl "

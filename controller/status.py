@@ -22,7 +22,9 @@ SQLite store file. Shape:
          "flow_mods": 12, "meter_mods": 1, "bundles": 1, "reads": 1,
          "repairs": 0, "audits": 0, "drift_rereads": 0, "errors": 0,
          "monitor": "active", "drift_reports": 0, "connected_at": ...,
-         "unsolicited_errors": {"type=2,code=4": 1}}}}
+         "unsolicited_errors": {"type=2,code=4": 1}}},
+     "snat": {"routers": {"ROUTER_ID": "HOST_ID"},  # where each router's SNAT runs
+              "no_gateway_host": ["ROUTER_ID"]}}    # wants SNAT, no gateway host up
 
 `vmflow status` adds "running" (the pid is alive), "age" (seconds since the
 file was written) and "stale": true when the controller is gone or has not
@@ -150,6 +152,11 @@ def build_status(ctl) -> dict[str, Any]:
     if writer is not None:
         counters["port_status_written"] = writer.written
         counters["port_status_errors"] = writer.errors
+    ext = getattr(ctl, "external_status", None)
+    if ext is not None:
+        counters["floatingip_status_written"] = ext.written
+        counters["floatingip_garps"] = ext.garps
+        counters["external_status_errors"] = ext.errors
     counters["unsolicited_errors"] = unsolicited_total
     drops = getattr(ctl, "drop_counts", None)
     if drops is not None:
@@ -181,7 +188,25 @@ def build_status(ctl) -> dict[str, Any]:
         "refused_dpids": ofp["refused_dpids"],
         "switches": switches,
         "cluster": ctl.cluster.status() if getattr(ctl, "cluster", None) is not None else None,
+        "snat": _snat_status(ctl.view),
     }
+
+
+def _snat_status(view) -> dict[str, Any]:
+    """Where each router's SNAT runs; routers that want SNAT with no gateway
+    host up are named under no_gateway_host (their VMs cannot reach out)."""
+    if view is None:
+        return {"routers": {}, "no_gateway_host": []}
+    from apps.nat import snat
+    placed, missing = {}, []
+    for rid, router in sorted(view.routers.items()):
+        s = snat(view, router)
+        if s is None:
+            continue
+        placed[rid] = s.host
+        if s.host is None:
+            missing.append(rid)
+    return {"routers": placed, "no_gateway_host": missing}
 
 
 def write_status(path: str, status: dict[str, Any]) -> None:

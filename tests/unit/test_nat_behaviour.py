@@ -18,12 +18,16 @@ from apps.nat import BINDINGS, NatApp, _masked_ranges, binding_id
 from apps.secgroup import SecGroupApp
 from controller.app import PacketIn
 from controller.external_status import ExternalWriter
-from controller.packetfields import make_packet
+from controller.packetfields import make_packet, parse_ct_state
 from controller.pipeline import external_zone
 from topology.view import TopologyView
 
-EXT_MAC = {"c1": "fa:16:3f:e0:00:01", "c2": "fa:16:3f:e0:00:02"}
-DVR = {"c1": "fa:16:3f:00:00:c1", "c2": "fa:16:3f:00:00:c2"}
+EXT_MAC = {"c1": "fa:16:3f:e0:00:01", "c2": "fa:16:3f:e0:00:02", "c3": "fa:16:3f:e0:00:03",
+           "c4": "fa:16:3f:e0:00:04"}
+DVR = {"c1": "fa:16:3f:00:00:c1", "c2": "fa:16:3f:00:00:c2", "c3": "fa:16:3f:00:00:c3",
+       "c4": "fa:16:3f:00:00:c4"}
+GW_IP = "203.0.113.2"
+GW_PORT_MAC = "fa:16:3e:00:00:03"
 FIP = "203.0.113.10"
 OUTSIDE, OUTSIDE_MAC = "203.0.113.100", "fa:16:3e:99:99:99"
 GW_MAC = "fa:16:3e:11:11:11"
@@ -43,8 +47,9 @@ def _port(name, key, net, ip, host="", **extra):
 
 def cloud() -> TopologyView:
     hosts = {h: {"id": h, "name": h, "datapath_id": f"{0xC0 + i:016x}", "dvr_mac": DVR[h],
-                 "external_mac": EXT_MAC[h], "physical_networks": {"physnet1": "up"}}
-             for i, h in ((1, "c1"), (2, "c2"))}
+                 "external_mac": EXT_MAC[h], "physical_networks": {"physnet1": "up"},
+                 "is_gateway": h in ("c3", "c4"), "admin_state_up": h != "c4"}
+             for i, h in ((1, "c1"), (2, "c2"), (3, "c3"), (4, "c4"))}
     nets = {"n": (11, 201), "m": (12, 202), "ext": (13, 300)}
     networks = {n: {"id": n, "_key": k, "admin_state_up": True, "provider:network_type": "vlan",
                     "provider:physical_network": "physnet1", "provider:segmentation_id": v,
@@ -74,7 +79,7 @@ def cloud() -> TopologyView:
 
 
 def switch(view, host) -> Switch:
-    sw = plugged_switch(view, 0xC1 if host == "c1" else 0xC2)
+    sw = plugged_switch(view, 0xC0 + int(host[1]))
     return Switch(view, sw, all_apps() + [SecGroupApp(), DvrApp(), NatApp()])
 
 
@@ -186,11 +191,95 @@ def test_connected_subnets_are_routed_not_natted(view):
     assert not [c for c in t.ct if c.nat]
 
 
-def test_a_vm_without_floating_ip_is_not_natted_on_its_host(view):
+def test_a_vm_without_floating_ip_goes_to_the_snat_host_untranslated(view):
     c2 = switch(view, "c2")
     t = c2.send(view.ports["vm2"], eth_dst=view.ports["r-n"]["mac_address"], ipv4_dst=OUTSIDE,
-                ip_proto=1)
-    assert not t.outputs and not [c for c in t.ct if c.nat]
+                ip_proto=1, nw_ttl=64)
+    [out] = t.outputs
+    assert not [c for c in t.ct if c.nat]
+    assert out.port == 100 and out.vlans == [201]
+    assert out.packet["eth_dst"] == GW_PORT_MAC and out.packet["eth_src"] == DVR["c2"]
+    assert out.packet["nw_ttl"] == "63"
+
+
+def from_c2_to_snat(h, **kw):
+    return h.receive(vlan=201, eth_src=DVR["c2"], eth_dst=GW_PORT_MAC, ipv4_src="10.1.0.12",
+                     ipv4_dst=OUTSIDE, ip_proto=1, nw_ttl=63, **kw)
+
+
+def test_the_snat_host_translates_to_the_gateway_address(view):
+    c3 = switch(view, "c3")
+    assert c3.problems() == []
+    t = from_c2_to_snat(c3)
+    [out] = t.outputs
+    assert out.port == 100 and out.vlans == [300]
+    assert out.packet["eth_src"] == GW_PORT_MAC and out.packet["eth_dst"] == OUTSIDE_MAC
+    [c] = [c for c in t.ct if c.nat]
+    assert c.commit and c.zone == external_zone(ROUTER_KEY)
+    assert c.nat[:2] == ("src", GW_IP) and c.nat[3:5] == (1024, 65535)
+    assert out.packet["nw_ttl"] == "63"         # one router hop, counted on c2
+    # another gateway host, not the snat host, does nothing with it
+    assert from_c2_to_snat(switch(view, "c4")).dropped
+
+
+def test_replies_come_back_through_conntrack_and_nothing_starts_from_outside(view):
+    c3, c2 = switch(view, "c3"), switch(view, "c2")
+    vm2 = view.ports["vm2"]
+    reply = from_outside(c3, GW_PORT_MAC, GW_IP, ip_proto=1, ct="+trk+est")
+    [c] = [c for c in reply.ct if c.table == "nat_in"]
+    assert not c.commit and c.nat == ("nat",) and c.zone == external_zone(ROUTER_KEY)
+    # the walker records nat without doing it: the recirculated pass, as
+    # conntrack hands it back, un-SNATed to vm2
+    from controller.pipeline import REG_NAT_PORT
+    after = {"in_port": 100, "eth_src": OUTSIDE_MAC, "eth_dst": GW_PORT_MAC, "ipv4_src": OUTSIDE,
+             "ipv4_dst": "10.1.0.12", "ip_proto": 1, "nw_ttl": 64, "metadata": 13,
+             REG_NAT_PORT: 0x80000000 | ROUTER_KEY}
+    reply = c3.walker.walk(make_packet({**after, "ct_state": parse_ct_state("+trk+est")}), table="nat_in")
+    [out] = reply.outputs
+    assert out.port == 100 and out.vlans == [201]
+    assert out.packet["eth_src"] == DVR["c3"] and out.packet["eth_dst"] == vm2["mac_address"]
+    # c2 takes the DVR-routed frame to the VM
+    back = c2.receive(vlan=201, eth_src=DVR["c3"], eth_dst=vm2["mac_address"],
+                      ipv4_src=OUTSIDE, ipv4_dst="10.1.0.12", ip_proto=1)
+    assert back.ports == [c2.ofport(vm2)]
+    new = c3.walker.walk(make_packet({**after, "ct_state": parse_ct_state("+trk+new")}), table="nat_in")
+    assert new.dropped and not new.outputs
+
+
+def test_arp_for_the_gateway_address_only_on_the_snat_host(view):
+    t = arp_for(switch(view, "c3"), GW_IP)
+    assert t.outputs[0].packet["arp_sha"] == GW_PORT_MAC
+    for h in ("c1", "c2", "c4"):
+        assert not arp_for(switch(view, h), GW_IP).outputs
+
+
+def test_snat_moves_when_its_host_goes_down_and_is_reported_without_one(view):
+    from apps.nat import routers_without_snat_host, snat
+    assert snat(view, view.routers["r"]).host == "c3"
+    put(view, "hosts", {**view.hosts["c4"], "admin_state_up": True})
+    put(view, "hosts", {**view.hosts["c3"], "admin_state_up": False})
+    assert snat(view, view.routers["r"]).host == "c4"
+    c4 = switch(view, "c4")
+    assert from_c2_to_snat(c4).ports == [100]
+    assert from_c2_to_snat(switch(view, "c3")).dropped
+    put(view, "hosts", {**view.hosts["c4"], "is_gateway": False})
+    assert routers_without_snat_host(view) == ["r"]
+    t = switch(view, "c2").send(view.ports["vm2"], eth_dst=view.ports["r-n"]["mac_address"],
+                                ipv4_dst=OUTSIDE, ip_proto=1)
+    assert not t.outputs
+
+
+def test_snat_host_placement_is_deterministic_and_moves_only_what_it_must():
+    from topology.placement import snat_host
+    hosts = [{"id": f"h{i}", "is_gateway": True} for i in range(5)]
+    placed = {k: snat_host({"_key": k}, hosts) for k in range(1, 200)}
+    assert placed == {k: snat_host({"_key": k}, list(reversed(hosts))) for k in range(1, 200)}
+    assert len(set(placed.values())) == 5
+    fewer = [h for h in hosts if h["id"] != "h2"]
+    for k, h in placed.items():
+        if h != "h2":
+            assert snat_host({"_key": k}, fewer) == h
+    assert snat_host({"_key": 1}, [{"id": "x", "is_gateway": True, "admin_state_up": False}]) is None
 
 
 def test_a_host_without_external_mac_has_no_floating_ip_flows(view):
@@ -236,7 +325,8 @@ def test_port_forwarding_maps_an_external_port_to_an_internal_one(view):
     assert back.ports == [100] and back.outputs[0].packet["eth_src"] == EXT_MAC["c1"]
     other = c1.send(view.ports["vm1"], eth_dst=view.ports["r-n"]["mac_address"], ipv4_dst=OUTSIDE,
                     ip_proto=6, tcp_src=5555, tcp_dst=80)
-    assert not other.outputs                     # no floating IP: nothing else goes out here
+    [out] = other.outputs                        # not a forwarding's reply: SNAT, via c3
+    assert out.packet["eth_dst"] == GW_PORT_MAC and out.vlans == [201]
 
 
 def test_port_forwarding_udp_ranges(view):
