@@ -83,6 +83,9 @@ PRIO_RESOLVE_GATEWAY_SNAT = 39
 REG_SNAT_REPLY = 0x80000000   # reg4's mark of an un-SNATed reply (port keys stay far below)
 SNAT_PORTS = (1024, 65535)
 ROUTER_GATEWAY = "network:router_gateway"
+# in_port 0, "came in by no port", so a frame that came in by the uplink may
+# leave by it (controller/actions.py SetField sends it as OVS accepts it).
+NO_PORT = 0
 ARP_REQUEST, ARP_REPLY = 1, 2
 IP_PROTO = {"tcp": 6, "udp": 17}
 BROADCAST = "ff:ff:ff:ff:ff:ff"
@@ -543,7 +546,7 @@ class _SnatFlows:
                                  set_field("eth_dst", port["mac_address"].lower()),
                                  set_field("metadata", iface.net_key), set_field(REG_ROUTED, ROUTED),
                                  *(() if local else (set_field(REG_OUT_PORT_KEY, OUT_KEY_UPLINK),
-                                                     set_field("in_port", 0)))),
+                                                     set_field("in_port", NO_PORT)))),
                            goto("l2_lookup" if local else "pre_output"),
                            owner=("ports", port["_key"]))
         # tenant frames other hosts send to the gateway MAC
@@ -561,7 +564,7 @@ class _SnatFlows:
             # outputs to the ingress port, so the translation forgets it.
             yield self.translate(s, {"metadata": iface.net_key, "eth_type": ETH_IP,
                                      "eth_dst": s.mac, "ipv4_src": str(iface.cidr)},
-                                 "nat_in", PRIO_SNAT, set_field("in_port", 0))
+                                 "nat_in", PRIO_SNAT, set_field("in_port", NO_PORT))
             yield flow(a, "output", PRIO_OUTPUT,
                        {"metadata": iface.net_key, REG_OUT_PORT_KEY: OUT_KEY_UPLINK},
                        apply(*_to_uplink(iface.network, uplink)),

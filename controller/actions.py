@@ -274,7 +274,9 @@ class SetField(ActionSpec):
     """("set_field", field, value); value may be (value, mask) to set some bits.
 
     A whole field goes as OpenFlow's set-field; a masked one as Nicira's
-    reg_load2, which OVS reports back as it came in.
+    reg_load2, which OVS reports back as it came in. in_port goes under its
+    Nicira header (OVS refuses a set-field of OXM in_port, as OpenFlow says;
+    the NXM one is allowed), and comes back as "in_port" (fields.NXM_ALIASES).
     """
     kind = "set_field"
     wire = ("OFPActionSetField", "NXActionRegLoad2")
@@ -287,6 +289,8 @@ class SetField(ActionSpec):
         field, value = a[1], canonical_value(a[1], a[2])
         if isinstance(value, tuple):
             return _RegLoad2(dst=field, value=value[0], mask=value[1])
+        if field == "in_port":
+            return parser.OFPActionSetField(in_port_nxm=value)
         return parser.OFPActionSetField(**{field: value})
 
     def decode(self, ofp, obj):
