@@ -48,6 +48,7 @@ from typing import Iterable, Optional
 from apps.dvr import ROUTER, Interface, _uplink_match, router_interfaces
 from apps.l2 import ETH_ARP, ETH_IP, _to_uplink
 from controller import nxext, scopes
+from controller.nxext import check_pkt_larger
 from controller.app import App, PacketIn, PacketOut, SwitchView
 from controller.flow import (Flow, apply, ct, ct_state, dec_ttl, flow, goto, move, nat, output,
                              pop_vlan, set_field, write_metadata)
@@ -80,6 +81,9 @@ PRIO_SNAT = 90             # nat_in: a tenant frame to the gateway MAC on the sn
 PRIO_SNAT_BACK = 100       # nat_in: an un-SNATed reply to a tenant port
 PRIO_RESOLVE_SNAT = 99     # nat_out: the snat host asks, through the gateway port's meter
 PRIO_RESOLVE_GATEWAY_SNAT = 39
+PRIO_TOO_BIG = 120         # nat_in: larger than the tenant network's MTU
+REG_TOO_BIG = "reg3"       # bit 0: check_pkt_larger's answer at classify
+ETH_HLEN = 14
 REG_SNAT_REPLY = 0x80000000   # reg4's mark of an un-SNATed reply (port keys stay far below)
 SNAT_PORTS = (1024, 65535)
 ROUTER_GATEWAY = "network:router_gateway"
@@ -115,6 +119,10 @@ class Translation:
     @property
     def host(self) -> str:
         return self.port.get("binding:host_id") or ""
+
+    @property
+    def mtu(self) -> int:
+        return int(self.iface.network.get("mtu") or 1500)
 
 
 def _subnet_of(view: TopologyView, network_id: str, ip: str) -> Optional[Document]:
@@ -263,10 +271,7 @@ class NatApp(App):
                    {**base, "eth_type": ETH_ARP, "arp_op": ARP_REPLY, "arp_tpa": f},
                    apply(nxext.controller(meter)), owner=owner)
         strip = (pop_vlan(),) if "vlan_vid" in base and base["vlan_vid"] else ()
-        yield flow(a, "classify", PRIO_IN,
-                   {**base, "eth_type": ETH_IP, "eth_dst": mac, "ipv4_dst": f},
-                   *((apply(*strip),) if strip else ()), write_metadata(t.ext_net["_key"]),
-                   goto("nat_in"), owner=owner)
+        yield from too_big_flows(a, base, strip, mac, t.ext_net, f, t.mtu, meter, owner)
 
     def _dnat_flows(self, t: Translation, base: dict, mac: str, *, match: dict, prio: int,
                     ports: Optional[tuple[int, int]] = None,
@@ -357,6 +362,9 @@ class NatApp(App):
         if frame.ipv4 is None:
             return ()
         src, dst = frame.ipv4
+        inbound = self._local_translation(view, sw, dst)
+        if inbound is not None and pkt.in_port == uplink_ofport(sw, inbound.ext_net):
+            return self._frag_needed(sw, inbound, frame, pkt.in_port)
         t = self._local_translation(view, sw, src)
         mac = (sw.host or {}).get("external_mac")
         uplink = uplink_ofport(sw, t.ext_net) if t is not None else None
@@ -393,6 +401,18 @@ class NatApp(App):
                 return t
         return None
 
+    def _frag_needed(self, sw: SwitchView, t, frame: "_Frame", uplink: int) -> list[PacketOut]:
+        """ICMP fragmentation needed, from the address the packet was for, back
+        to its sender, with the tenant network's MTU."""
+        if isinstance(t, Snat):
+            mac = t.mac
+        else:
+            mac = (sw.host or {}).get("external_mac")
+        if not mac or frame.ip is None:
+            return []
+        icmp = icmp_frag_needed(t.ext_net, mac.lower(), frame.eth_src, t.address, frame.ip, t.mtu)
+        return [PacketOut(uplink, icmp)] if icmp else []
+
     def take_learned(self) -> dict[tuple[str, str], str]:
         """The neighbours learned since the last call, for the store writer."""
         with self._lock:
@@ -416,6 +436,10 @@ class Snat:
     @property
     def mac(self) -> str:
         return self.gw_port["mac_address"].lower()
+
+    @property
+    def mtu(self) -> int:
+        return min((int(i.network.get("mtu") or 1500) for i in self.ifaces), default=1500)
 
     @property
     def zone(self) -> int:
@@ -526,10 +550,8 @@ class _SnatFlows:
                    {**ext_base, "eth_type": ETH_ARP, "arp_op": ARP_REPLY, "arp_tpa": s.address},
                    apply(nxext.controller(meter)), owner=owner)
         # replies from outside: un-SNAT only what conntrack knows; nothing starts here
-        yield flow(a, "classify", PRIO_IN,
-                   {**ext_base, "eth_type": ETH_IP, "eth_dst": s.mac, "ipv4_dst": s.address},
-                   *((apply(*strip),) if strip else ()), write_metadata(s.ext_net["_key"]),
-                   goto("nat_in"), owner=owner)
+        yield from too_big_flows(a, ext_base, strip, s.mac, s.ext_net, s.address, s.mtu, meter,
+                                 owner)
         mark = REG_SNAT_REPLY | s.router["_key"]
         yield flow(a, "nat_in", PRIO_DNAT,
                    {"metadata": s.ext_net["_key"], "eth_type": ETH_IP, "ipv4_dst": s.address,
@@ -571,6 +593,22 @@ class _SnatFlows:
                        owner=("networks", iface.net_key))
         # the next hop on the external network
         yield from next_hop_flows(a, view, s.ext_net, s.ext_subnet, ext_uplink, None, meter)
+
+
+def too_big_flows(a: int, base: dict, strip: tuple, mac: str, ext_net: Document, address: str,
+                  mtu: int, meter: int, owner: tuple) -> Iterable[Flow]:
+    """IPv4 from outside to (mac, address) goes to nat_in with the external
+    network in metadata; one longer than the tenant network's MTU goes to the
+    controller instead (through `meter`), which answers ICMP fragmentation
+    needed (OVN's check_pkt_larger and icmp4_error)."""
+    yield flow(a, "classify", PRIO_IN,
+               {**base, "eth_type": ETH_IP, "eth_dst": mac, "ipv4_dst": address},
+               apply(*strip, check_pkt_larger(mtu + ETH_HLEN, REG_TOO_BIG, 0)),
+               write_metadata(ext_net["_key"]), goto("nat_in"), owner=owner)
+    yield flow(a, "nat_in", PRIO_TOO_BIG,
+               {"metadata": ext_net["_key"], "eth_type": ETH_IP, "ipv4_dst": address,
+                REG_TOO_BIG: (1, 1)},
+               apply(nxext.controller(meter)), owner=owner)
 
 
 def next_hop_flows(a: int, view: TopologyView, net: Document, subnet: Document, uplink: int,
@@ -637,6 +675,8 @@ def _masked_ranges(lo: int, hi: int) -> list:
 class _Frame:
     arp: Optional[tuple[int, str, str, str]] = None     # op, sha, spa, tpa
     ipv4: Optional[tuple[str, str]] = None               # src, dst
+    eth_src: str = ""
+    ip: Optional[bytes] = None                           # the IPv4 packet
 
 
 def _mac(b: bytes) -> str:
@@ -658,8 +698,42 @@ def _parse(data: bytes) -> Optional[_Frame]:
         op = struct.unpack("!H", body[6:8])[0]
         return _Frame(arp=(op, _mac(body[8:14]), _ip(body[14:18]), _ip(body[24:28])))
     if etype == ETH_IP and len(body) >= 20:
-        return _Frame(ipv4=(_ip(body[12:16]), _ip(body[16:20])))
+        return _Frame(ipv4=(_ip(body[12:16]), _ip(body[16:20])), eth_src=_mac(data[6:12]),
+                      ip=bytes(body))
     return _Frame()
+
+
+def _checksum(data: bytes) -> int:
+    if len(data) % 2:
+        data += b"\0"
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
+def icmp_frag_needed(network: Document, mac: str, to_mac: str, source_ip: str, original: bytes,
+                     mtu: int) -> Optional[bytes]:
+    """ICMP type 3 code 4 (RFC 1191) on the external network's wire: from
+    (mac, source_ip) to the original's sender, quoting its header and first
+    8 bytes of data. None for what never gets an ICMP error (a fragment other
+    than the first, or ICMP that is itself an error)."""
+    ihl = (original[0] & 0x0F) * 4
+    if len(original) < ihl or struct.unpack("!H", original[6:8])[0] & 0x1FFF:
+        return None
+    if original[9] == 1 and len(original) > ihl and original[ihl] not in (0, 8, 13, 15, 17):
+        return None
+    quote = original[:ihl + 8]
+    icmp = struct.pack("!BBHHH", 3, 4, 0, 0, mtu) + quote
+    icmp = icmp[:2] + struct.pack("!H", _checksum(icmp)) + icmp[4:]
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0xC0, 20 + len(icmp), 0, 0, 64, 1, 0,
+                     ipaddress.ip_address(source_ip).packed, original[12:16])
+    ip = ip[:10] + struct.pack("!H", _checksum(ip)) + ip[12:]
+    eth = _mac_bytes(to_mac) + _mac_bytes(mac)
+    if network.get("provider:network_type") == "vlan":
+        eth += struct.pack("!HH", 0x8100, int(network["provider:segmentation_id"]) & 0xFFF)
+    frame = eth + struct.pack("!H", ETH_IP) + ip + icmp
+    return frame + b"\0" * max(0, 60 - len(frame))
 
 
 def _mac_bytes(mac: str) -> bytes:

@@ -109,3 +109,65 @@ class ControllerMeter(ActionSpec):
 
 
 controller = ControllerMeter.build
+
+
+# -- check_pkt_larger ----------------------------------------------------------
+# OVS's check_pkt_larger(N)->DST[ofs] (NXAST_CHECK_PKT_LARGER, OVS >= 2.12):
+# one bit of DST becomes 1 when the packet (its Ethernet frame) is longer
+# than N bytes, else 0. os-ken 4.x does not know it. Wire format (OVS
+# lib/ofp-actions.c, nx_action_check_pkt_larger): the 10-byte experimenter
+# header with subtype 49, pkt_len (2), offset (2), the destination's NXM/OXM
+# header (4), zero-padded to 24 bytes.
+NXAST_CHECK_PKT_LARGER = 49
+
+
+class NXActionCheckPktLarger(parser.NXAction):
+    _subtype = NXAST_CHECK_PKT_LARGER
+
+    def __init__(self, pkt_len=0, dst=None, ofs=0, type_=None, len_=None,
+                 experimenter=None, subtype=None):
+        super().__init__()
+        self.pkt_len, self.dst, self.ofs = pkt_len, dst, ofs
+
+    @classmethod
+    def parser(cls, buf):
+        from os_ken.ofproto import ofproto_v1_3 as ofp
+        pkt_len, ofs = struct.unpack_from("!HH", buf, 0)
+        n, _ = ofp.oxm_parse_header(buf, 4)
+        return cls(pkt_len, ofp.oxm_to_user_header(n), ofs)
+
+    def serialize_body(self):
+        from os_ken.ofproto import ofproto_v1_3 as ofp
+        body = bytearray(struct.pack("!HH", self.pkt_len, self.ofs))
+        header = bytearray(4)
+        ofp.oxm_serialize_header(ofp.oxm_from_user_header(self.dst), header, 0)
+        body += header
+        body += bytes(24 - _HEADER - len(body))
+        return body
+
+
+parser.NXAction._subtypes[NXAST_CHECK_PKT_LARGER] = NXActionCheckPktLarger
+
+
+@register_action
+class CheckPktLarger(ActionSpec):
+    """("check_pkt_larger", pkt_len, field, bit): bit `bit` of register
+    `field` becomes 1 if the frame is longer than pkt_len bytes, else 0."""
+    kind = "check_pkt_larger"
+    wire = ("NXActionCheckPktLarger",)
+
+    @staticmethod
+    def build(pkt_len: int, field: str, bit: int = 0) -> tuple:
+        if not 0 < int(pkt_len) <= 0xFFFF or not field.startswith("reg") or not 0 <= bit < 32:
+            raise ValueError(f"check_pkt_larger({pkt_len})->{field}[{bit}]: bad argument")
+        return ("check_pkt_larger", int(pkt_len), field, int(bit))
+
+    def encode(self, parser_, ofp, a):
+        return NXActionCheckPktLarger(a[1], a[2], a[3])
+
+    def decode(self, ofp, obj):
+        from controller.fields import field_name
+        return ("check_pkt_larger", obj.pkt_len, field_name(obj.dst), obj.ofs)
+
+
+check_pkt_larger = CheckPktLarger.build

@@ -25,6 +25,8 @@ Registers and metadata carry what a stage learned for the stages after it:
     reg4      the key of the local VM port a packet from an external network is
               DNATed to (nat: floating IPs, port forwarding), carried across the
               ct() recirculation in nat_in
+    reg3      bit 0: an IPv4 packet from an external network is longer than the
+              tenant network's MTU (check_pkt_larger at classify, nat)
 
 Conntrack zones are 16 bits. A VM port's firewall zone is its port key
 (1..PORT_KEY_MAX = 0xBFFF, topology/api/kinds/ports.py), and a router's
@@ -88,8 +90,9 @@ PIPELINE: tuple[Stage, ...] = (
               "which learns the asker's MAC), and an ARP reply to a floating IP "
               "goes to the controller (the answer to its own neighbour request). "
               "Priority 125 (nat): IPv4 to this host's external_mac and a floating "
-              "IP (or port-forwarded address) of a local port: the tag is stripped, "
-              "metadata = the external network, then nat_in. "
+              "IP (or port-forwarded address, or a router gateway address on its "
+              "snat host): the tag is stripped, check_pkt_larger(tenant MTU + 14) "
+              "sets reg3 bit 0, metadata = the external network, then nat_in. "
               "Priority 120-121: a frame on an uplink whose source is another host's "
               "registered DVR MAC was routed there (dvr): as the flow below, and its "
               "source becomes the gateway MAC of the destination subnet's router "
@@ -165,7 +168,10 @@ PIPELINE: tuple[Stage, ...] = (
           miss_doc="What no rule admits is dropped: a port with no groups sends nothing."),
     Stage("nat_in", 25, next=("nat_in", "l2_lookup", "nat_out", "pre_output"), miss=None,
           writers={"nat": (1, 65000)},
-          doc="Inbound from an external network (nat). Priority 100-110: untracked "
+          doc="Inbound from an external network (nat). Priority 120: reg3 bit 0 "
+              "set (longer than the tenant network's MTU) goes to the controller "
+              "through the target port's (or gateway port's) meter, which answers "
+              "ICMP fragmentation needed with that MTU. Priority 100-110: untracked "
               "IPv4 to a floating IP (110 for a port forwarding's protocol and "
               "port) is DNATed to the fixed IP with ct(commit, nat(dst=...)) in "
               "the router's external zone, reg4 = the target port's key, and "

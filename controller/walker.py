@@ -264,13 +264,15 @@ class Walker:
 
     # -- the walk --------------------------------------------------------------
     def walk(self, packet: Packet | Mapping[str, Any], *, table: Optional[str] = None,
-             ct: Sequence[str | int] | str | int = ("new",)) -> Trace:
+             ct: Sequence[str | int] | str | int = ("new",), frame_len: int = 0) -> Trace:
         """Walk `packet` from `table` (the pipeline's first stage by default).
         ct: the state each ct() action answers, in order; the last one
-        repeats (as ovn-trace's --ct)."""
+        repeats (as ovn-trace's --ct). frame_len: the Ethernet frame's length,
+        for check_pkt_larger (0: smaller than any limit)."""
         pkt = packet.copy() if isinstance(packet, Packet) else make_packet(packet)
         states = [ct] if isinstance(ct, (str, int)) else list(ct)
         run = _Run(self, [parse_ct_state(s) for s in states] or [parse_ct_state("new")])
+        run.frame_len = frame_len
         run.passes.append((table or pipeline.PIPELINE[0].name, pkt, None, ()))
         while run.passes:
             start, p, why, path = run.passes.pop(0)
@@ -292,6 +294,7 @@ class _Run:
         self.steps = 0
         self.skipped_ingress = 0
         self.path: list[str] = []    # tables on the way to the current step
+        self.frame_len = 0
 
     def next_ct_state(self) -> int:
         state = self.ct_states[min(self.ct_used, len(self.ct_states) - 1)]
@@ -441,6 +444,11 @@ class _Run:
             say("ct_clear")
         elif kind == "group":
             self.group(step, f, pkt, depth, int(a[1]))
+        elif kind == "check_pkt_larger":
+            _, limit, reg, bit = a
+            larger = int(self.frame_len > limit)
+            pkt.set(reg, (pkt.get(reg) or 0) & ~(1 << bit) | (larger << bit))
+            say(f"check_pkt_larger({limit})->{reg}[{bit}] = {larger}")
         else:
             self.error(f"{step.table}: action {kind!r} is not modelled")
             say(f"(not modelled: {a!r})")

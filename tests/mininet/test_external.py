@@ -388,3 +388,30 @@ def test_snat_moves_when_its_host_goes_down_within_5_s(topo):
     finally:
         t.store.host(host, admin_state_up=True)
     t.b.wait_ping(t.peer.ip, CONVERGE)
+
+
+# -- MTU ---------------------------------------------------------------------------
+def test_too_big_from_outside_gets_fragmentation_needed(topo):
+    t = topo
+    small = t.cloud.add_network("small", cidr="10.81.9.0/24", vlan=189, mtu=1400)
+    t.cloud.api.request("PUT", f"/v2.0/routers/{t.router['id']}/add_router_interface",
+                        {"subnet_id": small.subnet["id"]})
+    vm = t.cloud.add_vm(t.c1, small, "small1", ip="10.81.9.11", port_security_enabled=False,
+                        security_groups=[])
+    fip = t.store.fip(t.ext, "203.0.113.50", t.router, vm)
+    try:
+        wait_status(t, fip, "ACTIVE")
+        t.peer.wait_ping("203.0.113.50", CONVERGE)
+        t.peer.cmd("ip route flush cache")
+        # 1,500 bytes of IPv4 with DF set, toward an MTU-1400 network
+        out = t.peer.run(["ping", "-n", "-c", "2", "-i", "0.3", "-W", "1", "-M", "do",
+                          "-s", "1472", "203.0.113.50"], timeout=15).stdout
+        assert "mtu = 1400" in out or "mtu=1400" in out, out
+        assert "1400" in t.peer.cmd("ip route get 203.0.113.50"), t.peer.cmd("ip route get 203.0.113.50")
+        # what fits still arrives
+        assert t.peer.ping("203.0.113.50")
+        out = t.peer.run(["ping", "-n", "-c", "1", "-W", "1", "-M", "do", "-s", "1372",
+                          "203.0.113.50"], timeout=15)
+        assert out.returncode == 0, out.stdout
+    finally:
+        t.store.delete("floatingips", fip["id"])

@@ -408,3 +408,55 @@ def test_status_active_only_where_installed_and_one_garp_per_move(view):
     assert updates == {} and dpid == 0xC2      # the store still says ACTIVE; c2 announces
     put(view, "floatingips", {**view.docs["floatingips"]["f1"], "port_id": None})
     assert w.due(view, [c1, c2])[0] == {"f1": "DOWN"}
+
+
+# -- MTU: too big from outside gets ICMP fragmentation needed ----------------------
+def test_too_big_from_outside_goes_to_the_controller(view):
+    put(view, "networks", {**view.networks["n"], "mtu": 1400})
+    c1 = switch(view, "c1")
+    assert c1.problems() == []
+    pkt = {"in_port": 100, "vlan": 300, "eth_src": OUTSIDE_MAC, "eth_dst": EXT_MAC["c1"],
+           "ipv4_src": OUTSIDE, "ipv4_dst": FIP, "ip_proto": 1}
+    big = c1.walker.walk(make_packet(pkt), frame_len=1514)
+    assert big.controller and not big.outputs
+    assert big.controller[0].meter == view.ports["vm1"]["_key"]
+    fits = c1.walker.walk(make_packet(pkt), frame_len=1414)
+    assert fits.ports == [c1.ofport(view.ports["vm1"])]
+    # on the snat host, for replies to the gateway address, too
+    c3 = switch(view, "c3")
+    pkt = {**pkt, "eth_dst": GW_PORT_MAC, "ipv4_dst": GW_IP}
+    assert c3.walker.walk(make_packet(pkt), frame_len=1415).controller
+
+
+def test_the_controller_answers_fragmentation_needed(view):
+    import struct
+    put(view, "networks", {**view.networks["n"], "mtu": 1400})
+    app = NatApp()
+    sw = plugged_switch(view, 0xC1)
+    payload = b"x" * 1480
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(payload), 7, 0x4000, 64, 17, 0,
+                     bytes([203, 0, 113, 100]), bytes([203, 0, 113, 10])) + payload
+    frame = bytes.fromhex(EXT_MAC["c1"].replace(":", "") + OUTSIDE_MAC.replace(":", "")) \
+        + b"\x08\x00" + ip
+    [out] = app.packet_in(PacketIn(0xC1, 100, frame, None, sw, view))
+    assert out.port == 100
+    data = out.data
+    assert data[:6] == bytes.fromhex(OUTSIDE_MAC.replace(":", ""))
+    assert data[12:16] == bytes.fromhex("8100012c")
+    ip_out = data[18:]
+    assert ip_out[12:16] == bytes([203, 0, 113, 10]) and ip_out[16:20] == bytes([203, 0, 113, 100])
+    icmp = ip_out[20:]
+    assert icmp[0] == 3 and icmp[1] == 4 and struct.unpack("!H", icmp[6:8])[0] == 1400
+    assert icmp[8:8 + 28] == ip[:28]                      # the original header + 8 bytes
+    from apps.nat import _checksum
+    assert _checksum(ip_out[:20]) == 0 and _checksum(icmp[:8 + 28]) == 0
+
+
+def test_check_pkt_larger_round_trips_the_codec():
+    from os_ken.ofproto import ofproto_v1_3 as ofp, ofproto_v1_3_parser as parser
+    from controller import actions, nxext
+    a = nxext.check_pkt_larger(1414, "reg3", 0)
+    buf = bytearray()
+    actions.encode_action(parser, ofp, a).serialize(buf, 0)
+    assert len(buf) == 24
+    assert actions.decode_action(ofp, parser.OFPAction.parser(bytes(buf), 0)) == a
