@@ -366,7 +366,8 @@ class NatApp(App):
         if inbound is not None and pkt.in_port == uplink_ofport(sw, inbound.ext_net):
             return self._frag_needed(sw, inbound, frame, pkt.in_port)
         t = self._local_translation(view, sw, src)
-        mac = (sw.host or {}).get("external_mac")
+        # Asked from the address's own MAC: the answerer learns the pair.
+        mac = t.mac if isinstance(t, Snat) else (sw.host or {}).get("external_mac")
         uplink = uplink_ofport(sw, t.ext_net) if t is not None else None
         if t is None or not mac or uplink is None:
             return ()

@@ -126,7 +126,11 @@ class Topo:
 
 @pytest.fixture(scope="module")
 def topo(module_cloud) -> Topo:
-    cloud = module_cloud
+    return build(module_cloud)
+
+
+def build(cloud: Cloud) -> Topo:
+    """The topology of the module doc on a started cloud (bench/external.py uses it too)."""
     c1, c2, c3 = cloud.add_host("c1"), cloud.add_host("c2"), cloud.add_host("c3")
     c4 = cloud.add_host("c4")
     for h in (c3, c4):

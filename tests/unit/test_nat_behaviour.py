@@ -460,3 +460,17 @@ def test_check_pkt_larger_round_trips_the_codec():
     actions.encode_action(parser, ofp, a).serialize(buf, 0)
     assert len(buf) == 24
     assert actions.decode_action(ofp, parser.OFPAction.parser(bytes(buf), 0)) == a
+
+
+def test_the_snat_host_asks_for_neighbours_from_the_gateway_port(view):
+    import struct
+    view.docs[BINDINGS].clear()
+    app = NatApp()
+    sw = plugged_switch(view, 0xC3)
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20, 0, 0, 64, 1, 0, bytes([203, 0, 113, 2]),
+                     bytes([203, 0, 113, 100]))
+    frame = bytes.fromhex("fa163e000001" + GW_PORT_MAC.replace(":", "")) + b"\x08\x00" + ip
+    [out] = app.packet_in(PacketIn(0xC3, 100, frame, None, sw, view))
+    arp = out.data[18:46]
+    assert out.data[6:12] == arp[8:14] == bytes.fromhex(GW_PORT_MAC.replace(":", ""))
+    assert arp[14:18] == bytes([203, 0, 113, 2]) and arp[24:28] == bytes([203, 0, 113, 100])
