@@ -474,3 +474,13 @@ def test_the_snat_host_asks_for_neighbours_from_the_gateway_port(view):
     arp = out.data[18:46]
     assert out.data[6:12] == arp[8:14] == bytes.fromhex(GW_PORT_MAC.replace(":", ""))
     assert arp[14:18] == bytes([203, 0, 113, 2]) and arp[24:28] == bytes([203, 0, 113, 100])
+
+
+def test_deleting_the_snat_host_moves_snat(view):
+    from apps.nat import snat
+    from topology.store.base import Change
+    put(view, "hosts", {**view.hosts["c4"], "admin_state_up": True})
+    assert snat(view, view.routers["r"]).host == "c3"
+    view.apply(Change(view.revision + 1, "hosts", "c3", "delete", None))
+    assert snat(view, view.routers["r"]).host == "c4"
+    assert from_c2_to_snat(switch(view, "c4")).ports == [100]
