@@ -8,7 +8,7 @@ from os_ken.ofproto import ofproto_v1_3 as ofp
 from os_ken.ofproto import ofproto_v1_3_parser as parser
 
 from wire import wire_round_trip
-from controller import actions, codec, fields, pipeline
+from controller import actions, codec, fields, nxext, pipeline
 from controller.flow import (CT_EST, CT_NEW, CT_REL, CT_TRK, apply, conjunction, ct,
                              ct_clear, ct_state, dec_ttl, flow, goto, group, meter, move, nat,
                              output, pop_vlan, push_vlan, resubmit, set_field, to_controller,
@@ -72,6 +72,9 @@ ACTION_FLOWS = {
                                   table="l2_lookup"))),
     "ct_clear": flow(1, "routing", 5, IP, apply(ct_clear())),
     "group": flow(1, "output", 13, {}, apply(group(4))),
+    "check_pkt_larger": flow(1, "classify", 15, {"in_port": 1},
+                             apply(nxext.check_pkt_larger(1414, "reg3", 0))),
+    "set_field-in_port": flow(1, "classify", 16, {"in_port": 1}, apply(set_field("in_port", 0))),
     "instructions": flow(1, "classify", 14, {"in_port": 9}, meter(3), apply(output(1)),
                          write_metadata(0x1F, 0xF), goto("port_security")),
 }
