@@ -249,8 +249,11 @@ def test_moving_a_floating_ip_announces_it_and_works_within_a_second(topo, fip_a
         # The clock starts when the API has answered (it has then written the
         # store): what follows is the controller's and the switches' part.
         t0 = time.monotonic()
-        wait_for(lambda: t.peer.ping("203.0.113.10", timeout=0.1), 5, 0.0,
-                 "the moved floating IP to answer")
+        # The new VM answers: the outside's cache has c2's MAC (the gratuitous
+        # ARP) and a ping through it comes back (c1 no longer answers there).
+        wait_for(lambda: neigh_mac(t.peer, "203.0.113.10") == EXT_MACS["c2"]
+                 and t.peer.ping("203.0.113.10", timeout=0.1), 5, 0.0,
+                 "the moved floating IP to answer from c2")
         took = time.monotonic() - t0
         time.sleep(0.5)     # tcpdump writes what it saw (a loaded machine is slow at it)
     # c2's trunk and the outside host's NIC both hang off the fabric; on a
