@@ -100,8 +100,9 @@ class EtcdCluster:
              # Small heartbeats: a lost member is noticed in tests' time scale.
              "--heartbeat-interval", "50", "--election-timeout", "500",
              # vmflow's store writes a whole API request in one txn (a bulk
-             # create of many ports); etcd's default allows 128 operations.
-             "--max-txn-ops", "100000"],
+             # create of many ports); etcd's defaults allow 128 operations
+             # and 1.5 MiB a request.
+             "--max-txn-ops", "100000", "--max-request-bytes", str(64 << 20)],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         log.close()
 

@@ -1,7 +1,7 @@
 """The scale-out store: an etcd v3 cluster, spoken to over gRPC.
 
 Several API processes on several machines and several controllers share it.
-Everything lives under one prefix (/vmflow/):
+Everything lives under one prefix (/vmflow/ by default):
 
     d/KIND/ID                  a document: {"b": body, "p": project, "n": parent}
     i/KIND/PROJECT/ID          empty; counts a project's documents without reading them
@@ -10,7 +10,9 @@ Everything lives under one prefix (/vmflow/):
     l/REVISION                 the change feed: the changes one write made
     m/rev, m/compacted, m/schema, m/next:NAMESPACE   counters and cursors
 
-(each path component URL-quoted, so a "/" in an id cannot shift the others).
+(each path component URL-quoted, so a "/" in an id cannot shift the
+others). The prefix is the URL's path (etcd://h:p,h:p/NAME): several stores
+can share one cluster.
 
 Transactions are optimistic. Every read of one transaction is taken at one
 etcd revision (a consistent snapshot: the first read fixes it), writes are
@@ -56,7 +58,7 @@ from etcd3 import etcdrpc
 from topology.store.base import (Change, Conflict, Document, HistoryCompacted,
                                  ReadTxn, Store, StoreError, Txn, TxnConflict)
 
-PREFIX = b"/vmflow/"
+DEFAULT_PREFIX = "vmflow"
 SCHEMA_VERSION = 1
 # Revisions of change feed kept. Each is one etcd key holding a write's
 # changes; a follower further behind resyncs from a snapshot.
@@ -66,24 +68,34 @@ DEFAULT_TIMEOUT_S = 5.0
 # change_hint() answers from the last m/rev read for this long: a follower
 # polling every few ms would otherwise cost an RPC each time.
 HINT_CACHE_S = 0.02
+# The longest pause before running a conflicting transaction again: about
+# the length of one, so a loser is ready as soon as the winner commits.
+RETRY_MAX_S = 0.01
 
 T = TypeVar("T")
 
+# A snapshot of a large cloud is one range answer, far over gRPC's default
+# 4 MiB; a bulk create is one request (etcd itself bounds it with
+# --max-request-bytes).
+CHANNEL_OPTIONS = [("grpc.max_receive_message_length", 1 << 30),
+                   ("grpc.max_send_message_length", 256 << 20)]
 
-def endpoints_from_url(url: str) -> list[tuple[str, int]]:
-    """etcd://host:port[,host:port...] -> [(host, port), ...]."""
+
+def parse_url(url: str) -> tuple[list[tuple[str, int]], str]:
+    """etcd://host:port[,host:port...][/PREFIX] -> ([(host, port), ...], PREFIX).
+
+    The prefix (default "vmflow") lets several vmflow stores share a cluster."""
     if not url.startswith("etcd://"):
         raise ValueError(f"not an etcd URL: {url!r}")
-    rest = url[len("etcd://"):].rstrip("/")
+    rest, _, prefix = url[len("etcd://"):].partition("/")
+    prefix = prefix.strip("/") or DEFAULT_PREFIX
     out = []
     for part in rest.split(","):
         host, sep, port = part.strip().rpartition(":")
         if not sep or not host or not port.isdigit():
             raise ValueError(f"etcd URL {url!r}: {part!r} is not host:port")
         out.append((host.strip("[]"), int(port)))
-    if not out:
-        raise ValueError(f"etcd URL {url!r} names no member")
-    return out
+    return out, prefix
 
 
 def _q(text: str) -> bytes:
@@ -95,39 +107,38 @@ def _prefix_end(prefix: bytes) -> bytes:
     return prefix[:-1] + bytes([prefix[-1] + 1])
 
 
-def doc_key(kind: str, id: str) -> bytes:
-    return PREFIX + b"d/" + _q(kind) + b"/" + _q(id)
+class Keys:
+    """Every key of one vmflow store, under its prefix."""
 
+    def __init__(self, prefix: str = DEFAULT_PREFIX):
+        self.root = b"/" + _q(prefix) + b"/"
+        self.rev = self.root + b"m/rev"
+        self.compacted = self.root + b"m/compacted"
+        self.schema = self.root + b"m/schema"
+        self.log_prefix = self.root + b"l/"
+        self.docs = self.root + b"d/"
 
-def kind_prefix(kind: str) -> bytes:
-    return PREFIX + b"d/" + _q(kind) + b"/"
+    def doc(self, kind: str, id: str) -> bytes:
+        return self.docs + _q(kind) + b"/" + _q(id)
 
+    def kind(self, kind: str) -> bytes:
+        return self.docs + _q(kind) + b"/"
 
-def project_index(kind: str, project: str, id: str = "") -> bytes:
-    return PREFIX + b"i/" + _q(kind) + b"/" + _q(project) + b"/" + (_q(id) if id else b"")
+    def project_index(self, kind: str, project: str, id: str = "") -> bytes:
+        return self.root + b"i/" + _q(kind) + b"/" + _q(project) + b"/" + (_q(id) if id else b"")
 
+    def claim(self, namespace: str, key: str = "") -> bytes:
+        return self.root + b"c/" + _q(namespace) + b"/" + (_q(key) if key else b"")
 
-def claim_key(namespace: str, key: str = "") -> bytes:
-    return PREFIX + b"c/" + _q(namespace) + b"/" + (_q(key) if key else b"")
+    def owner(self, owner: str, namespace: str = "", key: str = "") -> bytes:
+        base = self.root + b"o/" + _q(owner) + b"/"
+        return base + _q(namespace) + b"/" + _q(key) if namespace else base
 
+    def log(self, revision: int) -> bytes:
+        return self.log_prefix + b"%020d" % revision
 
-def owner_key(owner: str, namespace: str = "", key: str = "") -> bytes:
-    base = PREFIX + b"o/" + _q(owner) + b"/"
-    return base + _q(namespace) + b"/" + _q(key) if namespace else base
-
-
-def log_key(revision: int) -> bytes:
-    return PREFIX + b"l/" + b"%020d" % revision
-
-
-META_REV = PREFIX + b"m/rev"
-META_COMPACTED = PREFIX + b"m/compacted"
-META_SCHEMA = PREFIX + b"m/schema"
-LOG_PREFIX = PREFIX + b"l/"
-
-
-def _meta_key(name: str) -> bytes:
-    return PREFIX + b"m/" + _q(name)
+    def meta(self, name: str) -> bytes:
+        return self.root + b"m/" + _q(name)
 
 
 def _put(key: bytes, value: bytes) -> etcdrpc.RequestOp:
@@ -160,7 +171,8 @@ class _Connection:
         if self._pid != os.getpid():
             with self._lock:
                 if self._pid != os.getpid():
-                    self._channels = [grpc.insecure_channel(f"{h}:{p}") for h, p in self.endpoints]
+                    self._channels = [grpc.insecure_channel(f"{h}:{p}", options=CHANNEL_OPTIONS)
+                                      for h, p in self.endpoints]
                     self._stubs = [etcdrpc.KVStub(c) for c in self._channels]
                     self._current = random.randrange(len(self._stubs))
                     self._pid = os.getpid()
@@ -211,8 +223,9 @@ class _Connection:
 class _EtcdRead(ReadTxn):
     """Reads at one etcd revision, fixed by the first of them."""
 
-    def __init__(self, conn: _Connection, deadline: float):
+    def __init__(self, conn: _Connection, keys: Keys, deadline: float):
         self._conn = conn
+        self.k = keys
         self._deadline = deadline
         self._at = 0   # etcd revision of the snapshot; 0 until the first read
 
@@ -231,11 +244,11 @@ class _EtcdRead(ReadTxn):
         return kvs[0].value if kvs else None
 
     def _envelope(self, kind: str, id: str) -> Optional[dict]:
-        raw = self._get_raw(doc_key(kind, id))
+        raw = self._get_raw(self.k.doc(kind, id))
         return json.loads(raw) if raw is not None else None
 
     def _envelopes(self, kind: str) -> list[tuple[str, dict]]:
-        prefix = kind_prefix(kind)
+        prefix = self.k.kind(kind)
         resp = self._range(prefix, _prefix_end(prefix),
                            sort_order=etcdrpc.RangeRequest.ASCEND,
                            sort_target=etcdrpc.RangeRequest.CREATE)
@@ -258,24 +271,24 @@ class _EtcdRead(ReadTxn):
 
     def count(self, kind, *, project_id=None):
         if project_id is None:
-            prefix = kind_prefix(kind)
+            prefix = self.k.kind(kind)
         else:
-            prefix = project_index(kind, project_id)
+            prefix = self.k.project_index(kind, project_id)
         return self._range(prefix, _prefix_end(prefix), count_only=True).count
 
     def claim_owner(self, namespace, key):
         if key is None:
             return None
-        raw = self._get_raw(claim_key(namespace, key))
+        raw = self._get_raw(self.k.claim(namespace, key))
         return raw.decode() if raw is not None else None
 
     def claimed_keys(self, namespace):
-        prefix = claim_key(namespace)
+        prefix = self.k.claim(namespace)
         resp = self._range(prefix, _prefix_end(prefix), keys_only=True)
         return {unquote(kv.key[len(prefix):].decode()) for kv in resp.kvs}
 
     def _owned(self, owner: str) -> list[tuple[str, str]]:
-        prefix = owner_key(owner)
+        prefix = self.k.owner(owner)
         resp = self._range(prefix, _prefix_end(prefix), keys_only=True)
         out = []
         for kv in resp.kvs:
@@ -284,7 +297,7 @@ class _EtcdRead(ReadTxn):
         return out
 
     def revision(self) -> int:
-        return self._meta_int(META_REV)
+        return self._meta_int(self.k.rev)
 
 
 _DELETED = object()
@@ -293,8 +306,8 @@ _DELETED = object()
 class _EtcdTxn(_EtcdRead, Txn):
     """Reads see the transaction's own writes; the writes go out in commit()."""
 
-    def __init__(self, conn: _Connection, deadline: float):
-        super().__init__(conn, deadline)
+    def __init__(self, conn: _Connection, keys: Keys, deadline: float):
+        super().__init__(conn, keys, deadline)
         self._rev_mod: Optional[int] = None    # m/rev's mod revision as first read
         self._rev_value = 0
         self._docs: dict[tuple[str, str], Any] = {}     # -> envelope or _DELETED
@@ -306,7 +319,7 @@ class _EtcdTxn(_EtcdRead, Txn):
         self._begin()
 
     def _begin(self) -> None:
-        kvs = self._range(META_REV).kvs
+        kvs = self._range(self.k.rev).kvs
         self._rev_mod = kvs[0].mod_revision if kvs else 0
         self._rev_value = int(kvs[0].value) if kvs else 0
 
@@ -405,7 +418,7 @@ class _EtcdTxn(_EtcdRead, Txn):
                 self._claims[k] = None
 
     def allocate_key(self, namespace, owner, *, low=1, high=0xFFFF):
-        cursor = _meta_key(f"next:{namespace}")
+        cursor = self.k.meta(f"next:{namespace}")
         if cursor in self._meta:
             stored = int(self._meta[cursor])
         else:
@@ -435,46 +448,46 @@ class _EtcdTxn(_EtcdRead, Txn):
             old = self._old_docs.get((kind, id))
             old_project = old.get("p") if old else None
             if env is _DELETED:
-                ops.append(_delete(doc_key(kind, id)))
+                ops.append(_delete(self.k.doc(kind, id)))
                 if old_project:
-                    ops.append(_delete(project_index(kind, old_project, id)))
+                    ops.append(_delete(self.k.project_index(kind, old_project, id)))
                 continue
-            ops.append(_put(doc_key(kind, id), _dumps(env)))
+            ops.append(_put(self.k.doc(kind, id), _dumps(env)))
             if old_project and old_project != env["p"]:
-                ops.append(_delete(project_index(kind, old_project, id)))
+                ops.append(_delete(self.k.project_index(kind, old_project, id)))
             if env["p"] and env["p"] != old_project:
-                ops.append(_put(project_index(kind, env["p"], id), b""))
+                ops.append(_put(self.k.project_index(kind, env["p"], id), b""))
         for (ns, key), owner in self._claims.items():
             old = self._old_claims.get((ns, key))
             if owner == old:
                 continue
             if old is not None:
-                ops.append(_delete(owner_key(old, ns, key)))
+                ops.append(_delete(self.k.owner(old, ns, key)))
             if owner is None:
-                ops.append(_delete(claim_key(ns, key)))
+                ops.append(_delete(self.k.claim(ns, key)))
             else:
-                ops.append(_put(claim_key(ns, key), owner.encode()))
-                ops.append(_put(owner_key(owner, ns, key), b""))
+                ops.append(_put(self.k.claim(ns, key), owner.encode()))
+                ops.append(_put(self.k.owner(owner, ns, key), b""))
         for key, value in self._meta.items():
             ops.append(_put(key, value))
         revision = self._rev_value
         if self._changes:
             revision += 1
-            ops.append(_put(log_key(revision), _dumps(self._changes)))
+            ops.append(_put(self.k.log(revision), _dumps(self._changes)))
             if revision % COMPACT_EVERY == 0 and revision > history:
                 floor = revision - history
-                ops.append(_delete(LOG_PREFIX, log_key(floor + 1)))
-                ops.append(_put(META_COMPACTED, str(floor).encode()))
+                ops.append(_delete(self.k.log_prefix, self.k.log(floor + 1)))
+                ops.append(_put(self.k.compacted, str(floor).encode()))
         # Always written, even when only claims changed: every writer
         # compares it, so every write must move it.
-        ops.append(_put(META_REV, str(revision).encode()))
+        ops.append(_put(self.k.rev, str(revision).encode()))
         return ops
 
     def commit(self, history: int) -> None:
         if not self.dirty:
             return
         req = etcdrpc.TxnRequest(
-            compare=[etcdrpc.Compare(key=META_REV, target=etcdrpc.Compare.MOD,
+            compare=[etcdrpc.Compare(key=self.k.rev, target=etcdrpc.Compare.MOD,
                                      result=etcdrpc.Compare.EQUAL, mod_revision=self._rev_mod)],
             success=self._ops(history), failure=[])
         left = self._deadline - time.monotonic()
@@ -486,9 +499,11 @@ class _EtcdTxn(_EtcdRead, Txn):
 
 
 class EtcdStore(Store):
-    def __init__(self, endpoints: list[tuple[str, int]], *, timeout_s: float = DEFAULT_TIMEOUT_S,
-                 history: int = DEFAULT_HISTORY, migrate: bool = True):
+    def __init__(self, endpoints: list[tuple[str, int]], *, prefix: str = DEFAULT_PREFIX,
+                 timeout_s: float = DEFAULT_TIMEOUT_S, history: int = DEFAULT_HISTORY,
+                 migrate: bool = True):
         self.endpoints = endpoints
+        self.k = Keys(prefix)
         self.timeout_s = timeout_s
         self.history = history
         self._conn = _Connection(endpoints, timeout_s)
@@ -501,17 +516,18 @@ class EtcdStore(Store):
 
     @classmethod
     def from_url(cls, url: str, **kw) -> "EtcdStore":
-        return cls(endpoints_from_url(url), **kw)
+        endpoints, prefix = parse_url(url)
+        return cls(endpoints, prefix=prefix, **kw)
 
     def _migrate(self) -> None:
         def step(txn: _EtcdTxn) -> None:
-            version = txn._meta_int(META_SCHEMA)
+            version = txn._meta_int(self.k.schema)
             if version > SCHEMA_VERSION:
                 raise StoreError(f"store schema {version} is newer than this vmflow ({SCHEMA_VERSION})")
             if version < 1:
-                txn._meta[META_COMPACTED] = b"0"
+                txn._meta[self.k.compacted] = b"0"
             if version < SCHEMA_VERSION:
-                txn._meta[META_SCHEMA] = str(SCHEMA_VERSION).encode()
+                txn._meta[self.k.schema] = str(SCHEMA_VERSION).encode()
         self.run(step)
 
     def _deadline(self) -> float:
@@ -522,7 +538,7 @@ class EtcdStore(Store):
         """One attempt: TxnConflict at the end if another write came first.
         Callers that can run their body again use run()."""
         with self._write_lock:
-            txn = _EtcdTxn(self._conn, self._deadline())
+            txn = _EtcdTxn(self._conn, self.k, self._deadline())
             yield txn
             txn.commit(self.history)
 
@@ -540,42 +556,42 @@ class EtcdStore(Store):
                                       f"writes: {e}") from None
                 # Jittered, growing: contenders from other processes spread out.
                 time.sleep(random.uniform(0, delay))
-                delay = min(delay * 2, 0.05)
+                delay = min(delay * 2, RETRY_MAX_S)
 
     @contextlib.contextmanager
     def read(self) -> Iterator[ReadTxn]:
-        yield _EtcdRead(self._conn, self._deadline())
+        yield _EtcdRead(self._conn, self.k, self._deadline())
 
     def revision(self) -> int:
-        return _EtcdRead(self._conn, self._deadline()).revision()
+        return _EtcdRead(self._conn, self.k, self._deadline()).revision()
 
     def change_hint(self) -> Any:
         now = time.monotonic()
         at, value = self._hint
         if value is not None and now - at < HINT_CACHE_S:
             return value
-        kvs = self._conn.call("Range", etcdrpc.RangeRequest(key=META_REV)).kvs
+        kvs = self._conn.call("Range", etcdrpc.RangeRequest(key=self.k.rev)).kvs
         value = kvs[0].mod_revision if kvs else 0
         self._hint = (now, value)
         return value
 
     def changes_since(self, revision: int, limit: int = 10000) -> list[Change]:
-        r = _EtcdRead(self._conn, self._deadline())
-        floor = r._meta_int(META_COMPACTED)
+        r = _EtcdRead(self._conn, self.k, self._deadline())
+        floor = r._meta_int(self.k.compacted)
         if revision < floor:
             raise HistoryCompacted(f"changes before revision {floor} were compacted")
-        resp = r._range(log_key(revision + 1), _prefix_end(LOG_PREFIX), limit=limit)
+        resp = r._range(self.k.log(revision + 1), _prefix_end(self.k.log_prefix), limit=limit)
         out = []
         for kv in resp.kvs:
-            rev = int(kv.key[len(LOG_PREFIX):])
+            rev = int(kv.key[len(self.k.log_prefix):])
             for kind, id, op, body in json.loads(kv.value):
                 out.append(Change(rev, kind, id, op, body))
         return out
 
     def snapshot(self):
-        r = _EtcdRead(self._conn, self._deadline())
+        r = _EtcdRead(self._conn, self.k, self._deadline())
         rev = r.revision()
-        prefix = PREFIX + b"d/"
+        prefix = self.k.docs
         resp = r._range(prefix, _prefix_end(prefix), sort_order=etcdrpc.RangeRequest.ASCEND,
                         sort_target=etcdrpc.RangeRequest.CREATE)
         data: dict[str, dict[str, Document]] = {}
