@@ -3,7 +3,8 @@
 Several API processes on several machines and several controllers share it.
 Everything lives under one prefix (/vmflow/ by default):
 
-    d/KIND/ID                  a document: {"b": body, "p": project, "n": parent}
+    d/KIND/ID                  a document: {"b": body, "p": project, "n": parent,
+                               "o": [revision, n]: created n-th by that write}
     i/KIND/PROJECT/ID          empty; counts a project's documents without reading them
     c/NAMESPACE/KEY            a claim: the owner
     o/OWNER/NAMESPACE/KEY      empty; the claims an owner holds, for release_owner
@@ -248,11 +249,12 @@ class _EtcdRead(ReadTxn):
         return json.loads(raw) if raw is not None else None
 
     def _envelopes(self, kind: str) -> list[tuple[str, dict]]:
+        """(id, envelope) in creation order, as SQLite lists them."""
         prefix = self.k.kind(kind)
-        resp = self._range(prefix, _prefix_end(prefix),
-                           sort_order=etcdrpc.RangeRequest.ASCEND,
-                           sort_target=etcdrpc.RangeRequest.CREATE)
-        return [(unquote(kv.key[len(prefix):].decode()), json.loads(kv.value)) for kv in resp.kvs]
+        resp = self._range(prefix, _prefix_end(prefix))
+        out = [(unquote(kv.key[len(prefix):].decode()), json.loads(kv.value)) for kv in resp.kvs]
+        out.sort(key=lambda item: item[1]["o"])
+        return out
 
     def _meta_int(self, key: bytes) -> int:
         raw = self._get_raw(key)
@@ -316,6 +318,7 @@ class _EtcdTxn(_EtcdRead, Txn):
         self._old_claims: dict[tuple[str, str], Optional[str]] = {}
         self._meta: dict[bytes, bytes] = {}
         self._changes: list[list] = []
+        self._created = 0
         self._begin()
 
     def _begin(self) -> None:
@@ -387,9 +390,14 @@ class _EtcdTxn(_EtcdRead, Txn):
 
     # -- writes ------------------------------------------------------------
     def put(self, kind, id, body, *, project_id=None, parent_id=None):
-        self._current_env(kind, id)   # the old one, to move its project index
+        old = self._current_env(kind, id)   # its place in the order; its project index
+        if old is not None:
+            order = old["o"]
+        else:
+            self._created += 1
+            order = [self._rev_value + 1, self._created]
         body = json.loads(json.dumps(body))
-        self._docs[(kind, id)] = {"b": body, "p": project_id, "n": parent_id}
+        self._docs[(kind, id)] = {"b": body, "p": project_id, "n": parent_id, "o": order}
         self._changes.append([kind, id, "put", body])
 
     def delete(self, kind, id):
@@ -442,7 +450,7 @@ class _EtcdTxn(_EtcdRead, Txn):
     def dirty(self) -> bool:
         return bool(self._docs or self._claims or self._meta)
 
-    def _ops(self, history: int) -> list:
+    def _ops(self, history: int, compact_every: int) -> list:
         ops = []
         for (kind, id), env in self._docs.items():
             old = self._old_docs.get((kind, id))
@@ -474,7 +482,7 @@ class _EtcdTxn(_EtcdRead, Txn):
         if self._changes:
             revision += 1
             ops.append(_put(self.k.log(revision), _dumps(self._changes)))
-            if revision % COMPACT_EVERY == 0 and revision > history:
+            if revision % compact_every == 0 and revision > history:
                 floor = revision - history
                 ops.append(_delete(self.k.log_prefix, self.k.log(floor + 1)))
                 ops.append(_put(self.k.compacted, str(floor).encode()))
@@ -483,13 +491,13 @@ class _EtcdTxn(_EtcdRead, Txn):
         ops.append(_put(self.k.rev, str(revision).encode()))
         return ops
 
-    def commit(self, history: int) -> None:
+    def commit(self, history: int, compact_every: int) -> None:
         if not self.dirty:
             return
         req = etcdrpc.TxnRequest(
             compare=[etcdrpc.Compare(key=self.k.rev, target=etcdrpc.Compare.MOD,
                                      result=etcdrpc.Compare.EQUAL, mod_revision=self._rev_mod)],
-            success=self._ops(history), failure=[])
+            success=self._ops(history, compact_every), failure=[])
         left = self._deadline - time.monotonic()
         if left <= 0:
             raise StoreError("etcd store: transaction timed out before commit")
@@ -501,11 +509,12 @@ class _EtcdTxn(_EtcdRead, Txn):
 class EtcdStore(Store):
     def __init__(self, endpoints: list[tuple[str, int]], *, prefix: str = DEFAULT_PREFIX,
                  timeout_s: float = DEFAULT_TIMEOUT_S, history: int = DEFAULT_HISTORY,
-                 migrate: bool = True):
+                 compact_every: int = COMPACT_EVERY, migrate: bool = True):
         self.endpoints = endpoints
         self.k = Keys(prefix)
         self.timeout_s = timeout_s
         self.history = history
+        self.compact_every = compact_every
         self._conn = _Connection(endpoints, timeout_s)
         # One writer at a time per process: losing a race to a thread of the
         # same process would only throw its work away.
@@ -540,7 +549,7 @@ class EtcdStore(Store):
         with self._write_lock:
             txn = _EtcdTxn(self._conn, self.k, self._deadline())
             yield txn
-            txn.commit(self.history)
+            txn.commit(self.history, self.compact_every)
 
     def run(self, fn: Callable[[Txn], T]) -> T:
         deadline = time.monotonic() + self.timeout_s
@@ -592,12 +601,16 @@ class EtcdStore(Store):
         r = _EtcdRead(self._conn, self.k, self._deadline())
         rev = r.revision()
         prefix = self.k.docs
-        resp = r._range(prefix, _prefix_end(prefix), sort_order=etcdrpc.RangeRequest.ASCEND,
-                        sort_target=etcdrpc.RangeRequest.CREATE)
-        data: dict[str, dict[str, Document]] = {}
+        resp = r._range(prefix, _prefix_end(prefix))
+        found = []
         for kv in resp.kvs:
             kind, _, id = kv.key[len(prefix):].decode().partition("/")
-            data.setdefault(unquote(kind), {})[unquote(id)] = json.loads(kv.value)["b"]
+            env = json.loads(kv.value)
+            found.append((env["o"], unquote(kind), unquote(id), env["b"]))
+        found.sort(key=lambda item: item[0])
+        data: dict[str, dict[str, Document]] = {}
+        for _order, kind, id, body in found:
+            data.setdefault(kind, {})[id] = body
         return rev, data
 
     def close(self) -> None:
