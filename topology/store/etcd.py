@@ -72,6 +72,7 @@ HINT_CACHE_S = 0.02
 # The longest pause before running a conflicting transaction again: about
 # the length of one, so a loser is ready as soon as the winner commits.
 RETRY_MAX_S = 0.01
+MIN_ATTEMPTS = 3
 
 T = TypeVar("T")
 
@@ -222,22 +223,29 @@ class _Connection:
 
 
 class _EtcdRead(ReadTxn):
-    """Reads at one etcd revision, fixed by the first of them."""
+    """Reads at one etcd revision, fixed by the first of them. What was read
+    at that revision cannot change, so each range is asked once."""
 
-    def __init__(self, conn: _Connection, keys: Keys, deadline: float):
+    def __init__(self, conn: _Connection, keys: Keys):
         self._conn = conn
         self.k = keys
-        self._deadline = deadline
         self._at = 0   # etcd revision of the snapshot; 0 until the first read
+        self._seen: dict[tuple, Any] = {}
 
     def _range(self, key: bytes, range_end: bytes = b"", **kw):
-        left = self._deadline - time.monotonic()
-        if left <= 0:
-            raise StoreError("etcd store: transaction timed out")
+        memo = (key, range_end, tuple(sorted(kw.items())))
+        if memo in self._seen:
+            return self._seen[memo]
+        # The first read is linearizable: it fixes a revision no older than
+        # any write already acknowledged. The rest read that revision, which
+        # no member can answer differently, so from the member's own copy
+        # (serializable: no round to the leader). A member that has not
+        # applied it yet refuses (OUT_OF_RANGE), a conflict run again.
         resp = self._conn.call("Range", etcdrpc.RangeRequest(
-            key=key, range_end=range_end, revision=self._at, **kw), left)
+            key=key, range_end=range_end, revision=self._at, serializable=bool(self._at), **kw))
         if not self._at:
             self._at = resp.header.revision
+        self._seen[memo] = resp
         return resp
 
     def _get_raw(self, key: bytes) -> Optional[bytes]:
@@ -308,8 +316,8 @@ _DELETED = object()
 class _EtcdTxn(_EtcdRead, Txn):
     """Reads see the transaction's own writes; the writes go out in commit()."""
 
-    def __init__(self, conn: _Connection, keys: Keys, deadline: float):
-        super().__init__(conn, keys, deadline)
+    def __init__(self, conn: _Connection, keys: Keys):
+        super().__init__(conn, keys)
         self._rev_mod: Optional[int] = None    # m/rev's mod revision as first read
         self._rev_value = 0
         self._docs: dict[tuple[str, str], Any] = {}     # -> envelope or _DELETED
@@ -498,10 +506,7 @@ class _EtcdTxn(_EtcdRead, Txn):
             compare=[etcdrpc.Compare(key=self.k.rev, target=etcdrpc.Compare.MOD,
                                      result=etcdrpc.Compare.EQUAL, mod_revision=self._rev_mod)],
             success=self._ops(history, compact_every), failure=[])
-        left = self._deadline - time.monotonic()
-        if left <= 0:
-            raise StoreError("etcd store: transaction timed out before commit")
-        resp = self._conn.call("Txn", req, left)
+        resp = self._conn.call("Txn", req)
         if not resp.succeeded:
             raise TxnConflict("another write committed first")
 
@@ -539,28 +544,31 @@ class EtcdStore(Store):
                 txn._meta[self.k.schema] = str(SCHEMA_VERSION).encode()
         self.run(step)
 
-    def _deadline(self) -> float:
-        return time.monotonic() + self.timeout_s
-
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Txn]:
         """One attempt: TxnConflict at the end if another write came first.
         Callers that can run their body again use run()."""
         with self._write_lock:
-            txn = _EtcdTxn(self._conn, self.k, self._deadline())
+            txn = _EtcdTxn(self._conn, self.k)
             yield txn
             txn.commit(self.history, self.compact_every)
 
     def run(self, fn: Callable[[Txn], T]) -> T:
+        """Each RPC waits at most the store timeout (a cluster without
+        quorum); a body that keeps losing is run again for the store timeout,
+        and at least MIN_ATTEMPTS times (a long one, a bulk create, may take
+        longer than the timeout by itself)."""
         deadline = time.monotonic() + self.timeout_s
         delay = 0.001
+        attempts = 0
         while True:
+            attempts += 1
             try:
                 with self.transaction() as txn:
                     result = fn(txn)
                 return result
             except TxnConflict as e:
-                if time.monotonic() + delay >= deadline:
+                if time.monotonic() + delay >= deadline and attempts >= MIN_ATTEMPTS:
                     raise TxnConflict(f"gave up after {self.timeout_s:g} s of concurrent "
                                       f"writes: {e}") from None
                 # Jittered, growing: contenders from other processes spread out.
@@ -569,10 +577,10 @@ class EtcdStore(Store):
 
     @contextlib.contextmanager
     def read(self) -> Iterator[ReadTxn]:
-        yield _EtcdRead(self._conn, self.k, self._deadline())
+        yield _EtcdRead(self._conn, self.k)
 
     def revision(self) -> int:
-        return _EtcdRead(self._conn, self.k, self._deadline()).revision()
+        return _EtcdRead(self._conn, self.k).revision()
 
     def change_hint(self) -> Any:
         now = time.monotonic()
@@ -585,7 +593,7 @@ class EtcdStore(Store):
         return value
 
     def changes_since(self, revision: int, limit: int = 10000) -> list[Change]:
-        r = _EtcdRead(self._conn, self.k, self._deadline())
+        r = _EtcdRead(self._conn, self.k)
         floor = r._meta_int(self.k.compacted)
         if revision < floor:
             raise HistoryCompacted(f"changes before revision {floor} were compacted")
@@ -598,7 +606,7 @@ class EtcdStore(Store):
         return out
 
     def snapshot(self):
-        r = _EtcdRead(self._conn, self.k, self._deadline())
+        r = _EtcdRead(self._conn, self.k)
         rev = r.revision()
         prefix = self.k.docs
         resp = r._range(prefix, _prefix_end(prefix))
