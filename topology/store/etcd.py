@@ -207,6 +207,12 @@ class _Connection:
                               f"{code.name if code else '?'} {e.details() if hasattr(e, 'details') else e}")
                 if code == grpc.StatusCode.DEADLINE_EXCEEDED:
                     break
+                if method == "Txn" and "connect" not in (e.details() or "").lower():
+                    # The member had it ("leader changed", "request timed
+                    # out"): it may still commit. Sent again elsewhere, its
+                    # compare would fail and the body run again would write
+                    # twice; the caller is told the outcome is unknown.
+                    raise StoreError("etcd: write outcome unknown: " + errors[-1]) from None
                 continue
             self._current = i
             return resp
