@@ -85,8 +85,9 @@ def changes(view: TopologyView, wanted: dict[str, str]) -> dict[str, str]:
 def write(store: Store, updates: dict[str, str], now: Optional[str] = None) -> int:
     """Write the statuses in one transaction; return how many changed."""
     stamp = now or time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    written = 0
-    with store.transaction() as txn:
+
+    def body(txn) -> int:
+        written = 0
         for pid, status in updates.items():
             doc: Optional[Document] = txn.get("ports", pid)
             if doc is None or doc.get("status") == status:
@@ -96,7 +97,8 @@ def write(store: Store, updates: dict[str, str], now: Optional[str] = None) -> i
             txn.put("ports", pid, doc, project_id=doc.get("project_id"),
                     parent_id=doc.get("network_id"))
             written += 1
-    return written
+        return written
+    return store.run(body)
 
 
 class PortStatusWriter:

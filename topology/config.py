@@ -11,7 +11,9 @@ from oslo_config import cfg
 DEFAULT_OPTS = [
     cfg.StrOpt("store", default="sqlite:///var/vmflow.db",
                help="Where the topology store lives. sqlite:///RELATIVE/PATH or "
-                    "sqlite:////ABSOLUTE/PATH (embedded SQLite, WAL mode)."),
+                    "sqlite:////ABSOLUTE/PATH (embedded SQLite, WAL mode), or "
+                    "etcd://HOST:PORT[,HOST:PORT...][/PREFIX] (an etcd v3 cluster shared "
+                    "by API servers and controllers on several machines)."),
     cfg.StrOpt("api_listen", default="127.0.0.1:9696",
                help="HOST:PORT the Neutron-compatible REST API listens on."),
     cfg.StrOpt("ofp_listen", default="0.0.0.0:6653",
@@ -90,7 +92,8 @@ API_OPTS = [
     cfg.FloatOpt("store_timeout", default=5.0, min=0.1,
                  help="Seconds a request waits for a locked or busy store before it "
                       "is answered 503 with Retry-After; the transaction it would "
-                      "have made is not made."),
+                      "have made is not made. On etcd also how long a write that "
+                      "keeps losing to concurrent writes is run again before a 409."),
 ]
 
 CONTROLLER_OPTS = [

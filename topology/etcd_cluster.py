@@ -98,7 +98,11 @@ class EtcdCluster:
              "--initial-cluster-state", state,
              "--initial-cluster-token", os.path.basename(self.workdir),
              # Small heartbeats: a lost member is noticed in tests' time scale.
-             "--heartbeat-interval", "50", "--election-timeout", "500"],
+             "--heartbeat-interval", "50", "--election-timeout", "500",
+             # vmflow's store writes a whole API request in one txn (a bulk
+             # create of many ports); etcd's defaults allow 128 operations
+             # and 1.5 MiB a request.
+             "--max-txn-ops", "100000", "--max-request-bytes", str(64 << 20)],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         log.close()
 

@@ -19,8 +19,10 @@ ROOT = Path(__file__).resolve().parents[2]
 
 class ApiProcess:
     def __init__(self, tmp: Path, *, workers: int = 2, auth: dict | None = None,
-                 extra: str = ""):
+                 extra: str = "", store_url: str | None = None):
         self.db = tmp / "store.db"
+        # SQLite in the test's directory unless a store (an etcd cluster) is given.
+        self.store_url = store_url or f"sqlite:///{self.db}"
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         conf = tmp / "vmflow.conf"
@@ -34,7 +36,7 @@ class ApiProcess:
         self.log = open(tmp / "api.log", "w+")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "controller.cli", "api", "--config", str(conf),
-             "--store", f"sqlite:///{self.db}", "--api-listen", f"127.0.0.1:{self.port}"],
+             "--store", self.store_url, "--api-listen", f"127.0.0.1:{self.port}"],
             cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT)
         self._wait_ready()
 
@@ -65,9 +67,13 @@ class ApiProcess:
         self.log.close()
         return self.proc.returncode
 
+    def open_store(self):
+        """The server's store, opened from the test (close it after)."""
+        from topology.store import open_store
+        return open_store(self.store_url, migrate=False)
+
     def revision(self) -> int:
-        from topology.store import SqliteStore
-        store = SqliteStore(str(self.db))
+        store = self.open_store()
         try:
             return store.revision()
         finally:

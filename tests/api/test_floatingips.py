@@ -26,8 +26,7 @@ def test_floating_ip_lifecycle(client, api):
     assert b["status"] == "DOWN" and b["port_details"]["mac_address"] == w["port"]["mac_address"]
     assert b["revision_number"] == 1
     # bound, the status is the controller's: the API leaves it as it is
-    from topology.store import SqliteStore
-    store = SqliteStore(str(api.db))
+    store = api.open_store()
     try:
         with store.transaction() as txn:
             doc = txn.get("floatingips", f["id"])
@@ -280,11 +279,10 @@ def test_metadata_public_ipv4_is_the_floating_ip(client, api):
     import time
     from apps.metadata.documents import Context, ec2_meta_data
     from apps.metadata.tokens import TokenIssuer
-    from topology.store import SqliteStore
     from topology.view import TopologyView
     w = world(client, "203.0.122.0/24", "10.80.6.0/24")
     f = fip(client, w["ext"]["id"], port_id=w["port"]["id"]).json()["floatingip"]
-    store = SqliteStore(str(api.db))
+    store = api.open_store()
     try:
         view = TopologyView(*store.snapshot())
     finally:

@@ -343,8 +343,7 @@ def test_network_is_active_and_a_port_shows_the_status_its_writer_stored(api, cl
     port = client.port(net["id"])
     assert port["status"] == "DOWN"
     # the controller writes status straight into the store; the API shows it
-    from topology.store import SqliteStore
-    store = SqliteStore(str(api.db))
+    store = api.open_store()
     try:
         with store.transaction() as txn:
             doc = txn.get("ports", port["id"])

@@ -6,7 +6,6 @@ import uuid
 import pytest
 
 from apihelpers import ApiProcess, Client, error
-from topology.store import SqliteStore
 
 RULES = "/security-group-rules"
 
@@ -24,7 +23,7 @@ def group(client, name="g", **attrs) -> dict:
 
 
 def stored(api, kind, id):
-    store = SqliteStore(str(api.db))
+    store = api.open_store()
     try:
         with store.read() as r:
             return r.get(kind, id)
@@ -33,7 +32,7 @@ def stored(api, kind, id):
 
 
 def claimed(api, namespace) -> set[str]:
-    store = SqliteStore(str(api.db))
+    store = api.open_store()
     try:
         with store.read() as r:
             return r.claimed_keys(namespace)

@@ -32,8 +32,7 @@ def test_sigterm_is_a_clean_stop(make_api):
     t.join(20)
     # Every answered request succeeded, and every success is in the store.
     assert set(statuses) == {201}
-    from topology.store import SqliteStore
-    store = SqliteStore(str(api.db))
+    store = api.open_store()
     with store.read() as r:
         assert len(r.list("networks")) == len(statuses)
     store.close()

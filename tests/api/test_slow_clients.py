@@ -200,8 +200,7 @@ def test_a_client_that_does_not_read_its_answer_is_cut_off(make_api):
     api = make_api(workers=1, extra="threads = 1\nresponse_timeout = 2\n")
     client = Client(api.url)
     template = client.network(name="big")
-    from topology.store import SqliteStore
-    store = SqliteStore(str(api.db))
+    store = api.open_store()
     with store.transaction() as txn:
         doc = txn.get("networks", template["id"])
         for i in range(80):

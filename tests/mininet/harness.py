@@ -798,6 +798,13 @@ class Cloud:
         self.api_port = free_port()
         self.ofp_port = free_port()
         self.store_path = self.workdir / "vmflow.db"
+        # VMFLOW_TEST_STORE=etcd runs the cloud on a 3-member etcd cluster of
+        # its own (loopback, in workdir) instead of the SQLite file.
+        self.etcd = None
+        if os.environ.get("VMFLOW_TEST_STORE", "sqlite") == "etcd":
+            from topology.etcd_cluster import EtcdCluster
+            self.etcd = EtcdCluster(3, workdir=str(self.workdir / "etcd"))
+        self.store_url = self.etcd.store_url if self.etcd else f"sqlite:///{self.store_path}"
         self.config_path = self.workdir / "vmflow.conf"
         self.status_path = self.workdir / "controller-status.json"
         self.hosts: dict[str, Host] = {}
@@ -859,6 +866,8 @@ class Cloud:
         cloud = cls(workdir, config, controllers=controllers, etcd=etcd, lease_ttl=lease_ttl)
         try:
             cloud._add_fabric()
+            if cloud.etcd is not None:
+                cloud.etcd.start()
             cloud.api_proc.start()
             if controller:
                 for proc in cloud.controllers:
@@ -874,7 +883,7 @@ class Cloud:
     def _write_config(self, extra: dict, *, path: Optional[Path] = None,
                       overrides: Optional[dict] = None) -> None:
         cp = configparser.ConfigParser()
-        cp["DEFAULT"] = {"store": f"sqlite:///{self.store_path}",
+        cp["DEFAULT"] = {"store": self.store_url,
                          "api_listen": f"127.0.0.1:{self.api_port}",
                          "ofp_listen": f"127.0.0.1:{self.ofp_port}",
                          "log_level": "INFO"}
@@ -936,6 +945,8 @@ class Cloud:
                     os.kill(pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
+        if self.etcd is not None:
+            self.etcd.stop()
         (REGISTRY / self.prefix).unlink(missing_ok=True)
 
     def __enter__(self):

@@ -6,6 +6,7 @@ whole request back. Who may do what is asked of topology/api/policy.py.
 """
 from __future__ import annotations
 
+import copy
 import re
 from typing import Optional
 from urllib.parse import urlencode
@@ -41,6 +42,12 @@ IF_MATCH = re.compile(r"\s*revision_number\s*=\s*(\d+)\s*")
 class PreconditionFailed(ApiError):
     status = falcon.HTTP_412
     type = "RevisionNumberConstraintFailed"
+
+
+def _fresh(values: dict) -> dict:
+    """A copy a transaction body may change: store.run() may run it again.
+    The "not given" sentinels stay themselves (they are compared by identity)."""
+    return copy.deepcopy(values, {id(UNSET): UNSET, id(v.REQUIRED): v.REQUIRED})
 
 
 def _as_list(value) -> list[str]:
@@ -218,8 +225,7 @@ class Resource:
         with self.store.read() as r:
             if r.claim_owner(DEFAULT_NAMESPACE, project_id):
                 return
-        with self.store.transaction() as txn:
-            ensure_default(txn, project_id)
+        self.store.run(lambda txn: ensure_default(txn, project_id))
 
     def _page(self, req, ctx, docs):
         sort_keys = _as_list(req.params.get("sort_key", []))
@@ -284,7 +290,8 @@ class Resource:
             values = v.parse_create(self.attrs, item, kind.member)
             given = [n for n in item if _explicit(self.attrs[n], values[n])]
             parsed.append((values, given))
-        with self.store.transaction() as txn:
+
+        def create(txn):
             docs = []
             adding: dict[str, int] = {}
             for values, given in parsed:
@@ -295,6 +302,7 @@ class Resource:
             for project, count in adding.items():
                 quotas.enforce(txn, self.quota_defaults, kind.collection, project, count)
             for values, _ in parsed:
+                values = _fresh(values)   # the body may run again (store.run)
                 new_tags = values.pop("tags", None)
                 doc = kind.create(txn, ctx, values)
                 if new_tags:
@@ -302,7 +310,8 @@ class Resource:
                     kind.save(txn, doc)
                 docs.append(doc)
             touch_parents(txn, kind.collection, docs)
-            shown = self._show(ctx, kind.present(txn, docs), [])
+            return self._show(ctx, kind.present(txn, docs), [])
+        shown = self.store.run(create)
         if bulk:
             respond(resp, falcon.HTTP_201, {kind.body_key: shown})
         else:
@@ -325,21 +334,25 @@ class Resource:
             raise BadRequest(f"Unable to find '{kind.member}' in request body")
         changes = v.parse_update(self.attrs, body[kind.member], kind.member)
         wanted = revision_constraint(req)
-        with self.store.transaction() as txn:
+
+        def update(txn):
             doc = kind.load(txn, ctx, id)
             check_revision(doc, wanted)
             kind.authorize(txn, ctx, "update", {**doc, **changes}, changes.keys())
-            doc = kind.update(txn, ctx, doc, changes)
-            shown = self._show(ctx, kind.present(txn, [doc]), [])
+            doc = kind.update(txn, ctx, doc, _fresh(changes))
+            return self._show(ctx, kind.present(txn, [doc]), [])
+        shown = self.store.run(update)
         respond(resp, falcon.HTTP_200, {kind.member: shown[0]})
 
     def on_delete_item(self, req, resp, id):
         ctx = self._ctx(req)
         wanted = revision_constraint(req)
-        with self.store.transaction() as txn:
+
+        def delete(txn):
             doc = self.kind.load(txn, ctx, id)
             check_revision(doc, wanted)
             self.kind.authorize(txn, ctx, "delete", doc)
             self.kind.delete(txn, ctx, doc)
             touch_parents(txn, self.kind.collection, [doc])
+        self.store.run(delete)
         resp.status = falcon.HTTP_204

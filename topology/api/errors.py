@@ -12,7 +12,7 @@ import logging
 import falcon
 
 from topology import ipam, validation
-from topology.store.base import Conflict, StoreError
+from topology.store.base import Conflict, StoreError, TxnConflict
 
 LOG = logging.getLogger(__name__)
 
@@ -122,6 +122,15 @@ def install(app: falcon.App) -> None:
         _respond(resp, falcon.HTTP_503, "HTTPServiceUnavailable", "The store is unavailable; retry.")
         resp.set_header("Retry-After", str(STORE_RETRY_AFTER_S))
 
+    def txn_conflict(req, resp, exc, params):
+        # Concurrent writers kept committing first for the whole store
+        # timeout: nothing of this request was written, and it may be sent again.
+        LOG.warning("write conflict on %s %s: %s", req.method, req.path, exc)
+        _respond(resp, falcon.HTTP_409, "HTTPConflict",
+                 "Concurrent updates kept conflicting with this request; nothing was "
+                 "changed. Retry the request.")
+        resp.set_header("Retry-After", "1")
+
     def http_error(req, resp, exc, params):
         # falcon's own errors (404 for unknown routes, 405, ...) in Neutron's shape
         words = [w for w in exc.title.split() if not w.isdigit()]
@@ -144,3 +153,4 @@ def install(app: falcon.App) -> None:
     app.add_error_handler(Conflict, conflict)
     app.add_error_handler(ipam.PoolExhausted, exhausted)
     app.add_error_handler(StoreError, store_error)
+    app.add_error_handler(TxnConflict, txn_conflict)

@@ -121,16 +121,20 @@ class Quotas:
         if unknown:
             raise v.Unrecognized(unknown)
         clean = {name: _limit(name, val) for name, val in changes.items()}
-        with self.store.transaction() as txn:
+
+        def update(txn):
             doc = txn.get(KIND, project_id) or {"id": project_id, "project_id": project_id}
             doc.update(clean)
             txn.put(KIND, project_id, doc, project_id=project_id)
-            shown = limits(txn, self.defaults, project_id)
+            return limits(txn, self.defaults, project_id)
+        shown = self.store.run(update)
         respond(resp, falcon.HTTP_200, {"quota": shown})
 
     def on_delete_item(self, req, resp, project_id):
         self._ctx(req, "delete_quota", project_id)
-        with self.store.transaction() as txn:
+
+        def delete(txn):
             if txn.get(KIND, project_id) is not None:
                 txn.delete(KIND, project_id)
+        self.store.run(delete)
         resp.status = falcon.HTTP_204

@@ -48,7 +48,8 @@ class Tags:
 
     def _change(self, req, id: str, change) -> Document:
         ctx = req.context.auth
-        with self.store.transaction() as txn:
+
+        def apply(txn):
             doc = self.kind.load(txn, ctx, id)
             self.kind.authorize(txn, ctx, "update", doc)
             tags = list(doc.get("tags", []))
@@ -59,7 +60,8 @@ class Tags:
                 doc["tags"] = new
                 self.kind.touch(doc)
                 self.kind.save(txn, doc)
-        return doc
+            return doc
+        return self.store.run(apply)
 
     def _read(self, req, id: str) -> list[str]:
         with self.store.read() as r:

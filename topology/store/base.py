@@ -14,8 +14,13 @@ transaction, so a write that loses a race changes nothing.
 Every committed write transaction gets the next revision. The change feed
 answers "what changed after revision N"; the controller follows it. An etcd
 backend maps these one to one: documents and claims are keys, a transaction is
-an etcd txn with create-revision guards, the revision is etcd's, and the feed
-is a watch.
+one etcd txn guarded by a compare on the store's revision key, and the feed
+is a range of per-revision log keys (topology/store/etcd.py says why).
+
+Writers that may meet a concurrent writer (the etcd store is optimistic)
+use Store.run(fn): fn(txn) is the whole transaction body, run again on
+fresh reads when another write committed first, so it must have no effect
+outside the transaction it is given.
 """
 from __future__ import annotations
 
@@ -23,13 +28,20 @@ import abc
 import contextlib
 import os
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Callable, Optional, TypeVar
 
 Document = dict[str, Any]
+T = TypeVar("T")
 
 
 class StoreError(Exception):
     """The store could not be reached or failed; the caller may retry."""
+
+
+class TxnConflict(StoreError):
+    """Another write committed between this transaction's reads and its
+    commit, so nothing was written. Store.run() runs the body again; one
+    that still loses when the store's timeout is up reaches the API as 409."""
 
 
 class Conflict(Exception):
@@ -125,19 +137,31 @@ SECRETS_KIND = "secrets"   # controller-internal documents; the API never shows 
 def ensure_secret(store: "Store", name: str, nbytes: int = 32) -> bytes:
     """A random secret kept in the store under name: made once, by whichever
     caller comes first, then the same for every process that asks."""
-    with store.transaction() as txn:
+    def body(txn: Txn) -> Document:
         doc = txn.get(SECRETS_KIND, name)
         if doc is None:
             doc = {"id": name, "value": os.urandom(nbytes).hex()}
             txn.put(SECRETS_KIND, name, doc)
-    return bytes.fromhex(doc["value"])
+        return doc
+    return bytes.fromhex(store.run(body)["value"])
 
 
 class Store(abc.ABC):
 
     @abc.abstractmethod
     def transaction(self) -> contextlib.AbstractContextManager[Txn]:
-        """A write transaction; commits on normal exit, rolls back on exception."""
+        """A write transaction; commits on normal exit, rolls back on exception.
+
+        On an optimistic store it may raise TxnConflict at exit: callers
+        that can repeat their body use run()."""
+
+    def run(self, fn: Callable[[Txn], T]) -> T:
+        """fn(txn) in a write transaction, run again while it loses to a
+        concurrent write (TxnConflict), up to the store's timeout; its result.
+
+        The SQLite store's writers queue on a lock and never conflict."""
+        with self.transaction() as txn:
+            return fn(txn)
 
     @abc.abstractmethod
     def read(self) -> contextlib.AbstractContextManager[ReadTxn]: ...

@@ -361,7 +361,7 @@ class SqliteStore(Store):
 
 
 def open_store(url: str, *, timeout_s: Optional[float] = None, migrate: bool = True) -> Store:
-    """The store named by a URL. sqlite:///path today; etcd:// later.
+    """The store named by a URL: sqlite:///path, or etcd://host:port[,host:port...].
 
     timeout_s: how long a read or write may wait on a lock before StoreError.
     migrate=False: the schema is known to be current; touch nothing yet.
@@ -371,4 +371,12 @@ def open_store(url: str, *, timeout_s: Optional[float] = None, migrate: bool = T
         if timeout_s is not None:
             kw["busy_timeout_s"] = timeout_s
         return SqliteStore.from_url(url, **kw)
-    raise ValueError(f"unsupported store URL {url!r} (expected sqlite:///PATH)")
+    if url.startswith("etcd://"):
+        # Imported here: gRPC is loaded only by processes that use etcd.
+        from topology.store.etcd import EtcdStore
+        kw = {"migrate": migrate}
+        if timeout_s is not None:
+            kw["timeout_s"] = timeout_s
+        return EtcdStore.from_url(url, **kw)
+    raise ValueError(f"unsupported store URL {url!r} (expected sqlite:///PATH or "
+                     f"etcd://HOST:PORT[,HOST:PORT...])")

@@ -103,10 +103,12 @@ class AddressGroupActions:
         if not isinstance(body, dict) or set(body) != {"addresses"}:
             raise BadRequest("Unable to find 'addresses' in request body")
         requested = addresses("addresses", body["addresses"])
-        with self.store.transaction() as txn:
+
+        def change(txn):
             doc = self.kind.load(txn, ctx, id)
             doc = self.kind.change_addresses(txn, ctx, doc, requested, add)
-            shown = self.kind.present(txn, [doc])
+            return self.kind.present(txn, [doc])
+        shown = self.store.run(change)
         respond(resp, falcon.HTTP_200, {self.kind.member: shown[0]})
 
     def on_put_add(self, req, resp, id):

@@ -390,10 +390,12 @@ class PortForwardings:
     def on_post(self, req, resp, id):
         ctx = req.context.auth
         values = v.parse_create(PF_ATTRS, self._body(req), "port_forwarding")
-        with self.store.transaction() as txn:
+        pf_id = str(uuid.uuid4())
+
+        def create(txn):
             fip = self.fips.load(txn, ctx, id)
             self.fips.check_owner(ctx, fip, "update")
-            pf = {"id": str(uuid.uuid4()), "floatingip_id": fip["id"],
+            pf = {"id": pf_id, "floatingip_id": fip["id"],
                   "project_id": fip["project_id"], "protocol": values["protocol"],
                   "internal_port_id": values["internal_port_id"],
                   "internal_ip_address": values["internal_ip_address"],
@@ -404,6 +406,8 @@ class PortForwardings:
             pf["_key"] = txn.allocate_key(PF_KEY, fip_refs.pf_owner(pf["id"]), low=1,
                                           high=KEY_MAX)
             self._save(txn, fip, pf, router)
+            return pf
+        pf = self.store.run(create)
         respond(resp, falcon.HTTP_201, {"port_forwarding": _shown(pf)})
 
     # -- member ----------------------------------------------------------------
@@ -416,7 +420,8 @@ class PortForwardings:
     def on_put_item(self, req, resp, id, pf_id):
         ctx = req.context.auth
         changes = v.parse_update(PF_ATTRS, self._body(req), "port_forwarding")
-        with self.store.transaction() as txn:
+
+        def update(txn):
             fip = self.fips.load(txn, ctx, id)
             self.fips.check_owner(ctx, fip, "update")
             pf = dict(self._find(txn, fip, pf_id))
@@ -426,13 +431,17 @@ class PortForwardings:
             _normalise(pf, changes)
             router = self._check(txn, ctx, fip, pf)
             self._save(txn, fip, pf, router)
+            return pf
+        pf = self.store.run(update)
         respond(resp, falcon.HTTP_200, {"port_forwarding": _shown(pf)})
 
     def on_delete_item(self, req, resp, id, pf_id):
         ctx = req.context.auth
-        with self.store.transaction() as txn:
+
+        def delete(txn):
             fip = self.fips.load(txn, ctx, id)
             self.fips.check_owner(ctx, fip, "update")
             fip_refs.delete_forwarding(txn, self._find(txn, fip, pf_id))
             fip_refs.after_forwardings_changed(txn, fip)
+        self.store.run(delete)
         resp.status = falcon.HTTP_204

@@ -172,13 +172,17 @@ class QosRules:
         policy_id = id
         ctx = req.context.auth
         values = v.parse_create(self.attrs, self._body(req), self.member)
-        with self.store.transaction() as txn:
+        rule_id = str(uuid.uuid4())
+
+        def add(txn):
             doc = self.policies.load(txn, ctx, policy_id)
             self.policies.check_owner(ctx, doc, "update")
-            rule = {"id": str(uuid.uuid4()), "type": self.type, **values}
+            rule = {"id": rule_id, "type": self.type, **values}
             self._check_unique(doc, rule)
             doc["rules"] = doc.get("rules", []) + [rule]
             self._save(txn, doc)
+            return rule
+        rule = self.store.run(add)
         respond(resp, falcon.HTTP_201, {self.member: _shown(policy_id, rule)})
 
     def on_get_item(self, req, resp, id, rule_id):
@@ -191,24 +195,29 @@ class QosRules:
         policy_id = id
         ctx = req.context.auth
         changes = v.parse_update(self.attrs, self._body(req), self.member)
-        with self.store.transaction() as txn:
+
+        def update(txn):
             doc = self.policies.load(txn, ctx, policy_id)
             self.policies.check_owner(ctx, doc, "update")
             rule = {**self._find(doc, rule_id), **changes}
             self._check_unique(doc, rule)
             doc["rules"] = [rule if x["id"] == rule_id else x for x in doc["rules"]]
             self._save(txn, doc)
+            return rule
+        rule = self.store.run(update)
         respond(resp, falcon.HTTP_200, {self.member: _shown(policy_id, rule)})
 
     def on_delete_item(self, req, resp, id, rule_id):
         policy_id = id
         ctx = req.context.auth
-        with self.store.transaction() as txn:
+
+        def delete(txn):
             doc = self.policies.load(txn, ctx, policy_id)
             self.policies.check_owner(ctx, doc, "update")
             self._find(doc, rule_id)
             doc["rules"] = [x for x in doc["rules"] if x["id"] != rule_id]
             self._save(txn, doc)
+        self.store.run(delete)
         resp.status = falcon.HTTP_204
 
 

@@ -443,16 +443,20 @@ class RouterInterfaces:
         subnet_id, port_id = self._body(req)
         if subnet_id and port_id:
             raise BadRequest("Bad router request: Cannot specify both subnet-id and port-id")
-        with self.store.transaction() as txn:
+
+        def add(txn):
             router = self.kind.load(txn, req.context.auth, id)
-            info = self.kind.add_interface(txn, req.context.auth, router, self.ports,
+            return self.kind.add_interface(txn, req.context.auth, router, self.ports,
                                            subnet_id, port_id)
+        info = self.store.run(add)
         respond(resp, falcon.HTTP_200, info)
 
     def on_put_remove(self, req, resp, id):
         subnet_id, port_id = self._body(req)
-        with self.store.transaction() as txn:
+
+        def remove(txn):
             router = self.kind.load(txn, req.context.auth, id)
-            info = self.kind.remove_interface(txn, req.context.auth, router, subnet_id, port_id)
+            return self.kind.remove_interface(txn, req.context.auth, router, subnet_id, port_id)
+        info = self.store.run(remove)
         respond(resp, falcon.HTTP_200, info)
 

@@ -1,0 +1,631 @@
+"""The scale-out store: an etcd v3 cluster, spoken to over gRPC.
+
+Several API processes on several machines and several controllers share it.
+Everything lives under one prefix (/vmflow/ by default):
+
+    d/KIND/ID                  a document: {"b": body, "p": project, "n": parent,
+                               "o": [revision, n]: created n-th by that write}
+    i/KIND/PROJECT/ID          empty; counts a project's documents without reading them
+    c/NAMESPACE/KEY            a claim: the owner
+    o/OWNER/NAMESPACE/KEY      empty; the claims an owner holds, for release_owner
+    l/REVISION                 the change feed: the changes one write made
+    m/rev, m/compacted, m/schema, m/next:NAMESPACE   counters and cursors
+
+(each path component URL-quoted, so a "/" in an id cannot shift the
+others). The prefix is the URL's path (etcd://h:p,h:p/NAME): several stores
+can share one cluster.
+
+Transactions are optimistic. Every read of one transaction is taken at one
+etcd revision (a consistent snapshot: the first read fixes it), writes are
+kept in the transaction and sent at the end as one etcd Txn that also
+bumps m/rev, guarded by a compare on m/rev's mod revision as the
+transaction first read it. If any other write committed in between, the
+compare fails and nothing is written: TxnConflict. Store.run() then runs
+the transaction's body again on fresh reads; a write is retried, or after
+the store's timeout refused (409), never lost. Serialising writers on one
+key is what SQLite's single writer lock does too; it makes every claim
+(MAC, IP, VLAN id, key) atomic across processes and machines without
+reasoning about which ranges a transaction read. Within a process, write
+transactions also queue on a lock, so threads of one API worker do not
+throw away each other's work.
+
+The store revision is m/rev, one per committed write, and the change feed
+is l/: each write transaction stores its changes under its revision, in the
+same etcd Txn as the write itself. The feed is ranged, not watched: a
+follower asks "after N" exactly as it asks SQLite, deletions included, and
+HistoryCompacted (older than m/compacted) makes it resync from a snapshot.
+It does not depend on etcd's own compaction, which operators configure
+(--auto-compaction-retention) for etcd's MVCC history.
+
+Every RPC has a deadline (the store timeout). A member that refuses the
+connection is skipped for the next; a cluster without quorum cannot answer
+a linearizable read or a write in time: StoreError, which the API answers
+with 503 and Retry-After.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import threading
+import time
+from typing import Any, Callable, Iterator, Optional, TypeVar
+from urllib.parse import quote, unquote
+
+import grpc
+from etcd3 import etcdrpc
+
+from topology.store.base import (Change, Conflict, Document, HistoryCompacted,
+                                 ReadTxn, Store, StoreError, Txn, TxnConflict)
+
+DEFAULT_PREFIX = "vmflow"
+SCHEMA_VERSION = 1
+# Revisions of change feed kept. Each is one etcd key holding a write's
+# changes; a follower further behind resyncs from a snapshot.
+DEFAULT_HISTORY = 20_000
+COMPACT_EVERY = 1000
+DEFAULT_TIMEOUT_S = 5.0
+# change_hint() answers from the last m/rev read for this long: a follower
+# polling every few ms would otherwise cost an RPC each time.
+HINT_CACHE_S = 0.02
+# The longest pause before running a conflicting transaction again: about
+# the length of one, so a loser is ready as soon as the winner commits.
+RETRY_MAX_S = 0.01
+MIN_ATTEMPTS = 3
+
+T = TypeVar("T")
+
+# A snapshot of a large cloud is one range answer, far over gRPC's default
+# 4 MiB; a bulk create is one request (etcd itself bounds it with
+# --max-request-bytes).
+CHANNEL_OPTIONS = [("grpc.max_receive_message_length", 1 << 30),
+                   ("grpc.max_send_message_length", 256 << 20)]
+
+
+def parse_url(url: str) -> tuple[list[tuple[str, int]], str]:
+    """etcd://host:port[,host:port...][/PREFIX] -> ([(host, port), ...], PREFIX).
+
+    The prefix (default "vmflow") lets several vmflow stores share a cluster."""
+    if not url.startswith("etcd://"):
+        raise ValueError(f"not an etcd URL: {url!r}")
+    rest, _, prefix = url[len("etcd://"):].partition("/")
+    prefix = prefix.strip("/") or DEFAULT_PREFIX
+    out = []
+    for part in rest.split(","):
+        host, sep, port = part.strip().rpartition(":")
+        if not sep or not host or not port.isdigit():
+            raise ValueError(f"etcd URL {url!r}: {part!r} is not host:port")
+        out.append((host.strip("[]"), int(port)))
+    return out, prefix
+
+
+def _q(text: str) -> bytes:
+    return quote(str(text), safe="").encode()
+
+
+def _prefix_end(prefix: bytes) -> bytes:
+    """The range_end that makes a range cover every key starting with prefix."""
+    return prefix[:-1] + bytes([prefix[-1] + 1])
+
+
+class Keys:
+    """Every key of one vmflow store, under its prefix."""
+
+    def __init__(self, prefix: str = DEFAULT_PREFIX):
+        self.root = b"/" + _q(prefix) + b"/"
+        self.rev = self.root + b"m/rev"
+        self.compacted = self.root + b"m/compacted"
+        self.schema = self.root + b"m/schema"
+        self.log_prefix = self.root + b"l/"
+        self.docs = self.root + b"d/"
+
+    def doc(self, kind: str, id: str) -> bytes:
+        return self.docs + _q(kind) + b"/" + _q(id)
+
+    def kind(self, kind: str) -> bytes:
+        return self.docs + _q(kind) + b"/"
+
+    def project_index(self, kind: str, project: str, id: str = "") -> bytes:
+        return self.root + b"i/" + _q(kind) + b"/" + _q(project) + b"/" + (_q(id) if id else b"")
+
+    def claim(self, namespace: str, key: str = "") -> bytes:
+        return self.root + b"c/" + _q(namespace) + b"/" + (_q(key) if key else b"")
+
+    def owner(self, owner: str, namespace: str = "", key: str = "") -> bytes:
+        base = self.root + b"o/" + _q(owner) + b"/"
+        return base + _q(namespace) + b"/" + _q(key) if namespace else base
+
+    def log(self, revision: int) -> bytes:
+        return self.log_prefix + b"%020d" % revision
+
+    def meta(self, name: str) -> bytes:
+        return self.root + b"m/" + _q(name)
+
+
+def _put(key: bytes, value: bytes) -> etcdrpc.RequestOp:
+    return etcdrpc.RequestOp(request_put=etcdrpc.PutRequest(key=key, value=value))
+
+
+def _delete(key: bytes, range_end: bytes = b"") -> etcdrpc.RequestOp:
+    return etcdrpc.RequestOp(request_delete_range=etcdrpc.DeleteRangeRequest(
+        key=key, range_end=range_end))
+
+
+def _dumps(obj: Any) -> bytes:
+    return json.dumps(obj, separators=(",", ":"), sort_keys=True).encode()
+
+
+class _Connection:
+    """gRPC channels to the members, made in the process that uses them (a
+    channel must not cross gunicorn's fork), with failover between members."""
+
+    def __init__(self, endpoints: list[tuple[str, int]], timeout_s: float):
+        self.endpoints = endpoints
+        self.timeout_s = timeout_s
+        self._lock = threading.Lock()
+        self._pid: Optional[int] = None
+        self._stubs: list = []
+        self._channels: list = []
+        self._current = 0
+
+    def _ensure(self) -> list:
+        if self._pid != os.getpid():
+            with self._lock:
+                if self._pid != os.getpid():
+                    self._channels = [grpc.insecure_channel(f"{h}:{p}", options=CHANNEL_OPTIONS)
+                                      for h, p in self.endpoints]
+                    self._stubs = [etcdrpc.KVStub(c) for c in self._channels]
+                    self._current = random.randrange(len(self._stubs))
+                    self._pid = os.getpid()
+        return self._stubs
+
+    def call(self, method: str, request, timeout_s: Optional[float] = None):
+        """One KV RPC on the member last known good, then on the others. A
+        member that refuses or is not ready is skipped; one that does not
+        answer in time means the cluster cannot (no quorum): StoreError."""
+        stubs = self._ensure()
+        timeout = self.timeout_s if timeout_s is None else timeout_s
+        deadline = time.monotonic() + timeout
+        first = self._current
+        errors = []
+        for n in range(len(stubs)):
+            i = (first + n) % len(stubs)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            try:
+                resp = getattr(stubs[i], method)(request, timeout=left)
+            except grpc.RpcError as e:
+                code = e.code() if hasattr(e, "code") else None
+                if code == grpc.StatusCode.OUT_OF_RANGE:
+                    # A snapshot revision compacted away under a transaction.
+                    raise TxnConflict(f"etcd: {e.details()}") from None
+                if code == grpc.StatusCode.INVALID_ARGUMENT:
+                    raise StoreError(f"etcd refused the request: {e.details()}") from None
+                errors.append(f"{self.endpoints[i][0]}:{self.endpoints[i][1]}: "
+                              f"{code.name if code else '?'} {e.details() if hasattr(e, 'details') else e}")
+                if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+                    break
+                if method == "Txn" and "connect" not in (e.details() or "").lower():
+                    # The member had it ("leader changed", "request timed
+                    # out"): it may still commit. Sent again elsewhere, its
+                    # compare would fail and the body run again would write
+                    # twice; the caller is told the outcome is unknown.
+                    raise StoreError("etcd: write outcome unknown: " + errors[-1]) from None
+                continue
+            self._current = i
+            return resp
+        raise StoreError("etcd cluster unavailable (no quorum or no member reachable): "
+                         + "; ".join(errors or ["timed out"]))
+
+    def close(self) -> None:
+        if self._pid == os.getpid():
+            for c in self._channels:
+                c.close()
+        self._pid = None
+        self._stubs = []
+        self._channels = []
+
+
+class _EtcdRead(ReadTxn):
+    """Reads at one etcd revision, fixed by the first of them. What was read
+    at that revision cannot change, so each range is asked once."""
+
+    def __init__(self, conn: _Connection, keys: Keys):
+        self._conn = conn
+        self.k = keys
+        self._at = 0   # etcd revision of the snapshot; 0 until the first read
+        self._seen: dict[tuple, Any] = {}
+
+    def _range(self, key: bytes, range_end: bytes = b"", **kw):
+        memo = (key, range_end, tuple(sorted(kw.items())))
+        if memo in self._seen:
+            return self._seen[memo]
+        # The first read is linearizable: it fixes a revision no older than
+        # any write already acknowledged. The rest read that revision, which
+        # no member can answer differently, so from the member's own copy
+        # (serializable: no round to the leader). A member that has not
+        # applied it yet refuses (OUT_OF_RANGE), a conflict run again.
+        resp = self._conn.call("Range", etcdrpc.RangeRequest(
+            key=key, range_end=range_end, revision=self._at, serializable=bool(self._at), **kw))
+        if not self._at:
+            self._at = resp.header.revision
+        self._seen[memo] = resp
+        return resp
+
+    def _get_raw(self, key: bytes) -> Optional[bytes]:
+        kvs = self._range(key).kvs
+        return kvs[0].value if kvs else None
+
+    def _envelope(self, kind: str, id: str) -> Optional[dict]:
+        raw = self._get_raw(self.k.doc(kind, id))
+        return json.loads(raw) if raw is not None else None
+
+    def _envelopes(self, kind: str) -> list[tuple[str, dict]]:
+        """(id, envelope) in creation order, as SQLite lists them."""
+        prefix = self.k.kind(kind)
+        resp = self._range(prefix, _prefix_end(prefix))
+        out = [(unquote(kv.key[len(prefix):].decode()), json.loads(kv.value)) for kv in resp.kvs]
+        out.sort(key=lambda item: item[1]["o"])
+        return out
+
+    def _meta_int(self, key: bytes) -> int:
+        raw = self._get_raw(key)
+        return int(raw) if raw else 0
+
+    def get(self, kind, id):
+        if id is None:   # callers look up optional references as they are
+            return None
+        env = self._envelope(kind, id)
+        return env["b"] if env is not None else None
+
+    def list(self, kind, *, project_id=None, parent_id=None):
+        return [env["b"] for _id, env in self._envelopes(kind)
+                if (project_id is None or env.get("p") == project_id)
+                and (parent_id is None or env.get("n") == parent_id)]
+
+    def count(self, kind, *, project_id=None):
+        if project_id is None:
+            prefix = self.k.kind(kind)
+        else:
+            prefix = self.k.project_index(kind, project_id)
+        return self._range(prefix, _prefix_end(prefix), count_only=True).count
+
+    def claim_owner(self, namespace, key):
+        if key is None:
+            return None
+        raw = self._get_raw(self.k.claim(namespace, key))
+        return raw.decode() if raw is not None else None
+
+    def claimed_keys(self, namespace):
+        prefix = self.k.claim(namespace)
+        resp = self._range(prefix, _prefix_end(prefix), keys_only=True)
+        return {unquote(kv.key[len(prefix):].decode()) for kv in resp.kvs}
+
+    def _owned(self, owner: str) -> list[tuple[str, str]]:
+        prefix = self.k.owner(owner)
+        resp = self._range(prefix, _prefix_end(prefix), keys_only=True)
+        out = []
+        for kv in resp.kvs:
+            ns, _, key = kv.key[len(prefix):].decode().partition("/")
+            out.append((unquote(ns), unquote(key)))
+        return out
+
+    def revision(self) -> int:
+        return self._meta_int(self.k.rev)
+
+
+_DELETED = object()
+
+
+class _EtcdTxn(_EtcdRead, Txn):
+    """Reads see the transaction's own writes; the writes go out in commit()."""
+
+    def __init__(self, conn: _Connection, keys: Keys):
+        super().__init__(conn, keys)
+        self._rev_mod: Optional[int] = None    # m/rev's mod revision as first read
+        self._rev_value = 0
+        self._docs: dict[tuple[str, str], Any] = {}     # -> envelope or _DELETED
+        self._old_docs: dict[tuple[str, str], Optional[dict]] = {}
+        self._claims: dict[tuple[str, str], Optional[str]] = {}
+        self._old_claims: dict[tuple[str, str], Optional[str]] = {}
+        self._meta: dict[bytes, bytes] = {}
+        self._changes: list[list] = []
+        self._created = 0
+        self._begin()
+
+    def _begin(self) -> None:
+        kvs = self._range(self.k.rev).kvs
+        self._rev_mod = kvs[0].mod_revision if kvs else 0
+        self._rev_value = int(kvs[0].value) if kvs else 0
+
+    # -- reads through the transaction's writes ----------------------------
+    def _current_env(self, kind: str, id: str) -> Optional[dict]:
+        k = (kind, id)
+        if k in self._docs:
+            env = self._docs[k]
+            return None if env is _DELETED else env
+        if k not in self._old_docs:
+            self._old_docs[k] = self._envelope(kind, id)
+        return self._old_docs[k]
+
+    def get(self, kind, id):
+        if id is None:
+            return None
+        env = self._current_env(kind, id)
+        return json.loads(json.dumps(env["b"])) if env is not None else None
+
+    def list(self, kind, *, project_id=None, parent_id=None):
+        mine = {id: env for (k, id), env in self._docs.items() if k == kind}
+        out = []
+        seen = set()
+        for id, env in self._envelopes(kind):
+            self._old_docs.setdefault((kind, id), env)
+            seen.add(id)
+            if id in mine:
+                env = mine[id]
+                if env is _DELETED:
+                    continue
+            out.append(env)
+        out.extend(env for id, env in mine.items() if id not in seen and env is not _DELETED)
+        return [json.loads(json.dumps(env["b"])) for env in out
+                if (project_id is None or env.get("p") == project_id)
+                and (parent_id is None or env.get("n") == parent_id)]
+
+    def count(self, kind, *, project_id=None):
+        if any(k == kind for k, _ in self._docs):
+            return len(self.list(kind, project_id=project_id))
+        return super().count(kind, project_id=project_id)
+
+    def _current_owner(self, namespace: str, key: str) -> Optional[str]:
+        k = (namespace, key)
+        if k in self._claims:
+            return self._claims[k]
+        if k not in self._old_claims:
+            self._old_claims[k] = super().claim_owner(namespace, key)
+        return self._old_claims[k]
+
+    def claim_owner(self, namespace, key):
+        return self._current_owner(namespace, key)
+
+    def claimed_keys(self, namespace):
+        keys = super().claimed_keys(namespace)
+        for (ns, key), owner in self._claims.items():
+            if ns == namespace:
+                if owner is None:
+                    keys.discard(key)
+                else:
+                    keys.add(key)
+        return keys
+
+    def revision(self) -> int:
+        return self._rev_value
+
+    # -- writes ------------------------------------------------------------
+    def put(self, kind, id, body, *, project_id=None, parent_id=None):
+        old = self._current_env(kind, id)   # its place in the order; its project index
+        if old is not None:
+            order = old["o"]
+        else:
+            self._created += 1
+            order = [self._rev_value + 1, self._created]
+        body = json.loads(json.dumps(body))
+        self._docs[(kind, id)] = {"b": body, "p": project_id, "n": parent_id, "o": order}
+        self._changes.append([kind, id, "put", body])
+
+    def delete(self, kind, id):
+        if self._current_env(kind, id) is None:
+            return
+        self._docs[(kind, id)] = _DELETED
+        self._changes.append([kind, id, "delete", None])
+
+    def claim(self, namespace, key, owner):
+        current = self._current_owner(namespace, key)
+        if current is None:
+            self._claims[(namespace, key)] = owner
+        elif current != owner:
+            raise Conflict(namespace, key, current)
+
+    def release(self, namespace, key):
+        if self._current_owner(namespace, key) is not None:
+            self._claims[(namespace, key)] = None
+
+    def release_owner(self, owner):
+        for ns, key in self._owned(owner):
+            if self._current_owner(ns, key) == owner:
+                self._claims[(ns, key)] = None
+        for k, who in list(self._claims.items()):
+            if who == owner:
+                self._claims[k] = None
+
+    def allocate_key(self, namespace, owner, *, low=1, high=0xFFFF):
+        cursor = self.k.meta(f"next:{namespace}")
+        if cursor in self._meta:
+            stored = int(self._meta[cursor])
+        else:
+            stored = self._meta_int(cursor)
+        start = stored if low <= stored <= high else low
+        candidate = start
+        if self._current_owner(namespace, str(candidate)) is not None:
+            taken = self.claimed_keys(namespace)
+            for _ in range(high - low + 1):
+                candidate = candidate + 1 if candidate < high else low
+                if str(candidate) not in taken:
+                    break
+            else:
+                raise Conflict(namespace, "*", "nobody")
+        self.claim(namespace, str(candidate), owner)
+        self._meta[cursor] = str(candidate + 1 if candidate < high else low).encode()
+        return candidate
+
+    # -- commit ------------------------------------------------------------
+    @property
+    def dirty(self) -> bool:
+        return bool(self._docs or self._claims or self._meta)
+
+    def _ops(self, history: int, compact_every: int) -> list:
+        ops = []
+        for (kind, id), env in self._docs.items():
+            old = self._old_docs.get((kind, id))
+            old_project = old.get("p") if old else None
+            if env is _DELETED:
+                ops.append(_delete(self.k.doc(kind, id)))
+                if old_project:
+                    ops.append(_delete(self.k.project_index(kind, old_project, id)))
+                continue
+            ops.append(_put(self.k.doc(kind, id), _dumps(env)))
+            if old_project and old_project != env["p"]:
+                ops.append(_delete(self.k.project_index(kind, old_project, id)))
+            if env["p"] and env["p"] != old_project:
+                ops.append(_put(self.k.project_index(kind, env["p"], id), b""))
+        for (ns, key), owner in self._claims.items():
+            old = self._old_claims.get((ns, key))
+            if owner == old:
+                continue
+            if old is not None:
+                ops.append(_delete(self.k.owner(old, ns, key)))
+            if owner is None:
+                ops.append(_delete(self.k.claim(ns, key)))
+            else:
+                ops.append(_put(self.k.claim(ns, key), owner.encode()))
+                ops.append(_put(self.k.owner(owner, ns, key), b""))
+        for key, value in self._meta.items():
+            ops.append(_put(key, value))
+        revision = self._rev_value
+        if self._changes:
+            revision += 1
+            ops.append(_put(self.k.log(revision), _dumps(self._changes)))
+            if revision % compact_every == 0 and revision > history:
+                floor = revision - history
+                ops.append(_delete(self.k.log_prefix, self.k.log(floor + 1)))
+                ops.append(_put(self.k.compacted, str(floor).encode()))
+        # Always written, even when only claims changed: every writer
+        # compares it, so every write must move it.
+        ops.append(_put(self.k.rev, str(revision).encode()))
+        return ops
+
+    def commit(self, history: int, compact_every: int) -> None:
+        if not self.dirty:
+            return
+        req = etcdrpc.TxnRequest(
+            compare=[etcdrpc.Compare(key=self.k.rev, target=etcdrpc.Compare.MOD,
+                                     result=etcdrpc.Compare.EQUAL, mod_revision=self._rev_mod)],
+            success=self._ops(history, compact_every), failure=[])
+        resp = self._conn.call("Txn", req)
+        if not resp.succeeded:
+            raise TxnConflict("another write committed first")
+
+
+class EtcdStore(Store):
+    def __init__(self, endpoints: list[tuple[str, int]], *, prefix: str = DEFAULT_PREFIX,
+                 timeout_s: float = DEFAULT_TIMEOUT_S, history: int = DEFAULT_HISTORY,
+                 compact_every: int = COMPACT_EVERY, migrate: bool = True):
+        self.endpoints = endpoints
+        self.k = Keys(prefix)
+        self.timeout_s = timeout_s
+        self.history = history
+        self.compact_every = compact_every
+        self._conn = _Connection(endpoints, timeout_s)
+        # One writer at a time per process: losing a race to a thread of the
+        # same process would only throw its work away.
+        self._write_lock = threading.Lock()
+        self._hint: tuple[float, Any] = (0.0, None)
+        if migrate:
+            self._migrate()
+
+    @classmethod
+    def from_url(cls, url: str, **kw) -> "EtcdStore":
+        endpoints, prefix = parse_url(url)
+        return cls(endpoints, prefix=prefix, **kw)
+
+    def _migrate(self) -> None:
+        def step(txn: _EtcdTxn) -> None:
+            version = txn._meta_int(self.k.schema)
+            if version > SCHEMA_VERSION:
+                raise StoreError(f"store schema {version} is newer than this vmflow ({SCHEMA_VERSION})")
+            if version < 1:
+                txn._meta[self.k.compacted] = b"0"
+            if version < SCHEMA_VERSION:
+                txn._meta[self.k.schema] = str(SCHEMA_VERSION).encode()
+        self.run(step)
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[Txn]:
+        """One attempt: TxnConflict at the end if another write came first.
+        Callers that can run their body again use run()."""
+        with self._write_lock:
+            txn = _EtcdTxn(self._conn, self.k)
+            yield txn
+            txn.commit(self.history, self.compact_every)
+
+    def run(self, fn: Callable[[Txn], T]) -> T:
+        """Each RPC waits at most the store timeout (a cluster without
+        quorum); a body that keeps losing is run again for the store timeout,
+        and at least MIN_ATTEMPTS times (a long one, a bulk create, may take
+        longer than the timeout by itself)."""
+        deadline = time.monotonic() + self.timeout_s
+        delay = 0.001
+        attempts = 0
+        while True:
+            attempts += 1
+            try:
+                with self.transaction() as txn:
+                    result = fn(txn)
+                return result
+            except TxnConflict as e:
+                if time.monotonic() + delay >= deadline and attempts >= MIN_ATTEMPTS:
+                    raise TxnConflict(f"gave up after {self.timeout_s:g} s of concurrent "
+                                      f"writes: {e}") from None
+                # Jittered, growing: contenders from other processes spread out.
+                time.sleep(random.uniform(0, delay))
+                delay = min(delay * 2, RETRY_MAX_S)
+
+    @contextlib.contextmanager
+    def read(self) -> Iterator[ReadTxn]:
+        yield _EtcdRead(self._conn, self.k)
+
+    def revision(self) -> int:
+        return _EtcdRead(self._conn, self.k).revision()
+
+    def change_hint(self) -> Any:
+        now = time.monotonic()
+        at, value = self._hint
+        if value is not None and now - at < HINT_CACHE_S:
+            return value
+        kvs = self._conn.call("Range", etcdrpc.RangeRequest(key=self.k.rev)).kvs
+        value = kvs[0].mod_revision if kvs else 0
+        self._hint = (now, value)
+        return value
+
+    def changes_since(self, revision: int, limit: int = 10000) -> list[Change]:
+        r = _EtcdRead(self._conn, self.k)
+        floor = r._meta_int(self.k.compacted)
+        if revision < floor:
+            raise HistoryCompacted(f"changes before revision {floor} were compacted")
+        resp = r._range(self.k.log(revision + 1), _prefix_end(self.k.log_prefix), limit=limit)
+        out = []
+        for kv in resp.kvs:
+            rev = int(kv.key[len(self.k.log_prefix):])
+            for kind, id, op, body in json.loads(kv.value):
+                out.append(Change(rev, kind, id, op, body))
+        return out
+
+    def snapshot(self):
+        r = _EtcdRead(self._conn, self.k)
+        rev = r.revision()
+        prefix = self.k.docs
+        resp = r._range(prefix, _prefix_end(prefix))
+        found = []
+        for kv in resp.kvs:
+            kind, _, id = kv.key[len(prefix):].decode().partition("/")
+            env = json.loads(kv.value)
+            found.append((env["o"], unquote(kind), unquote(id), env["b"]))
+        found.sort(key=lambda item: item[0])
+        data: dict[str, dict[str, Document]] = {}
+        for _order, kind, id, body in found:
+            data.setdefault(kind, {})[id] = body
+        return rev, data
+
+    def close(self) -> None:
+        self._conn.close()
