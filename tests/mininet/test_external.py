@@ -319,7 +319,7 @@ def snat_host_doc_name(t: Topo) -> Optional[str]:
     from topology.placement import snat_host
     router = t.store.get("routers", t.router["id"])
     hosts = [t.store.get("hosts", h.doc["id"]) for h in (t.c1, t.c2, t.c3, t.c4)]
-    hid = snat_host(router, hosts)
+    hid = snat_host(router, [h for h in hosts if h is not None])
     return {h.doc["id"]: h.name for h in (t.c1, t.c2, t.c3, t.c4)}.get(hid)
 
 
@@ -402,3 +402,29 @@ def test_too_big_from_outside_gets_fragmentation_needed(topo):
         assert out.returncode == 0, out.stdout
     finally:
         t.store.delete("floatingips", fip["id"])
+
+
+# Last in the module: it deletes and re-registers a gateway host.
+def test_snat_moves_when_its_host_is_deleted_within_5_s(topo):
+    t = topo
+    t.b.wait_ping(t.peer.ip, CONVERGE)
+    first = snat_host_doc_name(t)
+    host, other = {"c3": (t.c3, t.c4), "c4": (t.c4, t.c3)}[first]
+    t0 = time.monotonic()
+    t.store.delete("hosts", host.doc["id"])
+    try:
+        assert snat_host_doc_name(t) == other.name
+        wait_for(lambda: t.cloud.status()["snat"]["routers"].get(t.router["id"]) == other.name,
+                 5, 0.05, "the controller to place SNAT on the other host")
+        wait_for(lambda: t.b.ping(t.peer.ip, timeout=0.3), 10, 0.0, "SNAT through the other host")
+        took = time.monotonic() - t0
+        with t.cloud.capture_fabric(other, "icmp") as cap:
+            t.b.wait_ping(t.peer.ip, CONVERGE)
+        assert any(GATEWAY_IP in l for l in cap.lines), cap.lines
+        print(f"\nSNAT host deleted -> new connection through the other: {took:.2f} s")
+        assert took < 5.0, took
+    finally:
+        host.register()
+        t.store.host(host, is_gateway=True)
+    host.wait_connected()
+    t.b.wait_ping(t.peer.ip, CONVERGE)
