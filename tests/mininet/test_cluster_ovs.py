@@ -192,12 +192,15 @@ def test_ovs_refuses_a_slaves_writes_and_a_stale_master_claim(cl):
     a MASTER claim with a generation id older than the cluster's newest is
     refused as OFPRRFC_STALE (how a master that missed a change is fenced)."""
     host = next(iter(cl.hosts.values()))
+    # A service controller, as vmflow's own: a primary one would make OVS
+    # flush the bridge's flows when it is added (README, "OVS restarts").
     lst = _raw_controller_listen()
     port = lst.getsockname()[1]
     uuids = sh(["ovs-vsctl", "get", "bridge", host.bridge, "controller"]).strip("[] \n") \
         .replace(" ", "")
     sh(["ovs-vsctl", "--", "--id=@x", "create", "controller", f"target=\"tcp:127.0.0.1:{port}\"",
-        "connection_mode=out-of-band", "--", "add", "bridge", host.bridge, "controller", "@x"])
+        "connection_mode=out-of-band", "type=service", "--", "add", "bridge", host.bridge,
+        "controller", "@x"])
     try:
         conn, _ = lst.accept()
         conn.settimeout(10)
