@@ -120,22 +120,27 @@ def run_up(args: argparse.Namespace) -> int:
                 LOG.error("vmflow up: %s (pid %d) exited with %s; stopping the other",
                           names[c], c.pid, _exit_text(c.returncode))
     finally:
-        for c in children:
-            if c.poll() is None:
-                c.terminate()
-        deadline = time.time() + 10
-        for c in children:
-            try:
-                c.wait(max(0.1, deadline - time.time()))
-            except subprocess.TimeoutExpired:
-                c.kill()
-                c.wait()
+        stop_children(children)
     failed = [c.returncode for c in children if c.returncode not in (0, -signal.SIGTERM)]
     if stopping and not failed:
         return 0
     # A child killed by a signal reports -N; exit as a shell would (128+N).
     code = failed[0] if failed else 1
     return 128 - code if code < 0 else code
+
+
+def stop_children(children: list[subprocess.Popen], grace_s: float = 10.0) -> None:
+    """SIGTERM every child still running; SIGKILL those not gone within grace_s."""
+    for c in children:
+        if c.poll() is None:
+            c.terminate()
+    deadline = time.time() + grace_s
+    for c in children:
+        try:
+            c.wait(max(0.1, deadline - time.time()))
+        except subprocess.TimeoutExpired:
+            c.kill()
+            c.wait()
 
 
 def _exit_text(returncode: int) -> str:

@@ -19,6 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from controller.cli import stop_children
+
 LOG = logging.getLogger(__name__)
 
 
@@ -111,16 +113,7 @@ def run(args) -> int:
                 break
             time.sleep(0.2)
     finally:
-        for c in children:
-            if c.poll() is None:
-                c.terminate()
-        deadline = time.time() + 10
-        for c in children:
-            try:
-                c.wait(max(0.1, deadline - time.time()))
-            except subprocess.TimeoutExpired:
-                c.kill()
-                c.wait()
+        stop_children(children)
         etcd.stop()
         if own:
             import shutil

@@ -134,6 +134,22 @@ class Txn(ReadTxn):
 SECRETS_KIND = "secrets"   # controller-internal documents; the API never shows them
 
 
+def pick_key(namespace: str, start: int, low: int, high: int,
+             owner_of: Callable[[str], Optional[str]], held: Callable[[], set[str]]) -> int:
+    """The first key from start, wrapping within [low, high], that nobody
+    holds: the round-robin allocation every store shares. Past the first
+    collision one set of the held keys beats a lookup per key."""
+    if owner_of(str(start)) is None:
+        return start
+    taken = held()
+    candidate = start
+    for _ in range(high - low + 1):
+        candidate = candidate + 1 if candidate < high else low
+        if str(candidate) not in taken:
+            return candidate
+    raise Conflict(namespace, "*", "nobody")
+
+
 def ensure_secret(store: "Store", name: str, nbytes: int = 32) -> bytes:
     """A random secret kept in the store under name: made once, by whichever
     caller comes first, then the same for every process that asks."""

@@ -57,7 +57,8 @@ import grpc
 from etcd3 import etcdrpc
 
 from topology.store.base import (Change, Conflict, Document, HistoryCompacted,
-                                 ReadTxn, Store, StoreError, Txn, TxnConflict)
+                                 ReadTxn, Store, StoreError, Txn, TxnConflict,
+                                 pick_key)
 
 DEFAULT_PREFIX = "vmflow"
 SCHEMA_VERSION = 1
@@ -446,15 +447,9 @@ class _EtcdTxn(_EtcdRead, Txn):
         else:
             stored = self._meta_int(cursor)
         start = stored if low <= stored <= high else low
-        candidate = start
-        if self._current_owner(namespace, str(candidate)) is not None:
-            taken = self.claimed_keys(namespace)
-            for _ in range(high - low + 1):
-                candidate = candidate + 1 if candidate < high else low
-                if str(candidate) not in taken:
-                    break
-            else:
-                raise Conflict(namespace, "*", "nobody")
+        candidate = pick_key(namespace, start, low, high,
+                             lambda k: self._current_owner(namespace, k),
+                             lambda: self.claimed_keys(namespace))
         self.claim(namespace, str(candidate), owner)
         self._meta[cursor] = str(candidate + 1 if candidate < high else low).encode()
         return candidate

@@ -16,7 +16,7 @@ import time
 from typing import Iterator, Optional
 
 from topology.store.base import (Change, Conflict, Document, HistoryCompacted,
-                                 ReadTxn, Store, StoreError, Txn)
+                                 ReadTxn, Store, StoreError, Txn, pick_key)
 
 # Versioned schema: each entry upgrades from the version before it. Never edit
 # a shipped entry; add a new one.
@@ -148,16 +148,9 @@ class _SqliteTxn(_SqliteRead, Txn):
         cursor_key = f"next:{namespace}"
         row = self._c.execute("SELECT value FROM meta WHERE key=?", (cursor_key,)).fetchone()
         start = row[0] if row and low <= row[0] <= high else low
-        candidate = start
-        if self.claim_owner(namespace, str(candidate)) is not None:
-            # Past the first collision, one set lookup beats a query per key.
-            taken = self.claimed_keys(namespace)
-            for _ in range(high - low + 1):
-                candidate = candidate + 1 if candidate < high else low
-                if str(candidate) not in taken:
-                    break
-            else:
-                raise Conflict(namespace, "*", "nobody")
+        candidate = pick_key(namespace, start, low, high,
+                             lambda k: self.claim_owner(namespace, k),
+                             lambda: self.claimed_keys(namespace))
         self.claim(namespace, str(candidate), owner)
         nxt = candidate + 1 if candidate < high else low
         self._c.execute("INSERT INTO meta (key, value) VALUES (?,?) ON CONFLICT (key) "
