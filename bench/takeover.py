@@ -22,7 +22,6 @@ lease TTL (etcd deletes the dead controller's key only when its lease expires).
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -37,19 +36,11 @@ from controller.cluster import master_for  # noqa: E402
 from topology.etcd_cluster import EtcdCluster  # noqa: E402
 
 
-def status_of(proc) -> dict:
-    try:
-        st = json.loads(proc.status_path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return st if st.get("pid") == proc.pid else {}
-
-
 def settled(cloud: Cloud, live: set[str]) -> bool:
     for h in cloud.hosts.values():
         cid = master_for(h.dpid, live)
         proc = next(p for p in cloud.controllers if p.controller_id == cid)
-        sw = status_of(proc).get("switches", {}).get(h.dpid_hex)
+        sw = proc.status().get("switches", {}).get(h.dpid_hex)
         if not sw or sw.get("role") != "master" or not sw.get("in_sync") or sw.get("busy"):
             return False
     return True
@@ -91,7 +82,7 @@ def main() -> int:
                     return next(p for p in cloud.controllers
                                 if p.controller_id == master_for(h.dpid, survivors))
                 # Counts are per connection, from its start: the takeover's are the growth.
-                mods0 = {h.name: (status_of(heir(h)).get("switches", {}).get(h.dpid_hex) or {})
+                mods0 = {h.name: (heir(h).status().get("switches", {}).get(h.dpid_hex) or {})
                          .get("flow_mods", 0) for h in moved}
                 killed = time.time()
                 victim.kill()
@@ -99,7 +90,7 @@ def main() -> int:
                 def reconciled():
                     out = []
                     for h in moved:
-                        sw = status_of(heir(h)).get("switches", {}).get(h.dpid_hex) or {}
+                        sw = heir(h).status().get("switches", {}).get(h.dpid_hex) or {}
                         since, last = sw.get("master_since"), sw.get("last_sync")
                         if not (since and since > killed and last and last >= since
                                 and sw.get("in_sync")):

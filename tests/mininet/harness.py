@@ -293,6 +293,16 @@ class VmflowProcess:
         self.stop()
         return self.start()
 
+    def status(self) -> dict:
+        """A controller process's status file (its `status_path`), or {} until
+        this process has written one: a file an earlier run of it left does
+        not count."""
+        try:
+            st = json.loads(self.status_path.read_text())
+        except (AttributeError, OSError, ValueError):
+            return {}
+        return st if st.get("pid") == self.pid else {}
+
     def log(self, tail: int = 60) -> str:
         try:
             lines = self.log_path.read_text(errors="replace").splitlines()

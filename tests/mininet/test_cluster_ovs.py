@@ -49,18 +49,9 @@ def masters_by_ovs(cloud: Cloud, host) -> list[str]:
     return [port_to_id[p] for p, r in ovs_roles(host.bridge).items() if r == "master"]
 
 
-def status_of(proc) -> dict:
-    import json
-    try:
-        st = json.loads(proc.status_path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return st if st.get("pid") == proc.pid else {}
-
-
 def master_synced(cloud: Cloud, host, cid: str) -> bool:
     proc = next(p for p in cloud.controllers if p.controller_id == cid)
-    sw = status_of(proc).get("switches", {}).get(host.dpid_hex)
+    sw = proc.status().get("switches", {}).get(host.dpid_hex)
     return bool(sw and sw.get("role") == "master" and sw.get("in_sync") and not sw.get("busy"))
 
 
@@ -85,7 +76,7 @@ def wait_new_masters(cloud: Cloud, hosts, survivors: set[str], killed_at: float)
     def master_since(h):
         cid = master_for(h.dpid, survivors)
         proc = next(p for p in cloud.controllers if p.controller_id == cid)
-        sw = status_of(proc).get("switches", {}).get(h.dpid_hex) or {}
+        sw = proc.status().get("switches", {}).get(h.dpid_hex) or {}
         since = sw.get("master_since")
         return since if since and since > killed_at and sw.get("role") == "master" else None
     took = max(wait_for(lambda: master_since(h), TTL + 5, 0.1, f"a new master of {h.name}")
@@ -124,7 +115,7 @@ def cl(mininet_ready, etcd, tmp_path_factory):
 
 
 def not_master_packet_ins(proc) -> int:
-    return status_of(proc)["counters"]["packet_in_not_master"]
+    return proc.status()["counters"]["packet_in_not_master"]
 
 
 def test_one_master_per_switch_by_the_ring_and_the_others_slaves(cl):
@@ -137,7 +128,7 @@ def test_one_master_per_switch_by_the_ring_and_the_others_slaves(cl):
         return {(p.controller_id, h.name): (sw["flow_mods"] + sw["meter_mods"], sw["role"],
                                             sw["desired_flows"])
                 for p in cl.controllers for h in cl.hosts.values()
-                for sw in [status_of(p)["switches"][h.dpid_hex]]}
+                for sw in [p.status()["switches"][h.dpid_hex]]}
     before = writes()
     # A change on every host: its master writes it, the slaves only compute it.
     for i, h in enumerate(cl.hosts.values()):
@@ -263,7 +254,7 @@ def test_sigkill_of_the_master_loses_no_ping_and_changes_no_flow_and_it_rejoins(
         """What the bridge's master-to-be has written to it so far (its
         counts run from its connection, so the takeover's is the growth)."""
         proc = next(p for p in cloud.controllers if p.controller_id == master_for(h.dpid, survivors))
-        sw = status_of(proc)["switches"][h.dpid_hex]
+        sw = proc.status()["switches"][h.dpid_hex]
         return sw["flow_mods"] + sw["meter_mods"]
     writes_before = {h.name: heir_writes(h) for h in pair}
 
@@ -300,7 +291,7 @@ def test_sigkill_of_the_master_loses_no_ping_and_changes_no_flow_and_it_rejoins(
     victim.start()
     wait_cluster_synced(cloud, live)
     time.sleep(1.2)   # a status round after the sync
-    back = status_of(victim)["switches"]
+    back = victim.status()["switches"]
     for h in pair:
         assert back[h.dpid_hex]["role"] == "master"
     assert all(sw["flow_mods"] == 0 and sw["meter_mods"] == 0 for sw in back.values()), back

@@ -45,25 +45,6 @@ def test_failed_transaction_writes_nothing(store):
     assert store.changes_since(rev) == []
 
 
-def test_one_revision_per_transaction_and_feed(store):
-    rev = store.revision()
-    with store.transaction() as txn:
-        txn.put("networks", "n1", {"id": "n1", "v": 1})
-        txn.put("networks", "n2", {"id": "n2"})
-    with store.transaction() as txn:
-        txn.delete("networks", "n2")
-        txn.delete("networks", "missing")  # deleting nothing is no change
-    changes = store.changes_since(rev)
-    assert [(c.revision, c.id, c.op) for c in changes] == [
-        (rev + 1, "n1", "put"), (rev + 1, "n2", "put"), (rev + 2, "n2", "delete")]
-    assert changes[0].body == {"id": "n1", "v": 1} and changes[2].body is None
-    with store.transaction() as txn:
-        txn.claim("mac", "m", "port:a")  # a claim alone is not a document change
-    assert store.revision() == rev + 2
-    snap_rev, data = store.snapshot()
-    assert snap_rev == rev + 2 and set(data["networks"]) == {"n1"}
-
-
 def test_change_hint_moves_on_every_commit_and_only_then(store, tmp_path):
     """The controller reads the feed only when the hint moves: it must move for
     commits from this store object, another one (another process) alike."""
