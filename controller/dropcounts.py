@@ -17,7 +17,8 @@ request costs the switch little whatever its flow count.
 
 `vmflow status` shows each switch's counts (read by the status thread every
 status interval, outside the controller lock) and their totals among the
-counters; /metrics reads them at scrape time (controller/metrics.py).
+counters, and /metrics serves the same reading (controller/metrics.py): one
+flow-stats request per switch per status interval, whoever looks.
 """
 from __future__ import annotations
 

@@ -21,7 +21,7 @@ its status file, controller/status.py), so nothing here is on a hot path:
                   meter-stats requests at scrape time
     drops         vmflow_dropped_packets_total per switch and reason: drops a
                   flow's own packet counter counts (controller/dropcounts.py;
-                  dvr_unknown_mac), read with flow-stats at scrape time
+                  dvr_unknown_mac), as the status thread last read them
     store         vmflow_store_revision, vmflow_view_revision and
                   vmflow_change_feed_lag (revisions the controller has not
                   applied yet)
@@ -37,7 +37,7 @@ from typing import Iterable, Optional
 from prometheus_client import Histogram
 from prometheus_client.core import CollectorRegistry, CounterMetricFamily, GaugeMetricFamily
 
-from controller import dropcounts, pipeline
+from controller import pipeline
 
 LOG = logging.getLogger(__name__)
 
@@ -125,7 +125,7 @@ class ControllerCollector:
                 purpose = pipeline.meter_purpose(mid) or "other"
                 dropped_pkts.add_metric([name, str(mid), purpose], packets)
                 dropped_bytes.add_metric([name, str(mid), purpose], nbytes)
-            for reason, n in sorted(self._drops(sw).items()):
+            for reason, n in sorted(ctl.drop_counts.by_dpid.get(dpid, {}).items()):
                 dropped.add_metric([name, reason], n)
         yield from sw_gauges.values()
         yield from sw_counters.values()
@@ -145,16 +145,6 @@ class ControllerCollector:
             return read()
         except Exception as e:   # a switch leaving mid-scrape: no figures for it
             LOG.debug("meter stats of %016x: %s", sw.dpid, e)
-            return {}
-
-    @staticmethod
-    def _drops(sw) -> dict[str, int]:
-        if not sw.connected:
-            return {}
-        try:
-            return dropcounts.read(sw.channel)
-        except Exception as e:   # a switch leaving mid-scrape: no figures for it
-            LOG.debug("drop counters of %016x: %s", sw.dpid, e)
             return {}
 
     def _packet_in(self) -> Iterable:

@@ -8,6 +8,7 @@ from prometheus_client import generate_latest
 from prometheus_client.core import CollectorRegistry
 
 from controller.compiler import SwitchFlows
+from controller.dropcounts import DropCounts
 from controller.metrics import ControllerCollector, change_histogram, parse_listen
 from controller.reconciler import MeterSpec, SwitchReconciler
 from test_reconciler import FakeSwitch, fl, index
@@ -43,9 +44,11 @@ def test_switch_reconciler_packet_in_meter_and_store_figures():
         "arp.packet_in.received": 10, "arp.packet_in.answered": 9,
         "arp.packet_in.dropped_queue": 1, "dhcp.ack": 3, "metadata.http.status_200": 4,
         "packet_in": 10})
+    drop_counts = DropCounts()
+    drop_counts.refresh([sw])       # the status thread's reading, which /metrics serves
     ctl = SimpleNamespace(switches={0xA1: sw}, change_latency=latency, dispatcher=dispatcher,
                           counters=Counter(changes=5), view=SimpleNamespace(revision=40),
-                          store=SimpleNamespace(revision=lambda: 42))
+                          store=SimpleNamespace(revision=lambda: 42), drop_counts=drop_counts)
     text = scrape(ctl)
     want = [
         'vmflow_switch_connected{dpid="00000000000000a1",host="h1"} 1.0',
@@ -102,7 +105,9 @@ def test_every_dashboard_query_names_a_metric_that_exists():
     ctl = SimpleNamespace(switches={0xA1: sw}, change_latency=latency, counters=Counter(x=1),
                           dispatcher=SimpleNamespace(counters_snapshot=lambda: {
                               "arp.packet_in.received": 1, "dhcp.ack": 1}),
-                          view=SimpleNamespace(revision=1), store=SimpleNamespace(revision=lambda: 1))
+                          view=SimpleNamespace(revision=1), store=SimpleNamespace(revision=lambda: 1),
+                          drop_counts=DropCounts())
+    ctl.drop_counts.refresh([sw])
     exported = {line.split("{")[0].split(" ")[0] for line in scrape(ctl).splitlines()
                 if line and not line.startswith("#")}
     assert named and not named - exported, sorted(named - exported)
