@@ -240,8 +240,8 @@ def test_ovs_restart_cost_with_the_controller_up_and_stopped(trio, tmp_path):
     every bridge on the machine stops forwarding for a few seconds whatever
     its controller does. Two hosts on the fabric (a standalone NORMAL bridge
     with no controller) measure that outage in the same restart, and the
-    VMs lose at most 0.2 s (2 pings) more than they do, with the controller
-    up and with it stopped.
+    VMs go at most 0.3 s (3 ping intervals) longer without a reply than
+    they do, with the controller up and with it stopped.
 
     That holds because the host bridges name the controller as a *service*
     controller (harness.connect, README "OVS restarts"): ovs-vswitchd adds a
@@ -345,8 +345,14 @@ def test_ovs_restart_cost_with_the_controller_up_and_stopped(trio, tmp_path):
                 if phase == "controller stopped":
                     assert events["sigcont"] - 1 < gaps["d"][-1][1] < events["sigcont"] + 5, \
                         report[phase]
+                # Compared as time without a reply, not as pings lost: the
+                # fabric's veths queue a few requests in the kernel through
+                # the outage and forward them late, which counts as received
+                # (CI once saw x2 lose 36 pings over a 4.87 s gap and b 43
+                # over 4.59 s).
+                outages = report[phase]["outage_s"]
                 for vm in ("b", "c"):
-                    assert lost[vm] <= lost["x2"] + 2, report[phase]
+                    assert outages[vm] <= outages["x2"] + 0.3, report[phase]
                     if phase == "controller stopped":
                         # Back long before the controller is.
                         assert gaps[vm] and gaps[vm][-1][1] is not None \
