@@ -38,7 +38,7 @@ from controller.compiler import Dirty, FlowCompiler
 from controller.dropcounts import DropCounts
 from controller.events import SwitchEvents
 from controller.follower import RESYNC, StoreFollower
-from controller.external_status import ExternalWriter
+from controller.external_status import ExternalWriter, fip_host
 from controller.port_status import PortStatusWriter
 from controller.reconciler import MeterSpec
 from controller.switch_worker import Switch
@@ -395,32 +395,42 @@ class Controller:
         """Whether this controller writes to that switch (master, or alone)."""
         return self.plan is None or (sw.role == MASTER and sw.want_role == MASTER)
 
+    def _written_switches(self) -> list[Switch]:
+        return [sw for sw in self.switches.values() if self._writes_to(sw)]
+
     def answers_packet_in(self, dpid: int) -> bool:
         if self.plan is None:
             return True
         sw = self.switches.get(dpid)
         return sw is not None and self._writes_to(sw)
 
-    def _owned_port_statuses(self, updates: dict[str, str]) -> dict[str, str]:
-        """Several controllers: each port's status is written by the master of
-        its host's switch (a port on no known host, by the master of dpid 0),
-        so exactly one controller writes it, and only one that knows."""
+    def _owned_statuses(self, updates: dict[str, str], host_of) -> dict[str, str]:
+        """Several controllers: each status (a port's, a floating IP's) is
+        written by the master of the switch of the host `host_of(id)` names
+        (one on no known host, by the master of dpid 0), so exactly one
+        controller writes it, and only one that knows. Without that, a
+        slave, which installs nothing, would write DOWN over the master's
+        ACTIVE every round."""
         if self.plan is None or not updates:
             return updates
-        view = self.view
-        hosts = {h.get("name"): h for h in view.hosts.values()}
+        hosts = {h.get("name"): h for h in self.view.hosts.values()}
         out = {}
-        for pid, status in updates.items():
-            port = view.ports.get(pid) or {}
-            host = hosts.get(port.get("binding:host_id"))
+        for id_, status in updates.items():
+            host = hosts.get(host_of(id_))
             dpid = parse_dpid(host["datapath_id"]) if host is not None else 0
             if self.plan.role(dpid) != MASTER:
                 continue
             sw = self.switches.get(dpid)
             if host is not None and sw is not None and not self._writes_to(sw):
                 continue   # ours by the plan, not yet confirmed by the switch
-            out[pid] = status
+            out[id_] = status
         return out
+
+    def _port_host(self, pid: str) -> Optional[str]:
+        return (self.view.ports.get(pid) or {}).get("binding:host_id")
+
+    def _fip_host(self, fid: str) -> Optional[str]:
+        return fip_host(self.view, fid)
 
     # -- status ---------------------------------------------------------------
     def status(self) -> dict[str, Any]:
@@ -432,9 +442,8 @@ class Controller:
         while not self.stopping.wait(self.port_status_interval):
             try:
                 with self.lock:
-                    updates = self.port_status.due(
-                        self.view, [sw for sw in self.switches.values() if self._writes_to(sw)])
-                    updates = self._owned_port_statuses(updates)
+                    updates = self.port_status.due(self.view, self._written_switches())
+                    updates = self._owned_statuses(updates, self._port_host)
                 self.port_status.flush(updates)
             except Exception:
                 self.counters["port_status_errors"] += 1
@@ -447,7 +456,10 @@ class Controller:
         while not self.stopping.wait(interval):
             try:
                 with self.lock:
-                    updates, garps = self.external_status.due(self.view, list(self.switches.values()))
+                    # Only switches this controller writes to: a slave neither
+                    # marks a floating IP nor announces it.
+                    updates, garps = self.external_status.due(self.view, self._written_switches())
+                    updates = self._owned_statuses(updates, self._fip_host)
                 send = self.dispatcher.send_packet if self.dispatcher is not None else None
                 self.external_status.flush(updates, garps if send else [], send)
             except Exception:

@@ -21,6 +21,7 @@ from typing import Iterable, Optional
 
 from apps.nat import BINDINGS, FIPS, arp_frame, binding_id, translation
 from controller.locality import uplink_ofport
+from controller.port_status import write_statuses
 from topology.store.base import Store, StoreError
 from topology.view import TopologyView
 
@@ -46,28 +47,17 @@ def wanted_fip_statuses(view: TopologyView, switches: Iterable) -> dict[str, tup
     return out
 
 
-def _stamp() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-
-
-def write_statuses(store: Store, updates: dict[str, str]) -> int:
-    written = 0
-    stamp = _stamp()
-    with store.transaction() as txn:
-        for fid, status in updates.items():
-            doc = txn.get(FIPS, fid)
-            if doc is None or doc.get("status") == status:
-                continue
-            doc = {**doc, "status": status, "updated_at": stamp,
-                   "revision_number": doc.get("revision_number", 0) + 1}
-            txn.put(FIPS, fid, doc, project_id=doc.get("project_id"))
-            written += 1
-    return written
+def fip_host(view: TopologyView, fid: str) -> Optional[str]:
+    """The host a floating IP's flows go on: that of the port it is bound to."""
+    fip = view.docs[FIPS].get(fid)
+    t = translation(view, fip) if fip is not None else None
+    return t.host if t is not None else None
 
 
 def write_bindings(store: Store, learned: dict[tuple[str, str], str]) -> int:
-    stamp = _stamp()
-    with store.transaction() as txn:
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+    def body(txn) -> int:
         for (net, ip), mac in learned.items():
             bid = binding_id(net, ip)
             old = txn.get(BINDINGS, bid)
@@ -76,7 +66,8 @@ def write_bindings(store: Store, learned: dict[tuple[str, str], str]) -> int:
             txn.put(BINDINGS, bid, {"id": bid, "network_id": net, "ip_address": ip,
                                     "mac_address": mac, "updated_at": stamp},
                     parent_id=net)
-    return len(learned)
+        return len(learned)
+    return store.run(body)
 
 
 class ExternalWriter:
@@ -123,7 +114,7 @@ class ExternalWriter:
         learned = self.nat.take_learned() if self.nat is not None else {}
         try:
             if updates:
-                self.written += write_statuses(self.store, updates)
+                self.written += write_statuses(self.store, FIPS, updates)
             if learned:
                 write_bindings(self.store, learned)
         except StoreError as e:

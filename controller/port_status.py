@@ -82,23 +82,33 @@ def changes(view: TopologyView, wanted: dict[str, str]) -> dict[str, str]:
             if view.ports.get(pid, {}).get("status") != status}
 
 
-def write(store: Store, updates: dict[str, str], now: Optional[str] = None) -> int:
-    """Write the statuses in one transaction; return how many changed."""
+def write_statuses(store: Store, kind: str, updates: dict[str, str], *,
+                   parent_field: Optional[str] = None, now: Optional[str] = None) -> int:
+    """Write `updates` (id -> status) to documents of `kind` in one
+    transaction; return how many changed. Each document is read again inside
+    it, so a change the API made meanwhile is kept and only `status` (with
+    revision_number and updated_at, as the API moves them) is written over.
+    Shared with the floating IP statuses (external_status.py)."""
     stamp = now or time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
     def body(txn) -> int:
         written = 0
-        for pid, status in updates.items():
-            doc: Optional[Document] = txn.get("ports", pid)
+        for id_, status in updates.items():
+            doc: Optional[Document] = txn.get(kind, id_)
             if doc is None or doc.get("status") == status:
                 continue
             doc = {**doc, "status": status, "updated_at": stamp,
                    "revision_number": doc.get("revision_number", 0) + 1}
-            txn.put("ports", pid, doc, project_id=doc.get("project_id"),
-                    parent_id=doc.get("network_id"))
+            txn.put(kind, id_, doc, project_id=doc.get("project_id"),
+                    parent_id=doc.get(parent_field) if parent_field else None)
             written += 1
         return written
     return store.run(body)
+
+
+def write(store: Store, updates: dict[str, str], now: Optional[str] = None) -> int:
+    """Write port statuses in one transaction; return how many changed."""
+    return write_statuses(store, "ports", updates, parent_field="network_id", now=now)
 
 
 class PortStatusWriter:

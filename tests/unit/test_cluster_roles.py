@@ -18,6 +18,7 @@ from controller.flow import Flow
 from controller.ofchannel import OFChannel
 from controller.reconciler import MeterSpec
 from l2_fixtures import port
+from topology.store import SqliteStore
 
 
 # -- the channel -----------------------------------------------------------------
@@ -255,9 +256,43 @@ def test_port_status_is_written_only_by_the_master_of_the_ports_host(cctl, store
     with ctl.lock:
         ports_h1 = [p["id"] for p in ctl.view.ports_on_host("h1")]
         assert ports_h1
-        assert ctl._owned_port_statuses({pid: "DOWN" for pid in ports_h1}) == {}
+        assert ctl._owned_statuses({pid: "DOWN" for pid in ports_h1}, ctl._port_host) == {}
     m.set_live("me", other_id_for(h1, master=True))
     with ctl.lock:
         # Ours by the plan, but the switch is not connected: no switch to
         # confirm, so the plan decides.
-        assert set(ctl._owned_port_statuses({pid: "DOWN" for pid in ports_h1})) == set(ports_h1)
+        assert set(ctl._owned_statuses({pid: "DOWN" for pid in ports_h1}, ctl._port_host)) == set(ports_h1)
+
+
+def test_a_floating_ips_status_is_written_only_by_the_master_of_its_ports_host(conf, tmp_path):  # noqa: F811
+    """A slave installs nothing, so to it every floating IP looks DOWN: it
+    must leave the status to the master of the host the floating IP's port
+    is on, or it writes DOWN over the master's ACTIVE every round."""
+    from test_nat_behaviour import cloud as nat_cloud
+    view = nat_cloud()
+    s = SqliteStore(str(tmp_path / "nat.sqlite"))
+    for kind, docs in view.docs.items():
+        for body in docs.values():
+            write(s, kind, {**body, "status": "ACTIVE"} if kind == "floatingips" else body)
+
+    def f1_status():
+        with s.read() as r:
+            return r.get("floatingips", "f1")["status"]
+    conf.set_override("port_status_interval", 0.05, group="controller")
+    ctl = Controller(conf, s, [L2App(conf)], status_path=str(tmp_path / "status.json"),
+                     status_interval=0.05)
+    m = FakeMembership("me")
+    ctl.attach_cluster(m)
+    ctl.start()
+    try:
+        c1 = 0xC1   # the host of f1's port
+        m.set_live("me", other_id_for(c1, master=False))
+        wait(lambda: ctl.view is not None)
+        time.sleep(1.0)   # twenty external-status rounds
+        assert f1_status() == "ACTIVE"
+        # Master of c1, whose switch is not connected: the floating IP's
+        # flows are nowhere, and this controller says so.
+        m.set_live("me", other_id_for(c1, master=True))
+        wait(lambda: f1_status() == "DOWN")
+    finally:
+        ctl.stop()
