@@ -148,15 +148,20 @@ def test_bandwidth_dscp_and_a_rate_change_without_flow_churn(cloud_factory):
 
 
 FLOOD = """
-import socket, sys
+import socket, sys, time
 mac = bytes.fromhex(sys.argv[1].replace(":", ""))
 src, dst = socket.inet_aton(sys.argv[2]), socket.inet_aton(sys.argv[3])
 frame = (b"\\xff" * 6 + mac + b"\\x08\\x06" + b"\\x00\\x01\\x08\\x00\\x06\\x04\\x00\\x01"
          + mac + src + b"\\x00" * 6 + dst)
 s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
 s.bind(("eth0", 0))
-for _ in range(int(sys.argv[4])):
+# Paced at about 5,000 a second, 25 times the packet-in meter's rate: a
+# tight loop outruns what a loaded machine's ovs-vswitchd reads from the
+# veth, and the kernel then drops the excess before the meter sees it.
+for i in range(int(sys.argv[4])):
     s.send(frame)
+    if i % 50 == 49:
+        time.sleep(0.01)
 """
 
 
@@ -171,8 +176,9 @@ def test_a_flooding_vms_packet_in_meter_drops_show_in_metrics(cloud_factory):
     before = scrape(cloud)
     # ARP for an address the store does not know: the switch cannot answer
     # it, so each request is a packet-in through the flooder's meter.
+    sent = 5000
     p = flooder.run([sys.executable, "-c", FLOOD, flooder.port["mac_address"], flooder.ip,
-                     "10.0.0.250", "5000"], timeout=60)
+                     "10.0.0.250", str(sent)], timeout=60)
     assert p.returncode == 0, p.stderr
 
     def dropped():
@@ -184,11 +190,11 @@ def test_a_flooding_vms_packet_in_meter_drops_show_in_metrics(cloud_factory):
     drops = sample(text, "vmflow_meter_packets_dropped_total", dpid=h1.dpid_hex,
                    purpose="packet_in")
     received = sample(text, "vmflow_packet_in_total", app="arp", outcome="received")
-    print(f"5000 ARP requests: {drops:.0f} dropped by the packet-in meter, arp received "
+    print(f"{sent} ARP requests: {drops:.0f} dropped by the packet-in meter, arp received "
           f"{received:.0f} (before {sample(before, 'vmflow_packet_in_total', app='arp', outcome='received'):.0f})")
     assert re.search(r'meter_id="\d+",purpose="packet_in"', text)
     assert received > sample(before, "vmflow_packet_in_total", app="arp", outcome="received")
-    assert drops + received <= 5000 + 100
+    assert drops + received <= sent + 100
 
 
 def test_a_packet_rate_limit_holds_against_a_udp_flood(cloud):
