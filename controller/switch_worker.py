@@ -77,6 +77,9 @@ class Switch:
         self.role_changes = 0
         self.master_since: Optional[float] = None   # wall clock, when the switch confirmed it
         self.role_fresh = False    # master since the last sync: re-read and diff
+        # Came into sync and the status file does not say so yet: told to
+        # the core once the worker is idle (core.status_due).
+        self.announce = False
 
     def start(self) -> None:
         self.thread = threading.Thread(target=self.run, name=f"vmflow-sw-{self.dpid:016x}",
@@ -252,6 +255,7 @@ class Switch:
                 if reading is not None:
                     rec.discard(reading)
                 continue
+            was_in_sync = rec.in_sync
             try:
                 if delta is not None:
                     sent = rec.sync_delta(*delta)
@@ -264,9 +268,15 @@ class Switch:
                 if seen is not None and latency is not None:
                     latency.observe(time.monotonic() - seen)
                 backoff = RETRY_MIN_S
+                sw.announce |= rec.in_sync and not was_in_sync
                 with sw.cond:
                     if not sw.want_sync:
                         sw.busy = False
+                        settled, sw.announce = sw.announce, False
+                    else:
+                        settled = False
+                if settled and hasattr(core, "status_due"):
+                    core.status_due()
             except ChannelError as e:
                 LOG.error("switch %016x: %s; re-reading in %.1fs", sw.dpid, e, backoff)
                 if core.stopping.wait(backoff):

@@ -11,6 +11,7 @@ from test_reconciler import FakeSwitch
 
 from apps.l2 import L2App
 from controller.core import Controller
+from controller.status import read_status
 from topology.config import new_conf
 from topology.store import SqliteStore, StoreError
 from topology.view import interface_name
@@ -315,3 +316,27 @@ def test_a_status_only_write_recomputes_nothing_and_a_real_change_does(ctl, stor
     write(store, "ports", {**doc, "admin_state_up": False})
     settle(ctl, store)
     assert refreshed
+
+
+def test_the_status_file_says_in_sync_as_soon_as_a_switch_is(conf, store, tmp_path):
+    """A switch coming into sync is written to the status file at once, not
+    a status interval later: `vmflow status`, and whatever waits on it after
+    a restart, sees it within milliseconds."""
+    path = tmp_path / "status.json"
+    c = Controller(conf, store, [L2App(conf)], status_path=str(path), status_interval=30)
+    c.start()
+    try:
+        wait_for_file = time.time() + 5
+        while not path.exists() and time.time() < wait_for_file:
+            time.sleep(0.01)
+        time.sleep(0.2)   # the view is loaded; the first status round is done
+        c.switch_connected(0xA1, FakeSwitch(), h1_ports())
+        deadline = time.time() + 2
+        while time.time() < deadline:
+            sw = read_status(str(path)).get("switches", {}).get(f"{0xA1:016x}")
+            if sw and sw["in_sync"] and not sw["busy"]:
+                return
+            time.sleep(0.01)
+        raise AssertionError(f"not in the status file: {read_status(str(path))}")
+    finally:
+        c.stop()
