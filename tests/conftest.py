@@ -2,6 +2,7 @@
 Open vSwitch or mnexec they fail with the reason."""
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -28,17 +29,33 @@ def mininet_ready():
     return True
 
 
-def _start_cloud(workdir, config=None):
+def pytest_generate_tests(metafunc):
+    # A scenario marked both_stores runs once per store backend. Module
+    # scope, so a module of them (pytestmark) shares one cloud per backend.
+    if metafunc.definition.get_closest_marker("both_stores") \
+            and "store_backend" in metafunc.fixturenames:
+        metafunc.parametrize("store_backend", ["sqlite", "etcd"], indirect=True, scope="module")
+
+
+@pytest.fixture(scope="module")
+def store_backend(request):
+    """The store a cloud runs on: a both_stores scenario's parameter, else
+    $VMFLOW_TEST_STORE (sqlite when unset; etcd runs any scenario on etcd)."""
+    return getattr(request, "param", None) or os.environ.get("VMFLOW_TEST_STORE", "sqlite")
+
+
+def _start_cloud(workdir, config=None, store=None):
     from harness import Cloud
-    return Cloud.start(workdir, config)
+    return Cloud.start(workdir, config, store=store)
 
 
 @pytest.fixture
-def cloud(mininet_ready, tmp_path):
-    """A fresh vmflow (api + controller, own SQLite store) and an empty fabric,
-    torn down after the test even when it fails. Add hosts/networks/VMs with
-    cloud.add_host / add_network / add_vm (tests/mininet/harness.py)."""
-    c = _start_cloud(tmp_path / "cloud")
+def cloud(mininet_ready, tmp_path, store_backend):
+    """A fresh vmflow (api + controller, own store: SQLite, or etcd for
+    both_stores scenarios) and an empty fabric, torn down after the test even
+    when it fails. Add hosts/networks/VMs with cloud.add_host / add_network /
+    add_vm (tests/mininet/harness.py)."""
+    c = _start_cloud(tmp_path / "cloud", store=store_backend)
     try:
         yield c
     finally:
@@ -46,9 +63,9 @@ def cloud(mininet_ready, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def module_cloud(mininet_ready, tmp_path_factory):
+def module_cloud(mininet_ready, tmp_path_factory, store_backend):
     """One cloud shared by the tests of a module (for tests that don't interfere)."""
-    c = _start_cloud(tmp_path_factory.mktemp("cloud"))
+    c = _start_cloud(tmp_path_factory.mktemp("cloud"), store=store_backend)
     try:
         yield c
     finally:
@@ -56,13 +73,13 @@ def module_cloud(mininet_ready, tmp_path_factory):
 
 
 @pytest.fixture
-def cloud_factory(mininet_ready, tmp_path):
+def cloud_factory(mininet_ready, tmp_path, store_backend):
     """cloud_factory(config={...}) for a cloud with its own configuration
     (e.g. {"controller": {"audit_interval": 2}}); all are torn down."""
     made = []
 
     def make(config=None):
-        c = _start_cloud(tmp_path / f"cloud{len(made)}", config)
+        c = _start_cloud(tmp_path / f"cloud{len(made)}", config, store=store_backend)
         made.append(c)
         return c
 

@@ -798,7 +798,8 @@ class Cloud:
     """vmflow processes + fabric + hosts + VMs, all owned by this run."""
 
     def __init__(self, workdir: Path, config: Optional[dict] = None, *,
-                 controllers: int = 1, etcd: Optional[str] = None, lease_ttl: int = 3):
+                 controllers: int = 1, etcd: Optional[str] = None, lease_ttl: int = 3,
+                 store: Optional[str] = None):
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.prefix = "vmf%04x" % random.randrange(0x10000)
@@ -808,13 +809,22 @@ class Cloud:
         self.api_port = free_port()
         self.ofp_port = free_port()
         self.store_path = self.workdir / "vmflow.db"
-        # VMFLOW_TEST_STORE=etcd runs the cloud on a 3-member etcd cluster of
-        # its own (loopback, in workdir) instead of the SQLite file.
+        # store="etcd" (default: $VMFLOW_TEST_STORE, else "sqlite") runs the
+        # cloud on a 3-member etcd cluster of its own (loopback, in workdir)
+        # instead of the SQLite file. Several controllers (etcd given) keep
+        # their documents in the etcd cluster that holds their membership.
         self.etcd = None
-        if os.environ.get("VMFLOW_TEST_STORE", "sqlite") == "etcd":
+        store = store or os.environ.get("VMFLOW_TEST_STORE", "sqlite")
+        if store not in ("sqlite", "etcd"):
+            raise HarnessError(f"unknown test store {store!r}: sqlite or etcd")
+        if etcd:
+            self.store_url = "etcd://" + etcd
+        elif store == "etcd":
             from topology.etcd_cluster import EtcdCluster
             self.etcd = EtcdCluster(3, workdir=str(self.workdir / "etcd"))
-        self.store_url = self.etcd.store_url if self.etcd else f"sqlite:///{self.store_path}"
+            self.store_url = self.etcd.store_url
+        else:
+            self.store_url = f"sqlite:///{self.store_path}"
         self.config_path = self.workdir / "vmflow.conf"
         self.status_path = self.workdir / "controller-status.json"
         self.hosts: dict[str, Host] = {}
@@ -828,6 +838,7 @@ class Cloud:
         self._n_hosts = 0
         self._n_vms = 0
         self._extern: list = []
+        self._store = None   # a reader of the cloud's store (store_revision)
         self.fabric = f"{self.prefix}-fab"
         self._write_config(config or {})
         self.api = Api(f"http://127.0.0.1:{self.api_port}")
@@ -864,16 +875,19 @@ class Cloud:
     @classmethod
     def start(cls, workdir: Path, config: Optional[dict] = None, *,
               controller: bool = True, controllers: int = 1, etcd: Optional[str] = None,
-              lease_ttl: int = 3) -> "Cloud":
+              lease_ttl: int = 3, store: Optional[str] = None) -> "Cloud":
         """Start vmflow (api, and controller unless controller=False) on a new
         store and build the fabric. `config` adds INI sections, e.g.
         {"controller": {"audit_interval": 2}}. controllers=N with etcd (the
-        endpoints, host:port,...) starts N controllers holding roles."""
+        endpoints, host:port,...) starts N controllers holding roles, with
+        their store on that etcd. store="etcd" gives a single controller a
+        3-member etcd cluster of its own."""
         why = check_prerequisites()
         if why:
             raise HarnessError(why)
         sweep_stale()
-        cloud = cls(workdir, config, controllers=controllers, etcd=etcd, lease_ttl=lease_ttl)
+        cloud = cls(workdir, config, controllers=controllers, etcd=etcd, lease_ttl=lease_ttl,
+                    store=store)
         try:
             cloud._add_fabric()
             if cloud.etcd is not None:
@@ -955,6 +969,11 @@ class Cloud:
                     os.kill(pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
+        if self._store is not None:
+            try:
+                self._store.close()
+            except Exception as e:
+                errors.append(e)
         if self.etcd is not None:
             self.etcd.stop()
         (REGISTRY / self.prefix).unlink(missing_ok=True)
@@ -1180,13 +1199,33 @@ class Cloud:
                 return False
         return bool(st.get("store_ok", True))
 
+    def store_revision(self) -> Optional[int]:
+        """The store's revision now, or None when it cannot be read."""
+        from topology.store import StoreError, open_store
+        try:
+            if self._store is None:
+                self._store = open_store(self.store_url, migrate=False)
+            return self._store.revision()
+        except StoreError:
+            return None
+
     def wait_controller_synced(self, hosts: Optional[Iterable[Host]] = None,
                                timeout: float = 20, since: Optional[float] = None) -> dict:
+        """Wait until the controller has every change made so far (its view
+        at the store's revision of now) and every host's bridge is in sync
+        with it. Without the first half a controller that has not yet read
+        the latest change (etcd's watch, a busy machine) passed as synced."""
         hosts = list(self.hosts.values()) if hosts is None else list(hosts)
+        revision = self.store_revision()
 
         def ok():
             self.controller.assert_running()
-            return self.status() if self.controller_synced(hosts, since) else None
+            if not self.controller_synced(hosts, since):
+                return None
+            st = self.status()
+            if revision is not None and (st.get("revision") or 0) < revision:
+                return None
+            return st
 
         return wait_for(ok, timeout, 0.1,
                         lambda: "the controller to sync " + ", ".join(h.name for h in hosts)

@@ -141,8 +141,9 @@ for _ in range(3):
 
 
 @pytest.fixture(scope="module")
-def cloud(mininet_ready, tmp_path_factory):
-    c = Cloud.start(tmp_path_factory.mktemp("cloud"), {"dhcp": {"lease_time": LEASE}})
+def cloud(mininet_ready, tmp_path_factory, store_backend):
+    c = Cloud.start(tmp_path_factory.mktemp("cloud"), {"dhcp": {"lease_time": LEASE}},
+                    store=store_backend)
     try:
         c.h1, c.h2 = c.add_host("h1"), c.add_host("h2")
         c.n1 = c.add_network("n1", cidr="10.0.0.0/24", vlan=201, enable_dhcp=True, mtu=MTU)

@@ -20,9 +20,10 @@ import pytest
 from harness import Cloud, Host, Network, Vm, parse_ping, wait_for
 from test_secgroup import group
 
-from topology.store.sqlite import open_store
+from topology.store import open_store
 
-pytestmark = pytest.mark.mininet
+# Run on SQLite and on etcd (tests/conftest.py, both_stores).
+pytestmark = [pytest.mark.mininet, pytest.mark.both_stores]
 CONVERGE = 15.0
 EXT_CIDR = "203.0.113.0/24"
 BEYOND = "198.51.100.1"
@@ -37,7 +38,7 @@ class ExtStore:
     def __init__(self, cloud: Cloud):
         self.cloud = cloud
         self.api = cloud.api
-        self.store = open_store(f"sqlite:///{cloud.store_path}")
+        self.store = open_store(cloud.store_url)
 
     def get(self, kind: str, id: str) -> Optional[dict]:
         with self.store.read() as r:
