@@ -22,7 +22,8 @@ import pytest
 from controller.pipeline import COOKIE_SPACE, table_id
 from harness import OFCTL, Cloud, Host, Network, Vm, flows, parse_ping, sh, wait_for
 
-pytestmark = pytest.mark.mininet
+# Run on SQLite and on etcd (tests/conftest.py, both_stores).
+pytestmark = [pytest.mark.mininet, pytest.mark.both_stores]
 
 CONVERGE = 15.0   # seconds a fresh topology may take to get its flows
 

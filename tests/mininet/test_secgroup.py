@@ -116,6 +116,7 @@ def test_priorities_deny_beats_allow_and_allow_beats_deny_all(two):
     assert refused(e, open_, 5002)
 
 
+@pytest.mark.both_stores
 def test_stateful_replies_return_and_unsolicited_is_refused(two):
     cloud, h1, h2, net = two
     outbound_only = group(cloud, "out-only")           # egress allow-all only
@@ -130,6 +131,7 @@ def test_stateful_replies_return_and_unsolicited_is_refused(two):
     assert open_.no_ping(inside)
 
 
+@pytest.mark.both_stores
 def test_remote_group_admits_members_and_a_new_member_within_a_second(two):
     cloud, h1, h2, net = two
     clients = group(cloud, "clients")
@@ -165,6 +167,7 @@ def stalled_at(p) -> float:
     return float(out.split()[1])
 
 
+@pytest.mark.both_stores
 def test_live_rule_changes(two):
     cloud, h1, h2, net = two
     g = group(cloud, "live")
@@ -262,6 +265,7 @@ def test_controller_restart_keeps_connections_and_sends_nothing(two):
         assert st["flow_mods"] == 0 and st["installed_flows"] == before[h.name]["installed_flows"]
 
 
+@pytest.mark.both_stores
 def test_a_thousand_rules_on_one_port_install_as_one_bundle(two):
     cloud, h1, h2, net = two
     g = group(cloud, "big")

@@ -2,7 +2,8 @@
 
 Another process holds the SQLite store's WAL read locks for 40 s, so every
 read the controller makes waits on them (about 10 s each, then fails with
-"locking protocol"). Before, the controller read the store under the lock
+"locking protocol"); on etcd (both_stores), every member of the cluster is
+stopped (SIGSTOP) for 40 s, so every read waits out its deadline. Before, the controller read the store under the lock
 its packet-in services answer under, so ARP, DHCP and metadata stalled
 behind it. Checked: two VMs that talk lose no ping, a fresh udhcpc gets its
 lease and a flushed neighbour is resolved again, over and over, during the
@@ -34,8 +35,33 @@ fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 6, 122)
 print("locked", flush=True)
 time.sleep(float(sys.argv[2]))
 """
+# etcd's stall: every member frozen, then thawed even if the test dies first.
+FREEZER = """
+import os, signal, sys, time
+pids = [int(p) for p in sys.argv[2:]]
+for p in pids:
+    os.kill(p, signal.SIGSTOP)
+print("locked", flush=True)
+try:
+    time.sleep(float(sys.argv[1]))
+finally:
+    for p in pids:
+        os.kill(p, signal.SIGCONT)
+"""
 
 
+def stall_store(cloud, seconds: float) -> subprocess.Popen:
+    """A process that stalls the cloud's store for `seconds`, and prints
+    "locked" once it has."""
+    if cloud.etcd is not None:
+        pids = [str(m.proc.pid) for m in cloud.etcd.members]
+        return subprocess.Popen([sys.executable, "-c", FREEZER, str(seconds)] + pids,
+                                stdout=subprocess.PIPE, text=True)
+    return subprocess.Popen([sys.executable, "-c", LOCKER, f"{cloud.store_path}-shm",
+                             str(seconds)], stdout=subprocess.PIPE, text=True)
+
+
+@pytest.mark.both_stores
 def test_a_40s_store_read_lock_loses_no_ping_and_dhcp_and_arp_still_answer(cloud_factory):
     cloud = cloud_factory()
     h1, h2 = cloud.add_host("h1"), cloud.add_host("h2")
@@ -45,12 +71,9 @@ def test_a_40s_store_read_lock_loses_no_ping_and_dhcp_and_arp_still_answer(cloud
     x.wait_ping(y, 20)
     wait_for(lambda: cloud.status()["synced"] and cloud.status()["store_ok"], 20, 0.2,
              "the controller to sync")
-    shm = f"{cloud.store_path}-shm"
-
     count = int((LOCK_S + 6) / 0.1)
     pinger = x.popen(["ping", "-n", "-q", "-c", str(count), "-i", "0.1", "-W", "1", y.ip])
-    locker = subprocess.Popen([sys.executable, "-c", LOCKER, shm, str(LOCK_S)],
-                              stdout=subprocess.PIPE, text=True)
+    locker = stall_store(cloud, LOCK_S)
     try:
         assert locker.stdout.readline().strip() == "locked"
         locked_at = time.time()
