@@ -140,7 +140,13 @@ class SwitchReconciler:
         self.meter_spec = meter_spec
         self.installed: Optional[dict[tuple, Flow]] = None
         self.meters: Optional[dict[int, MeterSpec]] = None
-        self.lock = threading.Lock()   # one sync at a time per switch
+        # One sync at a time per switch; held across the sync's requests.
+        self.lock = threading.Lock()
+        # Guards the open readings only, never held across a request: the
+        # thread that delivers the switch's replies reports drift through
+        # it (distrust_readings, discard), and must never wait on a sync
+        # that is waiting on one of those replies. Taken after self.lock.
+        self._readings_lock = threading.Lock()
         self.stats = {"flow_mods": 0, "meter_mods": 0, "bundles": 0, "reads": 0,
                       "repairs": 0, "audits": 0, "drift_rereads": 0, "errors": 0}
         self.last_sync: Optional[float] = None
@@ -155,8 +161,9 @@ class SwitchReconciler:
     def _invalidate(self) -> None:
         self.installed = None
         self.meters = None
-        for r in self._readings:
-            r.valid = False
+        with self._readings_lock:
+            for r in self._readings:
+                r.valid = False
 
     # -- reading outside the lock (the audit) --------------------------------
     def read(self) -> Reading:
@@ -165,7 +172,7 @@ class SwitchReconciler:
         Only worth it while a belief exists: without one, the reading is
         marked invalid and sync reads again itself.
         """
-        with self.lock:
+        with self.lock, self._readings_lock:
             reading = Reading(valid=self.installed is not None and self.meters is not None)
             self._readings.append(reading)
         try:
@@ -179,26 +186,29 @@ class SwitchReconciler:
 
     def distrust_readings(self) -> None:
         """The switch changed behind our back: readings open now may predate
-        it, so sync reads again instead of adopting them."""
-        with self.lock:
+        it, so sync reads again instead of adopting them. Never waits on a
+        sync (the replies' thread calls it)."""
+        with self._readings_lock:
             for r in self._readings:
                 r.valid = False
 
     def discard(self, reading: Reading) -> None:
-        """Stop noting changes for a reading that will not be adopted."""
-        with self.lock:
-            self._close(reading)
+        """Stop noting changes for a reading that will not be adopted.
+        Never waits on a sync."""
+        self._close(reading)
 
     def _close(self, reading: Reading) -> None:
-        if reading in self._readings:
-            self._readings.remove(reading)
+        with self._readings_lock:
+            if reading in self._readings:
+                self._readings.remove(reading)
 
     def _noted(self, keys: Iterable[tuple], meter_ids: Iterable[int]) -> None:
-        if self._readings:
-            keys, meter_ids = list(keys), list(meter_ids)
-            for r in self._readings:
-                r.keys.update(keys)
-                r.meter_ids.update(meter_ids)
+        with self._readings_lock:
+            if self._readings:
+                keys, meter_ids = list(keys), list(meter_ids)
+                for r in self._readings:
+                    r.keys.update(keys)
+                    r.meter_ids.update(meter_ids)
 
     def _adopt(self, reading: Reading, audit: bool) -> None:
         assert self.installed is not None and self.meters is not None

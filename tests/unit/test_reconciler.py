@@ -1,11 +1,13 @@
 """Reconciler diff logic against a fake switch: only the difference is sent."""
 from __future__ import annotations
 
+import threading
+
 import pytest
 
 from controller import pipeline
 from controller.flow import Flow, apply, flow, goto, meters_of, output, to_controller
-from controller.reconciler import (ChannelError, MeterSpec, SwitchReconciler, diff_flows,
+from controller.reconciler import (ChannelError, MeterSpec, Reading, SwitchReconciler, diff_flows,
                                    diff_meters)
 
 SPEC = MeterSpec(200, 100)
@@ -232,6 +234,52 @@ def test_reading_voided_by_an_error_is_not_adopted():
     reads = rec.stats["reads"]
     assert rec.sync(index(fl(1), fl(2)), audit=True, reading=reading) == 1
     assert rec.stats["reads"] == reads + 1     # read again, not the stale reading
+    assert sw.flows == index(fl(1), fl(2))
+
+
+class RepliesThroughOneThread(FakeSwitch):
+    """A switch whose read replies come only when the thread that delivers
+    replies gets to them, as os-ken's event thread delivers OVS's; that
+    thread also reports flow monitor drift."""
+
+    def __init__(self):
+        super().__init__()
+        self.asked = threading.Event()
+        self.replied = threading.Event()
+
+    def read_meters(self):
+        self.asked.set()
+        assert self.replied.wait(5), "no reply: the replies' thread is stuck"
+        return super().read_meters()
+
+
+def test_a_drift_report_while_a_sync_waits_on_a_reply_does_not_wait_for_the_sync():
+    """The flow monitor's drift report and the switch's replies arrive on
+    one thread. If reporting drift waited on the sync lock while a sync held
+    it waiting on a reply, neither would move: every switch of the
+    controller stalled until its connection dropped (seen on OVS: a hand
+    edit during an audit read, no repair for 15 s)."""
+    sw = RepliesThroughOneThread()
+    rec = SwitchReconciler(1, sw, SPEC)
+    sw.replied.set()
+    rec.sync(index(fl(1)))
+    sw.replied.clear()
+    sw.asked.clear()
+    syncing = threading.Thread(target=rec.sync, args=(index(fl(1), fl(2)),),
+                               kwargs={"reread": True}, daemon=True)
+    syncing.start()
+    assert sw.asked.wait(5)
+
+    def replies_thread():
+        rec.distrust_readings()      # the monitor's report comes first
+        rec.discard(Reading(valid=True))
+        sw.replied.set()             # then the reply the sync waits on
+    t = threading.Thread(target=replies_thread, daemon=True)
+    t.start()
+    t.join(2)
+    assert not t.is_alive(), "the drift report waited on the sync"
+    syncing.join(5)
+    assert not syncing.is_alive()
     assert sw.flows == index(fl(1), fl(2))
 
 
