@@ -141,9 +141,10 @@ class Membership:
                  on_change: Optional[Callable[[Plan], None]] = None):
         self.me = controller_id
         self.ttl = max(1, int(lease_ttl))
-        # The store's client (gRPC, failover between members); each call
-        # waits at most a third of the TTL, the keepalive interval.
-        self.etcd = Connection(endpoints, timeout_s=max(0.5, self.ttl / 3))
+        # The store's client (gRPC, failover between members). Each member
+        # gets a third of the TTL, the keepalive interval, to answer, so
+        # one hung member does not cost a keepalive.
+        self.etcd = Connection(endpoints, timeout_s=max(0.5, self.ttl / 3), each_member=True)
         self.info = dict(info or {}, id=controller_id, pid=os.getpid())
         self.on_change = on_change
         self.plan = Plan(controller_id)
@@ -201,7 +202,7 @@ class Membership:
         # within the call timeout. Then the channels can go.
         for t in self._threads + [self._watch_thread]:
             if t is not None and t is not threading.current_thread():
-                t.join(self.etcd.timeout_s + 0.5)
+                t.join(len(self.etcd.endpoints) * self.etcd.timeout_s + 0.5)
         self.etcd.close()
 
     # -- the lease ------------------------------------------------------------

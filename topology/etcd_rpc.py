@@ -48,11 +48,19 @@ class EtcdUnavailable(StoreError):
 
 class Connection:
     """Channels to every member, made in the process that uses them (a
-    channel must not cross gunicorn's fork)."""
+    channel must not cross gunicorn's fork).
 
-    def __init__(self, endpoints: list[tuple[str, int]], timeout_s: float):
+    `timeout_s` bounds a call on all members together (the store: one
+    request, one budget), or with `each_member` each member's try: a call
+    that one hung member timed out goes on to the next, at the cost of a
+    call taking up to that many timeouts when there is no quorum (the
+    controllers' membership, which must renew its lease within a TTL)."""
+
+    def __init__(self, endpoints: list[tuple[str, int]], timeout_s: float, *,
+                 each_member: bool = False):
         self.endpoints = endpoints
         self.timeout_s = timeout_s
+        self.each_member = each_member
         self._lock = threading.Lock()
         self._pid: Optional[int] = None
         self._stubs: list[dict] = []
@@ -85,6 +93,8 @@ class Connection:
         errors = []
         for n in range(len(stubs)):
             i = (first + n) % len(stubs)
+            if self.each_member:
+                deadline = time.monotonic() + timeout
             left = deadline - time.monotonic()
             if left <= 0:
                 break
@@ -99,12 +109,20 @@ class Connection:
                 if code == grpc.StatusCode.OUT_OF_RANGE:
                     # A snapshot revision compacted away under a transaction.
                     raise TxnConflict(f"etcd: {e.details()}") from None
-                if code == grpc.StatusCode.INVALID_ARGUMENT:
+                if code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND):
+                    # An answer (a lease that expired, say): no other member
+                    # would answer otherwise.
                     raise StoreError(f"etcd refused the request: {e.details()}") from None
                 errors.append(f"{self._name(i)}: "
                               f"{code.name if code else '?'} {e.details() if hasattr(e, 'details') else e}")
                 if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-                    break
+                    # No quorum, or this member hangs (stopped, or cut off
+                    # by a partition that drops packets). The next call
+                    # starts at the next member, so a hung member is not
+                    # asked first for ever.
+                    self._current = (i + 1) % len(stubs)
+                    if not self.each_member:
+                        break
                 if method == "Txn" and "connect" not in (e.details() or "").lower():
                     # The member had it ("leader changed", "request timed
                     # out"): it may still commit. Sent again elsewhere, its
@@ -134,6 +152,8 @@ class Connection:
         errors = []
         for n in range(len(stubs)):
             i = (first + n) % len(stubs)
+            if self.each_member:
+                deadline = time.monotonic() + timeout
             left = deadline - time.monotonic()
             if left <= 0:
                 break
@@ -144,7 +164,10 @@ class Connection:
                 # etcd ends a watch when the client half-closes: hold the
                 # request side open until the watch is ended.
                 done.wait()
-            stream = stubs[i]["Watch"].Watch(requests())
+            # hasleader: etcd ends the watch when its member loses the
+            # leader, which a member cut off from the others does; the
+            # caller then watches on one that still has it.
+            stream = stubs[i]["Watch"].Watch(requests(), metadata=[("hasleader", "true")])
 
             def end(stream=stream, done=done):
                 done.set()
