@@ -272,6 +272,7 @@ class Membership:
         key, end = _members_range()
 
         def run():
+            stop = None
             try:
                 stream, stop = self.etcd.watch(etcdrpc.WatchCreateRequest(key=key, range_end=end))
                 self._watch_end = stop
@@ -282,7 +283,6 @@ class Membership:
                     if resp.canceled:
                         LOG.warning("cluster: members watch canceled by etcd: %s",
                                     resp.cancel_reason)
-                        stop()
                         break
                     if resp.events:
                         self._changed.set()
@@ -291,6 +291,8 @@ class Membership:
                     LOG.warning("cluster: members watch ended: %s", e)
             finally:
                 self.watching.clear()
+                if stop is not None:
+                    stop()   # also after its member died: frees gRPC's request thread
             self._changed.set()   # re-list, and watch again
         self._watch_thread = threading.Thread(target=run, name="vmflow-cluster-watch",
                                               daemon=True)
