@@ -40,7 +40,10 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Iterable, Optional
 
+from etcd3 import etcdrpc
+
 from controller.reconciler import ChannelError
+from topology.etcd_rpc import Connection, EtcdUnavailable, prefix_end  # noqa: F401 (callers catch it here)
 
 LOG = logging.getLogger(__name__)
 
@@ -122,56 +125,9 @@ def default_controller_id() -> str:
 
 # -- etcd ----------------------------------------------------------------------
 
-class EtcdUnavailable(Exception):
-    """No endpoint answered."""
-
-
-class _Etcd:
-    """etcd3gw clients for every endpoint; a call that cannot reach one
-    tries the next, so one dead member of three is not noticed."""
-
-    def __init__(self, endpoints: list[tuple[str, int]], timeout: float):
-        import warnings
-        with warnings.catch_warnings():
-            # etcd3gw imports futurist, which imports eventlet when it is
-            # installed (os-ken brings it) and so warns of its deprecation;
-            # nothing here uses either.
-            warnings.simplefilter("ignore")
-            import etcd3gw
-            from etcd3gw import exceptions
-        import requests
-        self._errors = (exceptions.ConnectionFailedError, exceptions.ConnectionTimeoutError,
-                        exceptions.InternalServerError, requests.exceptions.RequestException)
-        # api_path given: etcd 3.4+ serves /v3/, and discovery would cost a
-        # round trip per client and fail on a dead member before any call.
-        self.clients = [etcd3gw.client(host=h, port=p, timeout=timeout, api_path="/v3/")
-                        for h, p in endpoints]
-        self._i = 0
-        self._lock = threading.Lock()
-
-    def call(self, fn: Callable):
-        with self._lock:
-            start = self._i
-        last: Optional[Exception] = None
-        for k in range(len(self.clients)):
-            i = (start + k) % len(self.clients)
-            try:
-                out = fn(self.clients[i])
-            except self._errors as e:
-                last = e
-                continue
-            with self._lock:
-                self._i = i
-            return out
-        raise EtcdUnavailable(f"no etcd endpoint answered: {last}")
-
-    def post(self, path: str, body: dict) -> dict:
-        return self.call(lambda c: c.post(c.get_url(path), json=body))
-
-
-def _b64(s: str) -> str:
-    import base64
-    return base64.b64encode(s.encode()).decode()
+def _members_range() -> tuple[bytes, bytes]:
+    key = MEMBERS_PREFIX.encode()
+    return key, prefix_end(key)
 
 
 class Membership:
@@ -185,7 +141,10 @@ class Membership:
                  on_change: Optional[Callable[[Plan], None]] = None):
         self.me = controller_id
         self.ttl = max(1, int(lease_ttl))
-        self.etcd = _Etcd(endpoints, timeout=max(0.5, self.ttl / 3))
+        # The store's client (gRPC, failover between members). Each member
+        # gets a third of the TTL, the keepalive interval, to answer, so
+        # one hung member does not cost a keepalive.
+        self.etcd = Connection(endpoints, timeout_s=max(0.5, self.ttl / 3), each_member=True)
         self.info = dict(info or {}, id=controller_id, pid=os.getpid())
         self.on_change = on_change
         self.plan = Plan(controller_id)
@@ -195,7 +154,7 @@ class Membership:
         self._changed = threading.Event()
         self._plan_lock = threading.Lock()
         self._threads: list[threading.Thread] = []
-        self._watch_cancel: Optional[Callable] = None
+        self._watch_end: Optional[Callable[[], None]] = None
         self._watch_thread: Optional[threading.Thread] = None
         self.watching = threading.Event()   # the members watch is open
         self.counters = {"lease_grants": 0, "keepalive_failures": 0, "plan_changes": 0,
@@ -231,23 +190,29 @@ class Membership:
         waiting for it to expire."""
         self.stopping.set()
         self._changed.set()
-        if self._watch_cancel is not None:
-            try:
-                self._watch_cancel()
-            except Exception:
-                pass
+        if self._watch_end is not None:
+            self._watch_end()
         if self.lease_id is not None:
             try:
-                self.etcd.post("/kv/lease/revoke", {"ID": self.lease_id})
+                self.etcd.call("LeaseRevoke", etcdrpc.LeaseRevokeRequest(ID=self.lease_id),
+                               service="Lease")
             except Exception as e:
                 LOG.warning("cluster: lease not revoked (%s); it expires in %d s", e, self.ttl)
+        # The loops wake on `stopping`; one may be inside a call, which ends
+        # within the call timeout. Then the channels can go.
+        for t in self._threads + [self._watch_thread]:
+            if t is not None and t is not threading.current_thread():
+                t.join(len(self.etcd.endpoints) * self.etcd.timeout_s + 0.5)
+        self.etcd.close()
 
     # -- the lease ------------------------------------------------------------
     def _join(self) -> None:
-        got = self.etcd.post("/lease/grant", {"TTL": self.ttl, "ID": 0})
-        self.lease_id = int(got["ID"])
-        self.etcd.post("/kv/put", {"key": _b64(self.key), "value": _b64(json.dumps(self.info)),
-                                   "lease": self.lease_id})
+        got = self.etcd.call("LeaseGrant", etcdrpc.LeaseGrantRequest(TTL=self.ttl, ID=0),
+                             service="Lease")
+        self.lease_id = int(got.ID)
+        self.etcd.call("Put", etcdrpc.PutRequest(key=self.key.encode(),
+                                                 value=json.dumps(self.info).encode(),
+                                                 lease=self.lease_id))
         self.last_keepalive = time.monotonic()
         self.counters["lease_grants"] += 1
         LOG.info("cluster: %s joined (lease %x, TTL %d s)", self.me, self.lease_id, self.ttl)
@@ -256,8 +221,10 @@ class Membership:
         every = self.ttl / 3
         while not self.stopping.wait(every):
             try:
-                got = self.etcd.post("/lease/keepalive", {"ID": self.lease_id})
-                if int(got.get("result", {}).get("TTL", -1)) <= 0:
+                got = self.etcd.call("LeaseKeepAlive",
+                                     etcdrpc.LeaseKeepAliveRequest(ID=self.lease_id),
+                                     service="Lease")
+                if got.TTL <= 0:
                     # Expired (we were cut off too long): the others dropped
                     # us; join again with a new lease.
                     LOG.warning("cluster: lease %x expired; joining again", self.lease_id or 0)
@@ -276,12 +243,10 @@ class Membership:
 
     # -- the live set -----------------------------------------------------------
     def _relist(self) -> None:
-        got = self.etcd.post("/kv/range", {"key": _b64(MEMBERS_PREFIX),
-                                           "range_end": _b64(_prefix_end(MEMBERS_PREFIX)),
-                                           "keys_only": True})
-        import base64
-        live = frozenset(base64.b64decode(kv["key"]).decode()[len(MEMBERS_PREFIX):]
-                         for kv in got.get("kvs", []))
+        key, end = _members_range()
+        got = self.etcd.call("Range", etcdrpc.RangeRequest(key=key, range_end=end,
+                                                           keys_only=True))
+        live = frozenset(kv.key.decode()[len(MEMBERS_PREFIX):] for kv in got.kvs)
         if time.monotonic() - self.last_keepalive >= self.ttl:
             live = frozenset()
         self._publish(live)
@@ -302,38 +267,32 @@ class Membership:
     def _start_watch(self) -> None:
         """A watch on the members' prefix; every event just wakes the
         members loop, which re-lists (the list, not the events, is the truth).
-
-        The stream is read here rather than through etcd3gw's watch(), whose
-        iterator never ends when the stream breaks: when the member serving
-        it dies, this thread ends and the members loop opens a new watch on
-        another endpoint."""
-        create = {"create_request": {"key": _b64(MEMBERS_PREFIX),
-                                     "range_end": _b64(_prefix_end(MEMBERS_PREFIX))}}
-
-        import requests
-        # A session of its own: a stream closed early must not hand its
-        # half-read connection back to the pool the other calls use.
-        session = requests.Session()
-
-        def open_stream(client):
-            return session.post(client.get_url("/watch"), json=create, stream=True,
-                                timeout=(client.timeout, None))
+        When the member serving it dies, the stream ends, so does this
+        thread, and the members loop opens a new watch on another member."""
+        key, end = _members_range()
 
         def run():
+            stop = None
             try:
-                resp = self.etcd.call(open_stream)
-                self._watch_cancel = session.close
+                stream, stop = self.etcd.watch(etcdrpc.WatchCreateRequest(key=key, range_end=end))
+                self._watch_end = stop
                 self.watching.set()
-                with resp:
-                    for line in resp.iter_lines():
-                        if line and b'"events"' in line:
-                            self._changed.set()
+                if self.stopping.is_set():
+                    stop()
+                for resp in stream:
+                    if resp.canceled:
+                        LOG.warning("cluster: members watch canceled by etcd: %s",
+                                    resp.cancel_reason)
+                        break
+                    if resp.events:
+                        self._changed.set()
             except Exception as e:
                 if not self.stopping.is_set():
                     LOG.warning("cluster: members watch ended: %s", e)
             finally:
                 self.watching.clear()
-                session.close()
+                if stop is not None:
+                    stop()   # also after its member died: frees gRPC's request thread
             self._changed.set()   # re-list, and watch again
         self._watch_thread = threading.Thread(target=run, name="vmflow-cluster-watch",
                                               daemon=True)
@@ -362,15 +321,15 @@ class Membership:
     def next_generation(self) -> int:
         """A generation id higher than any handed out before: the etcd
         revision of a write to GENERATION_KEY."""
-        got = self.etcd.post("/kv/put", {"key": _b64(GENERATION_KEY), "value": _b64(self.me)})
+        got = self.etcd.call("Put", etcdrpc.PutRequest(key=GENERATION_KEY.encode(),
+                                                       value=self.me.encode()))
         self.counters["generations"] += 1
-        return int(got["header"]["revision"])
+        return int(got.header.revision)
 
     def current_generation(self) -> int:
         """The newest generation id handed out (0 before the first)."""
-        got = self.etcd.post("/kv/range", {"key": _b64(GENERATION_KEY)})
-        kvs = got.get("kvs") or []
-        return int(kvs[0]["mod_revision"]) if kvs else 0
+        kvs = self.etcd.call("Range", etcdrpc.RangeRequest(key=GENERATION_KEY.encode())).kvs
+        return int(kvs[0].mod_revision) if kvs else 0
 
     def status(self) -> dict:
         return {"id": self.me, "live": sorted(self.plan.live), "lease_ttl": self.ttl,
@@ -378,6 +337,3 @@ class Membership:
                 "watching": self.watching.is_set(),
                 "since_keepalive_s": round(time.monotonic() - self.last_keepalive, 3)}
 
-
-def _prefix_end(prefix: str) -> str:
-    return prefix[:-1] + chr(ord(prefix[-1]) + 1)

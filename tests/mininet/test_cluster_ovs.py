@@ -395,3 +395,46 @@ def test_packet_ins_reached_masters_only(cl):
             assert not_master_packet_ins(proc) == cl.not_master_packet_ins[proc.controller_id], \
                 proc.name
 
+
+
+def test_etcd_quorum_lost_keeps_the_installed_flows_and_quorum_back_converges(cl, etcd):
+    """Two etcd members of three killed: no controller can renew its lease,
+    so after a TTL each counts itself out and is master of nothing. The
+    switches keep every flow (a ping runs on through it), and when quorum
+    is back the ring's masters take their switches again, send nothing, and
+    a port created then gets its flows."""
+    cloud = cl
+    # The controllers the tests above left running (one may have been killed).
+    running = [p for p in cloud.controllers if p.running]
+    live = {p.controller_id for p in running}
+    wait_cluster_synced(cloud, live)
+    h1, h2 = list(cloud.hosts.values())[:2]
+    q1 = cloud.add_vm(h1, cloud.n1, "q1")
+    q2 = cloud.add_vm(h2, cloud.n1, "q2")
+    q1.wait_ping(q2, timeout=30)
+    wait_cluster_synced(cloud, live)
+    before = cloud.wait_flows_stable(quiet=1.5)
+
+    result = {}
+    pinger = threading.Thread(target=lambda: result.update(
+        stats=q1.ping_stats(q2, count=100, interval=0.1, timeout=1.0)))
+    pinger.start()
+    time.sleep(1.0)
+    etcd.kill_member(1)
+    etcd.kill_member(2)
+    try:
+        wait_for(lambda: all(p.status()["cluster"]["live"] == [] for p in running),
+                 TTL + 8, 0.2, "every controller to count itself out")
+        pinger.join(30)
+        sent, got = result["stats"]
+        assert sent == 100 and got == sent, f"ping {got}/{sent} without quorum"
+        assert cloud.wait_flows_stable(quiet=1.5) == before
+    finally:
+        etcd.start_member(1, state="existing")
+        etcd.start_member(2, state="existing")
+        etcd.wait_healthy()
+
+    wait_cluster_synced(cloud, live)
+    assert cloud.wait_flows_stable(quiet=1.5) == before
+    q3 = cloud.add_vm(h2, cloud.n1, "q3")
+    q3.wait_ping(q1, timeout=15)

@@ -3,6 +3,7 @@ stopped here): leases, the watched live set, generation ids, one member of
 three lost, a controller that dies."""
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 import time
@@ -102,6 +103,28 @@ def test_one_etcd_member_of_three_lost_changes_nothing(etcd):
         a.stop()
         b.stop()
         etcd.start_member(0, state="existing")
+        etcd.wait_healthy()
+
+
+def test_a_hung_etcd_member_is_passed_over(etcd):
+    """A member that takes connections and never answers (stopped, or cut
+    off by a partition that drops packets) costs one call its deadline;
+    the next goes to another member, so no controller is counted out."""
+    a = Membership(endpoints(etcd), "a4", lease_ttl=TTL).start()
+    b = Membership(endpoints(etcd), "b4", lease_ttl=TTL).start()
+    hung = etcd.members[a.etcd._current].proc
+    try:
+        wait(lambda: {"a4", "b4"} <= a.plan.live and {"a4", "b4"} <= b.plan.live, 5)
+        changes = []
+        a.on_change = b.on_change = changes.append
+        hung.send_signal(signal.SIGSTOP)
+        time.sleep(3 * TTL)
+        assert {"a4", "b4"} <= a.plan.live and {"a4", "b4"} <= b.plan.live and changes == []
+        assert a.next_generation() < a.next_generation()
+    finally:
+        hung.send_signal(signal.SIGCONT)
+        a.stop()
+        b.stop()
         etcd.wait_healthy()
 
 

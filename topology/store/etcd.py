@@ -40,22 +40,22 @@ It does not depend on etcd's own compaction, which operators configure
 Every RPC has a deadline (the store timeout). A member that refuses the
 connection is skipped for the next; a cluster without quorum cannot answer
 a linearizable read or a write in time: StoreError, which the API answers
-with 503 and Retry-After.
+with 503 and Retry-After. The channels and the failover are
+topology/etcd_rpc.py's, shared with the controllers' membership.
 """
 from __future__ import annotations
 
 import contextlib
 import json
-import os
 import random
 import threading
 import time
 from typing import Any, Callable, Iterator, Optional, TypeVar
 from urllib.parse import quote, unquote
 
-import grpc
 from etcd3 import etcdrpc
 
+from topology.etcd_rpc import Connection, prefix_end
 from topology.store.base import (Change, Conflict, Document, HistoryCompacted,
                                  ReadTxn, Store, StoreError, Txn, TxnConflict,
                                  pick_key)
@@ -77,13 +77,6 @@ MIN_ATTEMPTS = 3
 
 T = TypeVar("T")
 
-# A snapshot of a large cloud is one range answer, far over gRPC's default
-# 4 MiB; a bulk create is one request (etcd itself bounds it with
-# --max-request-bytes).
-CHANNEL_OPTIONS = [("grpc.max_receive_message_length", 1 << 30),
-                   ("grpc.max_send_message_length", 256 << 20)]
-
-
 def parse_url(url: str) -> tuple[list[tuple[str, int]], str]:
     """etcd://host:port[,host:port...][/PREFIX] -> ([(host, port), ...], PREFIX).
 
@@ -103,11 +96,6 @@ def parse_url(url: str) -> tuple[list[tuple[str, int]], str]:
 
 def _q(text: str) -> bytes:
     return quote(str(text), safe="").encode()
-
-
-def _prefix_end(prefix: bytes) -> bytes:
-    """The range_end that makes a range cover every key starting with prefix."""
-    return prefix[:-1] + bytes([prefix[-1] + 1])
 
 
 class Keys:
@@ -157,83 +145,11 @@ def _dumps(obj: Any) -> bytes:
     return json.dumps(obj, separators=(",", ":"), sort_keys=True).encode()
 
 
-class _Connection:
-    """gRPC channels to the members, made in the process that uses them (a
-    channel must not cross gunicorn's fork), with failover between members."""
-
-    def __init__(self, endpoints: list[tuple[str, int]], timeout_s: float):
-        self.endpoints = endpoints
-        self.timeout_s = timeout_s
-        self._lock = threading.Lock()
-        self._pid: Optional[int] = None
-        self._stubs: list = []
-        self._channels: list = []
-        self._current = 0
-
-    def _ensure(self) -> list:
-        if self._pid != os.getpid():
-            with self._lock:
-                if self._pid != os.getpid():
-                    self._channels = [grpc.insecure_channel(f"{h}:{p}", options=CHANNEL_OPTIONS)
-                                      for h, p in self.endpoints]
-                    self._stubs = [etcdrpc.KVStub(c) for c in self._channels]
-                    self._current = random.randrange(len(self._stubs))
-                    self._pid = os.getpid()
-        return self._stubs
-
-    def call(self, method: str, request, timeout_s: Optional[float] = None):
-        """One KV RPC on the member last known good, then on the others. A
-        member that refuses or is not ready is skipped; one that does not
-        answer in time means the cluster cannot (no quorum): StoreError."""
-        stubs = self._ensure()
-        timeout = self.timeout_s if timeout_s is None else timeout_s
-        deadline = time.monotonic() + timeout
-        first = self._current
-        errors = []
-        for n in range(len(stubs)):
-            i = (first + n) % len(stubs)
-            left = deadline - time.monotonic()
-            if left <= 0:
-                break
-            try:
-                resp = getattr(stubs[i], method)(request, timeout=left)
-            except grpc.RpcError as e:
-                code = e.code() if hasattr(e, "code") else None
-                if code == grpc.StatusCode.OUT_OF_RANGE:
-                    # A snapshot revision compacted away under a transaction.
-                    raise TxnConflict(f"etcd: {e.details()}") from None
-                if code == grpc.StatusCode.INVALID_ARGUMENT:
-                    raise StoreError(f"etcd refused the request: {e.details()}") from None
-                errors.append(f"{self.endpoints[i][0]}:{self.endpoints[i][1]}: "
-                              f"{code.name if code else '?'} {e.details() if hasattr(e, 'details') else e}")
-                if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-                    break
-                if method == "Txn" and "connect" not in (e.details() or "").lower():
-                    # The member had it ("leader changed", "request timed
-                    # out"): it may still commit. Sent again elsewhere, its
-                    # compare would fail and the body run again would write
-                    # twice; the caller is told the outcome is unknown.
-                    raise StoreError("etcd: write outcome unknown: " + errors[-1]) from None
-                continue
-            self._current = i
-            return resp
-        raise StoreError("etcd cluster unavailable (no quorum or no member reachable): "
-                         + "; ".join(errors or ["timed out"]))
-
-    def close(self) -> None:
-        if self._pid == os.getpid():
-            for c in self._channels:
-                c.close()
-        self._pid = None
-        self._stubs = []
-        self._channels = []
-
-
 class _EtcdRead(ReadTxn):
     """Reads at one etcd revision, fixed by the first of them. What was read
     at that revision cannot change, so each range is asked once."""
 
-    def __init__(self, conn: _Connection, keys: Keys):
+    def __init__(self, conn: Connection, keys: Keys):
         self._conn = conn
         self.k = keys
         self._at = 0   # etcd revision of the snapshot; 0 until the first read
@@ -266,7 +182,7 @@ class _EtcdRead(ReadTxn):
     def _envelopes(self, kind: str) -> list[tuple[str, dict]]:
         """(id, envelope) in creation order, as SQLite lists them."""
         prefix = self.k.kind(kind)
-        resp = self._range(prefix, _prefix_end(prefix))
+        resp = self._range(prefix, prefix_end(prefix))
         out = [(unquote(kv.key[len(prefix):].decode()), json.loads(kv.value)) for kv in resp.kvs]
         out.sort(key=lambda item: item[1]["o"])
         return out
@@ -291,7 +207,7 @@ class _EtcdRead(ReadTxn):
             prefix = self.k.kind(kind)
         else:
             prefix = self.k.project_index(kind, project_id)
-        return self._range(prefix, _prefix_end(prefix), count_only=True).count
+        return self._range(prefix, prefix_end(prefix), count_only=True).count
 
     def claim_owner(self, namespace, key):
         if key is None:
@@ -301,12 +217,12 @@ class _EtcdRead(ReadTxn):
 
     def claimed_keys(self, namespace):
         prefix = self.k.claim(namespace)
-        resp = self._range(prefix, _prefix_end(prefix), keys_only=True)
+        resp = self._range(prefix, prefix_end(prefix), keys_only=True)
         return {unquote(kv.key[len(prefix):].decode()) for kv in resp.kvs}
 
     def _owned(self, owner: str) -> list[tuple[str, str]]:
         prefix = self.k.owner(owner)
-        resp = self._range(prefix, _prefix_end(prefix), keys_only=True)
+        resp = self._range(prefix, prefix_end(prefix), keys_only=True)
         out = []
         for kv in resp.kvs:
             ns, _, key = kv.key[len(prefix):].decode().partition("/")
@@ -323,7 +239,7 @@ _DELETED = object()
 class _EtcdTxn(_EtcdRead, Txn):
     """Reads see the transaction's own writes; the writes go out in commit()."""
 
-    def __init__(self, conn: _Connection, keys: Keys):
+    def __init__(self, conn: Connection, keys: Keys):
         super().__init__(conn, keys)
         self._rev_mod: Optional[int] = None    # m/rev's mod revision as first read
         self._rev_value = 0
@@ -521,7 +437,7 @@ class EtcdStore(Store):
         self.timeout_s = timeout_s
         self.history = history
         self.compact_every = compact_every
-        self._conn = _Connection(endpoints, timeout_s)
+        self._conn = Connection(endpoints, timeout_s)
         # One writer at a time per process: losing a race to a thread of the
         # same process would only throw its work away.
         self._write_lock = threading.Lock()
@@ -598,7 +514,7 @@ class EtcdStore(Store):
         floor = r._meta_int(self.k.compacted)
         if revision < floor:
             raise HistoryCompacted(f"changes before revision {floor} were compacted")
-        resp = r._range(self.k.log(revision + 1), _prefix_end(self.k.log_prefix), limit=limit)
+        resp = r._range(self.k.log(revision + 1), prefix_end(self.k.log_prefix), limit=limit)
         out = []
         for kv in resp.kvs:
             rev = int(kv.key[len(self.k.log_prefix):])
@@ -610,7 +526,7 @@ class EtcdStore(Store):
         r = _EtcdRead(self._conn, self.k)
         rev = r.revision()
         prefix = self.k.docs
-        resp = r._range(prefix, _prefix_end(prefix))
+        resp = r._range(prefix, prefix_end(prefix))
         found = []
         for kv in resp.kvs:
             kind, _, id = kv.key[len(prefix):].decode().partition("/")
