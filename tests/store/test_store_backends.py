@@ -184,6 +184,96 @@ def test_a_write_that_loses_the_race_conflicts_and_run_runs_it_again(cluster):
         b.close()
 
 
+def test_a_write_that_read_nothing_another_changed_commits_after_it_without_running_again(cluster):
+    url = fresh_url(cluster)
+    a, b = open_store(url), open_store(url, migrate=False)
+    try:
+        rev = a.revision()
+        calls = []
+
+        def create(txn):
+            calls.append(1)
+            assert txn.get("ports", "pa") is None and txn.claim_owner("mac", "ma") is None
+            assert [d["id"] for d in txn.list("networks")] == ["n"]
+            if len(calls) == 1:   # other writes commit in between, touching nothing read here
+                b.run(lambda t: (t.put("ports", "pb", {"id": "pb"}), t.claim("mac", "mb", "port:pb")))
+                b.run(lambda t: t.put("routers", "r", {"id": "r"}))
+            txn.put("ports", "pa", {"id": "pa"})
+            txn.claim("mac", "ma", "port:pa")
+        with b.transaction() as txn:
+            txn.put("networks", "n", {"id": "n"})
+        a.run(create)
+        assert len(calls) == 1   # sequenced after the others, not run again
+        changes = a.changes_since(rev)
+        assert [(c.revision, c.id) for c in changes] == [
+            (rev + 1, "n"), (rev + 2, "pb"), (rev + 3, "r"), (rev + 4, "pa")]
+        assert a.revision() == rev + 4
+        with a.read() as r:   # creation order follows the revision it committed as
+            assert [d["id"] for d in r.list("ports")] == ["pb", "pa"]
+    finally:
+        a.close()
+        b.close()
+
+
+@pytest.mark.parametrize("change", ["add", "update", "delete"])
+def test_a_change_in_a_range_the_write_listed_conflicts(cluster, change):
+    url = fresh_url(cluster)
+    a, b = open_store(url), open_store(url, migrate=False)
+    try:
+        b.run(lambda t: (t.put("subnets", "s1", {"id": "s1"}), t.put("subnets", "s2", {"id": "s2"})))
+        other = {"add": lambda t: t.put("subnets", "s3", {"id": "s3"}),
+                 "update": lambda t: t.put("subnets", "s2", {"id": "s2", "v": 2}),
+                 "delete": lambda t: t.delete("subnets", "s2")}[change]
+        with pytest.raises(TxnConflict):
+            with a.transaction() as txn:
+                seen = [d["id"] for d in txn.list("subnets")]
+                b.run(other)
+                txn.put("ports", "p", {"id": "p", "subnets": seen})
+        with a.read() as r:
+            assert r.get("ports", "p") is None
+    finally:
+        a.close()
+        b.close()
+
+
+def test_a_write_that_counted_conflicts_with_any_other_write(cluster):
+    url = fresh_url(cluster)
+    a, b = open_store(url), open_store(url, migrate=False)
+    try:
+        with pytest.raises(TxnConflict):
+            with a.transaction() as txn:
+                n = txn.count("ports", project_id="p")
+                b.run(lambda t: t.put("routers", "r", {"id": "r"}))
+                txn.put("ports", "p1", {"id": "p1", "n": n}, project_id="p")
+    finally:
+        a.close()
+        b.close()
+
+
+def test_concurrent_transactions_allocate_different_keys_without_conflict(cluster):
+    url = fresh_url(cluster)
+    a, b = open_store(url), open_store(url, migrate=False)
+    try:
+        with a.transaction() as ta:
+            ka = ta.allocate_key("port-key", "port:a", low=1, high=10)
+            with b.transaction() as tb:
+                kb = tb.allocate_key("port-key", "port:b", low=1, high=10)
+        with a.transaction() as ta:
+            kc = ta.allocate_key("port-key", "port:c", low=1, high=10)
+        assert (ka, kb, kc) == (1, 2, 3)
+        with pytest.raises(RuntimeError):   # a transaction that fails skips its key
+            with a.transaction() as ta:
+                ta.allocate_key("port-key", "port:d", low=1, high=10)
+                raise RuntimeError("boom")
+        with a.transaction() as ta:
+            assert ta.allocate_key("port-key", "port:e", low=1, high=10) == 5
+        with a.read() as r:
+            assert r.claimed_keys("port-key") == {"1", "2", "3", "5"}
+    finally:
+        a.close()
+        b.close()
+
+
 def test_a_write_that_keeps_losing_gives_up_with_txn_conflict(cluster):
     url = fresh_url(cluster)
     a, b = open_store(url, timeout_s=0.5), open_store(url, migrate=False)

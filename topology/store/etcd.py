@@ -74,6 +74,10 @@ HINT_CACHE_S = 0.02
 # the length of one, so a loser is ready as soon as the winner commits.
 RETRY_MAX_S = 0.01
 MIN_ATTEMPTS = 3
+# Most compares a commit makes to check its reads (etcd refuses a Txn of
+# more than --max-txn-ops, 128 by default, compares); a transaction that
+# read more checks that nothing at all was written since (m/rev).
+MAX_READ_CHECKS = 100
 
 T = TypeVar("T")
 
@@ -151,6 +155,17 @@ def _put(key: bytes, value: bytes) -> etcdrpc.RequestOp:
 def _delete(key: bytes, range_end: bytes = b"") -> etcdrpc.RequestOp:
     return etcdrpc.RequestOp(request_delete_range=etcdrpc.DeleteRangeRequest(
         key=key, range_end=range_end))
+
+
+def _get(key: bytes) -> etcdrpc.RequestOp:
+    return etcdrpc.RequestOp(request_range=etcdrpc.RangeRequest(key=key))
+
+
+def _mod_is(key: bytes, mod_revision: int, range_end: bytes = b"",
+            result=etcdrpc.Compare.EQUAL) -> etcdrpc.Compare:
+    """key's mod revision compared (0: the key does not exist)."""
+    return etcdrpc.Compare(key=key, range_end=range_end, target=etcdrpc.Compare.MOD,
+                           result=result, mod_revision=mod_revision)
 
 
 def _dumps(obj: Any) -> bytes:
@@ -332,8 +347,10 @@ class _EtcdTxn(_EtcdRead, Txn):
         self._claims: dict[tuple[str, str], Optional[str]] = {}
         self._old_claims: dict[tuple[str, str], Optional[str]] = {}
         self._meta: dict[bytes, bytes] = {}
+        self._cursors: dict[bytes, tuple[int, int]] = {}   # -> (value, mod revision) we set
         self._changes: list[list] = []
         self._created = 0
+        self._saw_revision = False
         self._begin()
 
     def _begin(self) -> None:
@@ -401,6 +418,9 @@ class _EtcdTxn(_EtcdRead, Txn):
         return keys
 
     def revision(self) -> int:
+        # A body that saw the revision may have written it down: its writes
+        # must not be sequenced after another (see commit).
+        self._saw_revision = True
         return self._rev_value
 
     # -- writes ------------------------------------------------------------
@@ -409,8 +429,10 @@ class _EtcdTxn(_EtcdRead, Txn):
         if old is not None:
             order = old["o"]
         else:
+            # Its place is [the revision this write commits as, n]; that
+            # revision is known only when the commit is sequenced (_ops).
             self._created += 1
-            order = [self._rev_value + 1, self._created]
+            order = [None, self._created]
         body = json.loads(json.dumps(body))
         self._docs[(kind, id)] = {"b": body, "p": project_id, "n": parent_id, "o": order}
         self._changes.append([kind, id, "put", body])
@@ -441,17 +463,47 @@ class _EtcdTxn(_EtcdRead, Txn):
                 self._claims[k] = None
 
     def allocate_key(self, namespace, owner, *, low=1, high=0xFFFF):
+        """The cursor is moved at once, by its own compare-and-swap, not in
+        the transaction's commit: concurrent writers then pick different
+        keys and do not conflict over the cursor. Uniqueness is the claim's,
+        checked at commit like any read; a transaction that does not commit
+        leaves its key unused, skipped as a key freed meanwhile would be (the
+        order stays rising, nothing is handed out twice)."""
         cursor = self.k.meta(f"next:{namespace}")
-        if cursor in self._meta:
-            stored = int(self._meta[cursor])
+        if cursor in self._cursors:
+            stored, mod = self._cursors[cursor]
         else:
-            stored = self._meta_int(cursor)
-        start = stored if low <= stored <= high else low
-        candidate = pick_key(namespace, start, low, high,
-                             lambda k: self._current_owner(namespace, k),
-                             lambda: self.claimed_keys(namespace))
+            # Read now, not at the snapshot: there it is stale as soon as any
+            # other writer allocated since, and the swap would fail.
+            kvs = self._conn.call("Range", etcdrpc.RangeRequest(key=cursor)).kvs
+            stored, mod = (int(kvs[0].value), kvs[0].mod_revision) if kvs else (0, 0)
+        deadline = time.monotonic() + self._conn.timeout_s
+        while True:
+            seen, old_claims = set(self._seen), set(self._old_claims)
+            start = stored if low <= stored <= high else low
+            candidate = pick_key(namespace, start, low, high,
+                                 lambda k: self._current_owner(namespace, k),
+                                 lambda: self.claimed_keys(namespace))
+            following = candidate + 1 if candidate < high else low
+            resp = self._conn.call("Txn", etcdrpc.TxnRequest(
+                compare=[_mod_is(cursor, mod)],
+                success=[_put(cursor, str(following).encode())],
+                failure=[_get(cursor)]))
+            if resp.succeeded:
+                self._cursors[cursor] = (following, resp.header.revision)
+                break
+            if time.monotonic() >= deadline:
+                raise TxnConflict(f"the {namespace} cursor kept moving")
+            # The claims looked at for a key not taken are no part of what
+            # this transaction depends on: unread, so the commit checks only
+            # those of the key it takes.
+            for memo in set(self._seen) - seen:
+                del self._seen[memo]
+            for k in set(self._old_claims) - old_claims:
+                del self._old_claims[k]
+            kvs = resp.responses[0].response_range.kvs
+            stored, mod = (int(kvs[0].value), kvs[0].mod_revision) if kvs else (0, 0)
         self.claim(namespace, str(candidate), owner)
-        self._meta[cursor] = str(candidate + 1 if candidate < high else low).encode()
         return candidate
 
     # -- commit ------------------------------------------------------------
@@ -459,8 +511,11 @@ class _EtcdTxn(_EtcdRead, Txn):
     def dirty(self) -> bool:
         return bool(self._docs or self._claims or self._meta)
 
-    def _ops(self, history: int, compact_every: int) -> list:
+    def _ops(self, revision: int, history: int, compact_every: int) -> list:
+        """The writes, as the commit after store revision `revision`."""
         ops = []
+        if self._changes:
+            revision += 1
         for (kind, id), env in self._docs.items():
             old = self._old_docs.get((kind, id))
             old_project = old.get("p") if old else None
@@ -469,6 +524,8 @@ class _EtcdTxn(_EtcdRead, Txn):
                 if old_project:
                     ops.append(_delete(self.k.project_index(kind, old_project, id)))
                 continue
+            if env["o"][0] is None:
+                env = {**env, "o": [revision, env["o"][1]]}
             ops.append(_put(self.k.doc(kind, id), _dumps(env)))
             if old_project and old_project != env["p"]:
                 ops.append(_delete(self.k.project_index(kind, old_project, id)))
@@ -487,9 +544,7 @@ class _EtcdTxn(_EtcdRead, Txn):
                 ops.append(_put(self.k.owner(owner, ns, key), b""))
         for key, value in self._meta.items():
             ops.append(_put(key, value))
-        revision = self._rev_value
         if self._changes:
-            revision += 1
             ops.append(_put(self.k.log(revision), _dumps(self._changes)))
             if revision % compact_every == 0 and revision > history:
                 floor = revision - history
@@ -500,16 +555,63 @@ class _EtcdTxn(_EtcdRead, Txn):
         ops.append(_put(self.k.rev, str(revision).encode()))
         return ops
 
+    def _read_checks(self) -> Optional[list]:
+        """Compares that hold at commit only if nothing this transaction read
+        has changed since its snapshot: each key read has the mod revision
+        it had then (0: still missing), each range read has no key written
+        after the snapshot (nothing added or changed) and still every key it
+        had (nothing deleted). None when that is more compares than
+        MAX_READ_CHECKS, or a read they cannot express (a count): the commit
+        then asks that no write at all came in between, as m/rev says."""
+        if self._saw_revision:
+            return None
+        checks = []
+        for (key, range_end, kw), resp in self._seen.items():
+            if key == self.k.rev and not range_end:
+                continue   # compared on its own
+            if dict(kw).get("count_only") or resp.more:
+                return None
+            if range_end:
+                checks.append(_mod_is(key, self._at + 1, range_end, etcdrpc.Compare.LESS))
+                checks.extend(_mod_is(kv.key, kv.mod_revision) for kv in resp.kvs)
+            else:
+                checks.append(_mod_is(key, resp.kvs[0].mod_revision if resp.kvs else 0))
+            if len(checks) > MAX_READ_CHECKS:
+                return None
+        return checks
+
     def commit(self, history: int, compact_every: int) -> None:
+        """One etcd Txn: the writes, the change feed entry and m/rev moved
+        on, if m/rev is as last read and (see _read_checks) nothing this
+        transaction read has changed. When only m/rev moved, another write
+        committed that touched nothing read here: this one is as valid after
+        it, and the same writes are sequenced after it (the next revision,
+        read back in the same Txn) without running the body again. Either
+        way every commit moves m/rev by one, compared, so the feed keeps one
+        revision per write, in commit order, with no gap."""
         if not self.dirty:
             return
-        req = etcdrpc.TxnRequest(
-            compare=[etcdrpc.Compare(key=self.k.rev, target=etcdrpc.Compare.MOD,
-                                     result=etcdrpc.Compare.EQUAL, mod_revision=self._rev_mod)],
-            success=self._ops(history, compact_every), failure=[])
-        resp = self._conn.call("Txn", req)
-        if not resp.succeeded:
-            raise TxnConflict("another write committed first")
+        checks = self._read_checks()
+        rev_mod, rev_value = self._rev_mod, self._rev_value
+        deadline = time.monotonic() + self._conn.timeout_s
+        while True:
+            compare = [_mod_is(self.k.rev, rev_mod)]
+            failure = []
+            if checks is not None:
+                compare = checks + compare
+                failure = [_get(self.k.rev), etcdrpc.RequestOp(request_txn=etcdrpc.TxnRequest(
+                    compare=checks, success=[], failure=[]))]
+            resp = self._conn.call("Txn", etcdrpc.TxnRequest(
+                compare=compare, success=self._ops(rev_value, history, compact_every),
+                failure=failure))
+            if resp.succeeded:
+                return
+            if checks is None or not resp.responses[1].response_txn.succeeded:
+                raise TxnConflict("another write committed first")
+            if time.monotonic() >= deadline:
+                raise TxnConflict("other writes kept committing first")
+            kvs = resp.responses[0].response_range.kvs
+            rev_mod, rev_value = (kvs[0].mod_revision, int(kvs[0].value)) if kvs else (0, 0)
 
 
 class EtcdStore(Store):
