@@ -122,6 +122,28 @@ def test_claims_release_and_keys(store):
         assert r.claimed_keys("k") == {"1", "2", "3", "4"} and r.claim_owner("k", "1") == "o4"
 
 
+def test_prefetched_reads_are_the_reads_and_a_change_to_one_conflicts(store, store_url):
+    with store.transaction() as txn:
+        txn.put("networks", "n", {"id": "n"})
+        txn.put("subnets", "s", {"id": "s"}, parent_id="n")
+        txn.claim("default-sg", "p", "security-group:g")
+    other = open_store(store_url, migrate=False)
+    try:
+        with pytest.raises(TxnConflict if "etcd" in store_url else RuntimeError):
+            with store.transaction() as txn:
+                txn.prefetch(docs=[("networks", "n"), ("quotas", "p"), ("networks", None)],
+                             claims=[("default-sg", "p"), ("mac", None)], kinds=["subnets"])
+                assert txn.get("networks", "n") == {"id": "n"} and txn.get("quotas", "p") is None
+                assert txn.claim_owner("default-sg", "p") == "security-group:g"
+                assert [d["id"] for d in txn.list("subnets", parent_id="n")] == ["s"]
+                if "etcd" not in store_url:
+                    raise RuntimeError("SQLite's writer lock would hold the other writer back")
+                other.run(lambda t: t.put("quotas", "p", {"id": "p", "port": 1}))
+                txn.put("ports", "p1", {"id": "p1"})
+    finally:
+        other.close()
+
+
 def test_change_hint_moves_on_a_commit_from_another_store_object(store, store_url):
     hint = store.change_hint()
     other = open_store(store_url, migrate=False)

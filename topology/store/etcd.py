@@ -16,16 +16,24 @@ others). The prefix is the URL's path (etcd://h:p,h:p/NAME): several stores
 can share one cluster.
 
 Transactions are optimistic. Every read of one transaction is taken at one
-etcd revision (a consistent snapshot: the first read fixes it), writes are
-kept in the transaction and sent at the end as one etcd Txn that also
-bumps m/rev, guarded by a compare on m/rev's mod revision as the
-transaction first read it. If any other write committed in between, the
-compare fails and nothing is written: TxnConflict. Store.run() then runs
-the transaction's body again on fresh reads; a write is retried, or after
-the store's timeout refused (409), never lost. Serialising writers on one
-key is what SQLite's single writer lock does too; it makes every claim
-(MAC, IP, VLAN id, key) atomic across processes and machines without
-reasoning about which ranges a transaction read. Within a process, write
+etcd revision (a consistent snapshot: the first read fixes it, and brings
+m/rev along); reads a caller announces (prefetch) go out together, as one
+etcd Txn of ranges. Writes are kept in the transaction and sent at the end
+as one etcd Txn that also bumps m/rev, guarded by compares: every key and
+range the transaction read is as it was at its snapshot, and m/rev is as
+last seen. If a key it read changed, nothing is written: TxnConflict, and
+Store.run() runs the body again on fresh reads; a write is retried, or
+after the store's timeout refused (409), never lost. If only m/rev moved,
+another write committed that touched nothing this one read, so this one
+holds after it too: the same Txn's failure branch reads m/rev back and the
+writes are sent again after it, without running the body. m/rev is still
+compared and moved by every commit, so writers are serialised on one key
+at their commit, as SQLite's single writer lock serialises them, and every
+claim (MAC, IP, VLAN id, key) is atomic across processes and machines. A
+transaction that read more than a Txn can compare, or counted (a count has
+no keys to compare), asks instead that no write at all came since its
+snapshot. Key cursors move by their own compare-and-swap when a key is
+taken, so concurrent creates take different keys. Within a process, write
 transactions also queue on a lock, so threads of one API worker do not
 throw away each other's work.
 
@@ -196,7 +204,8 @@ class _Connection:
                     self._pid = os.getpid()
         return self._stubs
 
-    def call(self, method: str, request, timeout_s: Optional[float] = None):
+    def call(self, method: str, request, timeout_s: Optional[float] = None,
+             readonly: bool = False):
         """One KV RPC on the member last known good, then on the others. A
         member that refuses or is not ready is skipped; one that does not
         answer in time means the cluster cannot (no quorum): StoreError."""
@@ -223,7 +232,7 @@ class _Connection:
                               f"{code.name if code else '?'} {e.details() if hasattr(e, 'details') else e}")
                 if code == grpc.StatusCode.DEADLINE_EXCEEDED:
                     break
-                if method == "Txn" and "connect" not in (e.details() or "").lower():
+                if method == "Txn" and not readonly and "connect" not in (e.details() or "").lower():
                     # The member had it ("leader changed", "request timed
                     # out"): it may still commit. Sent again elsewhere, its
                     # compare would fail and the body run again would write
@@ -256,19 +265,47 @@ class _EtcdRead(ReadTxn):
 
     def _range(self, key: bytes, range_end: bytes = b"", **kw):
         memo = (key, range_end, tuple(sorted(kw.items())))
-        if memo in self._seen:
-            return self._seen[memo]
-        # The first read is linearizable: it fixes a revision no older than
-        # any write already acknowledged. The rest read that revision, which
-        # no member can answer differently, so from the member's own copy
-        # (serializable: no round to the leader). A member that has not
-        # applied it yet refuses (OUT_OF_RANGE), a conflict run again.
-        resp = self._conn.call("Range", etcdrpc.RangeRequest(
-            key=key, range_end=range_end, revision=self._at, serializable=bool(self._at), **kw))
+        if memo not in self._seen:
+            self._fetch([memo])
+        return self._seen[memo]
+
+    def _first_reads(self) -> list[tuple]:
+        """Ranges the view's first read brings along."""
+        return []
+
+    def _fetch(self, memos: list[tuple]) -> None:
+        """Ranges (key, range_end, sorted options), those not read yet, in one
+        RPC: a Range, or a Txn of Ranges, which etcd answers at one revision.
+
+        The first read is linearizable: it fixes a revision no older than
+        any write already acknowledged. The rest read that revision, which
+        no member can answer differently, so from the member's own copy
+        (serializable: no round to the leader). A member that has not
+        applied it yet refuses (OUT_OF_RANGE), a conflict run again."""
         if not self._at:
-            self._at = resp.header.revision
-        self._seen[memo] = resp
-        return resp
+            memos = list(memos) + self._first_reads()
+        memos = [m for m in dict.fromkeys(memos) if m not in self._seen]
+        if not memos:
+            return
+        reqs = [etcdrpc.RangeRequest(key=key, range_end=end, revision=self._at,
+                                     serializable=bool(self._at), **dict(kw))
+                for key, end, kw in memos]
+        if len(reqs) == 1:
+            answers = [self._conn.call("Range", reqs[0])]
+            header = answers[0].header
+        else:
+            resp = self._conn.call("Txn", etcdrpc.TxnRequest(
+                success=[etcdrpc.RequestOp(request_range=r) for r in reqs]), readonly=True)
+            answers = [op.response_range for op in resp.responses]
+            header = resp.header
+        if not self._at:
+            self._at = header.revision
+        self._seen.update(zip(memos, answers))
+
+    def prefetch(self, docs=(), claims=(), kinds=()):
+        self._fetch([(self.k.doc(kind, id), b"", ()) for kind, id in docs if id is not None]
+                    + [(self.k.claim(ns, key), b"", ()) for ns, key in claims if key is not None]
+                    + [(self.k.kind(kind), _prefix_end(self.k.kind(kind)), ()) for kind in kinds])
 
     def _get_raw(self, key: bytes) -> Optional[bytes]:
         kvs = self._range(key).kvs
@@ -340,8 +377,6 @@ class _EtcdTxn(_EtcdRead, Txn):
 
     def __init__(self, conn: _Connection, keys: Keys):
         super().__init__(conn, keys)
-        self._rev_mod: Optional[int] = None    # m/rev's mod revision as first read
-        self._rev_value = 0
         self._docs: dict[tuple[str, str], Any] = {}     # -> envelope or _DELETED
         self._old_docs: dict[tuple[str, str], Optional[dict]] = {}
         self._claims: dict[tuple[str, str], Optional[str]] = {}
@@ -351,12 +386,22 @@ class _EtcdTxn(_EtcdRead, Txn):
         self._changes: list[list] = []
         self._created = 0
         self._saw_revision = False
-        self._begin()
+        self._latest_rev: Optional[tuple[int, int]] = None
 
-    def _begin(self) -> None:
+    def _first_reads(self) -> list[tuple]:
+        return [(self.k.rev, b"", ())]
+
+    def _saw_rev(self, kvs) -> None:
+        """m/rev read after the snapshot: the commit's first guess at the
+        revision it follows (the later the guess, the likelier it holds)."""
+        latest = (kvs[0].mod_revision, int(kvs[0].value)) if kvs else (0, 0)
+        if self._latest_rev is None or latest[0] > self._latest_rev[0]:
+            self._latest_rev = latest
+
+    def _rev(self) -> tuple[int, int]:
+        """m/rev at the snapshot: (its mod revision, the store revision)."""
         kvs = self._range(self.k.rev).kvs
-        self._rev_mod = kvs[0].mod_revision if kvs else 0
-        self._rev_value = int(kvs[0].value) if kvs else 0
+        return (kvs[0].mod_revision, int(kvs[0].value)) if kvs else (0, 0)
 
     # -- reads through the transaction's writes ----------------------------
     def _current_env(self, kind: str, id: str) -> Optional[dict]:
@@ -421,7 +466,7 @@ class _EtcdTxn(_EtcdRead, Txn):
         # A body that saw the revision may have written it down: its writes
         # must not be sequenced after another (see commit).
         self._saw_revision = True
-        return self._rev_value
+        return self._rev()[1]
 
     # -- writes ------------------------------------------------------------
     def put(self, kind, id, body, *, project_id=None, parent_id=None):
@@ -487,8 +532,9 @@ class _EtcdTxn(_EtcdRead, Txn):
             following = candidate + 1 if candidate < high else low
             resp = self._conn.call("Txn", etcdrpc.TxnRequest(
                 compare=[_mod_is(cursor, mod)],
-                success=[_put(cursor, str(following).encode())],
-                failure=[_get(cursor)]))
+                success=[_put(cursor, str(following).encode()), _get(self.k.rev)],
+                failure=[_get(cursor), _get(self.k.rev)]))
+            self._saw_rev(resp.responses[1].response_range.kvs)
             if resp.succeeded:
                 self._cursors[cursor] = (following, resp.header.revision)
                 break
@@ -592,7 +638,9 @@ class _EtcdTxn(_EtcdRead, Txn):
         if not self.dirty:
             return
         checks = self._read_checks()
-        rev_mod, rev_value = self._rev_mod, self._rev_value
+        rev_mod, rev_value = self._rev()
+        if checks is not None and self._latest_rev is not None:
+            rev_mod, rev_value = max(self._latest_rev, (rev_mod, rev_value))
         deadline = time.monotonic() + self._conn.timeout_s
         while True:
             compare = [_mod_is(self.k.rev, rev_mod)]
