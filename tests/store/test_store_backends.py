@@ -296,6 +296,49 @@ def test_concurrent_transactions_allocate_different_keys_without_conflict(cluste
         b.close()
 
 
+def test_a_put_unread_over_a_document_made_meanwhile_keeps_its_place_and_index(cluster):
+    url = fresh_url(cluster)
+    a, b = open_store(url), open_store(url, migrate=False)
+    try:
+        b.run(lambda t: t.put("ports", "first", {"id": "first"}))
+        with a.transaction() as txn:
+            txn.claim("mac", "m", "port:x")   # a read, so the snapshot is taken before b's write
+            b.run(lambda t: t.put("ports", "x", {"id": "x", "by": "b"}, project_id="p1"))
+            b.run(lambda t: t.put("ports", "last", {"id": "last"}))
+            txn.put("ports", "x", {"id": "x", "by": "a"}, project_id="p2")
+        with a.read() as r:
+            assert r.get("ports", "x") == {"id": "x", "by": "a"}
+            assert [d["id"] for d in r.list("ports")] == ["first", "x", "last"]
+            assert r.count("ports", project_id="p1") == 0 and r.count("ports", project_id="p2") == 1
+        many = [f"p{i}" for i in range(150)]   # more than a commit compares: read after all
+        with a.transaction() as txn:
+            for id in many:
+                txn.put("ports", id, {"id": id}, project_id="p1")
+        with a.read() as r:
+            assert r.count("ports", project_id="p1") == 150 and len(r.list("ports")) == 153
+    finally:
+        a.close()
+        b.close()
+
+
+def test_a_key_claimed_at_the_cursor_after_the_snapshot_is_not_allocated_again(cluster):
+    url = fresh_url(cluster)
+    a, b = open_store(url), open_store(url, migrate=False)
+    try:
+        def body(txn):
+            txn.claim("mac", "m", "port:a")   # the snapshot, before b's claim
+            if b.run(lambda t: t.claim_owner("port-key", "1")) is None:
+                b.run(lambda t: t.claim("port-key", "1", "port:b"))
+            return txn.allocate_key("port-key", "port:a", low=1, high=10)
+        key = a.run(body)
+        with a.read() as r:
+            assert key != 1 and r.claim_owner("port-key", "1") == "port:b"
+            assert r.claim_owner("port-key", str(key)) == "port:a"
+    finally:
+        a.close()
+        b.close()
+
+
 def test_a_write_that_keeps_losing_gives_up_with_txn_conflict(cluster):
     url = fresh_url(cluster)
     a, b = open_store(url, timeout_s=0.5), open_store(url, migrate=False)

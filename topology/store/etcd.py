@@ -470,7 +470,14 @@ class _EtcdTxn(_EtcdRead, Txn):
 
     # -- writes ------------------------------------------------------------
     def put(self, kind, id, body, *, project_id=None, parent_id=None):
-        old = self._current_env(kind, id)   # its place in the order; its project index
+        k = (kind, id)
+        if k in self._docs or k in self._old_docs:
+            old = self._current_env(kind, id)   # its place in the order; its project index
+        else:
+            # Not read: a new id, as a create's is. Rather than a read now,
+            # the commit checks that it is still missing, and if it is not,
+            # learns what is there and writes over it (see commit).
+            old = None
         if old is not None:
             order = old["o"]
         else:
@@ -483,6 +490,9 @@ class _EtcdTxn(_EtcdRead, Txn):
         self._changes.append([kind, id, "put", body])
 
     def delete(self, kind, id):
+        k = (kind, id)
+        if k in self._docs and k not in self._old_docs:   # put unread: its project index
+            self._old_docs[k] = self._envelope(kind, id)
         if self._current_env(kind, id) is None:
             return
         self._docs[(kind, id)] = _DELETED
@@ -523,19 +533,34 @@ class _EtcdTxn(_EtcdRead, Txn):
             kvs = self._conn.call("Range", etcdrpc.RangeRequest(key=cursor)).kvs
             stored, mod = (int(kvs[0].value), kvs[0].mod_revision) if kvs else (0, 0)
         deadline = time.monotonic() + self._conn.timeout_s
+        held_now: set[str] = set()   # found claimed when tried, after the snapshot
         while True:
             seen, old_claims = set(self._seen), set(self._old_claims)
             start = stored if low <= stored <= high else low
-            candidate = pick_key(namespace, start, low, high,
-                                 lambda k: self._current_owner(namespace, k),
-                                 lambda: self.claimed_keys(namespace))
+            claim_key = self.k.claim(namespace, str(start))
+            memo = (claim_key, b"", ())
+            # The usual case: the key at the cursor is free. Its claim is
+            # then read by the swap itself (compared missing), not before it.
+            fast = ((namespace, str(start)) not in self._claims and memo not in self._seen
+                    and str(start) not in held_now)
+            if fast:
+                candidate = start
+                compare = [_mod_is(cursor, mod), _mod_is(claim_key, 0)]
+            else:
+                candidate = pick_key(
+                    namespace, start, low, high,
+                    lambda k: "?" if k in held_now else self._current_owner(namespace, k),
+                    lambda: self.claimed_keys(namespace) | held_now)
+                compare = [_mod_is(cursor, mod)]
             following = candidate + 1 if candidate < high else low
             resp = self._conn.call("Txn", etcdrpc.TxnRequest(
-                compare=[_mod_is(cursor, mod)],
+                compare=compare,
                 success=[_put(cursor, str(following).encode()), _get(self.k.rev)],
-                failure=[_get(cursor), _get(self.k.rev)]))
+                failure=[_get(cursor), _get(self.k.rev), _get(claim_key)]))
             self._saw_rev(resp.responses[1].response_range.kvs)
             if resp.succeeded:
+                if fast:   # read missing; the commit checks that it still is
+                    self._seen[memo] = etcdrpc.RangeResponse()
                 self._cursors[cursor] = (following, resp.header.revision)
                 break
             if time.monotonic() >= deadline:
@@ -543,10 +568,12 @@ class _EtcdTxn(_EtcdRead, Txn):
             # The claims looked at for a key not taken are no part of what
             # this transaction depends on: unread, so the commit checks only
             # those of the key it takes.
-            for memo in set(self._seen) - seen:
-                del self._seen[memo]
+            for k in set(self._seen) - seen:
+                del self._seen[k]
             for k in set(self._old_claims) - old_claims:
                 del self._old_claims[k]
+            if fast and resp.responses[2].response_range.kvs:
+                held_now.add(str(start))
             kvs = resp.responses[0].response_range.kvs
             stored, mod = (int(kvs[0].value), kvs[0].mod_revision) if kvs else (0, 0)
         self.claim(namespace, str(candidate), owner)
@@ -570,8 +597,8 @@ class _EtcdTxn(_EtcdRead, Txn):
                 if old_project:
                     ops.append(_delete(self.k.project_index(kind, old_project, id)))
                 continue
-            if env["o"][0] is None:
-                env = {**env, "o": [revision, env["o"][1]]}
+            if env["o"][0] is None:   # new here; or put unread over one there
+                env = {**env, "o": old["o"] if old else [revision, env["o"][1]]}
             ops.append(_put(self.k.doc(kind, id), _dumps(env)))
             if old_project and old_project != env["p"]:
                 ops.append(_delete(self.k.project_index(kind, old_project, id)))
@@ -634,32 +661,54 @@ class _EtcdTxn(_EtcdRead, Txn):
         it, and the same writes are sequenced after it (the next revision,
         read back in the same Txn) without running the body again. Either
         way every commit moves m/rev by one, compared, so the feed keeps one
-        revision per write, in commit order, with no gap."""
+        revision per write, in commit order, with no gap. A document put
+        without being read is compared as missing; if it is there after all,
+        the failure branch has read it, and the writes go again over it."""
         if not self.dirty:
             return
         checks = self._read_checks()
+        unread = [k for k in self._docs if k not in self._old_docs]
+        if len(unread) + len(checks or ()) > MAX_READ_CHECKS:
+            # Too many to compare (a bulk create): read them after all, at
+            # the snapshot, in one round.
+            self._fetch([(self.k.doc(*k), b"", ()) for k in unread])
+            for k in unread:
+                self._old_docs[k] = self._envelope(*k)
+            checks = self._read_checks()
         rev_mod, rev_value = self._rev()
         if checks is not None and self._latest_rev is not None:
             rev_mod, rev_value = max(self._latest_rev, (rev_mod, rev_value))
+        found = []   # checks of documents put unread that turned out to be there
         deadline = time.monotonic() + self._conn.timeout_s
         while True:
-            compare = [_mod_is(self.k.rev, rev_mod)]
-            failure = []
+            unread = [k for k in self._docs if k not in self._old_docs]
+            reads = (checks or []) + found
+            compare = reads + [_mod_is(self.k.doc(*k), 0) for k in unread] + \
+                [_mod_is(self.k.rev, rev_mod)]
+            failure = [_get(self.k.rev)] + [_get(self.k.doc(*k)) for k in unread]
             if checks is not None:
-                compare = checks + compare
-                failure = [_get(self.k.rev), etcdrpc.RequestOp(request_txn=etcdrpc.TxnRequest(
-                    compare=checks, success=[], failure=[]))]
+                failure.append(etcdrpc.RequestOp(request_txn=etcdrpc.TxnRequest(
+                    compare=reads, success=[], failure=[])))
             resp = self._conn.call("Txn", etcdrpc.TxnRequest(
                 compare=compare, success=self._ops(rev_value, history, compact_every),
                 failure=failure))
             if resp.succeeded:
                 return
-            if checks is None or not resp.responses[1].response_txn.succeeded:
+            answers = [op.response_range for op in resp.responses[:1 + len(unread)]]
+            for k, answer in zip(unread, answers[1:]):
+                if answer.kvs:
+                    self._old_docs[k] = json.loads(answer.kvs[0].value)
+                    found.append(_mod_is(self.k.doc(*k), answer.kvs[0].mod_revision))
+            kvs = answers[0].kvs
+            now_mod, now_value = (kvs[0].mod_revision, int(kvs[0].value)) if kvs else (0, 0)
+            if checks is None:
+                if now_mod != rev_mod:
+                    raise TxnConflict("another write committed first")
+            elif not resp.responses[-1].response_txn.succeeded:
                 raise TxnConflict("another write committed first")
             if time.monotonic() >= deadline:
                 raise TxnConflict("other writes kept committing first")
-            kvs = resp.responses[0].response_range.kvs
-            rev_mod, rev_value = (kvs[0].mod_revision, int(kvs[0].value)) if kvs else (0, 0)
+            rev_mod, rev_value = now_mod, now_value
 
 
 class EtcdStore(Store):
