@@ -83,9 +83,10 @@ class Connection:
         return f"{self.endpoints[i][0]}:{self.endpoints[i][1]}"
 
     def call(self, method: str, request, timeout_s: Optional[float] = None, *,
-             service: str = "KV"):
+             service: str = "KV", readonly: bool = False):
         """One RPC on the member last known good, then on the others, all
-        within one deadline (the connection's timeout unless given)."""
+        within one deadline (the connection's timeout unless given).
+        readonly: a Txn of reads only, safe to send again elsewhere."""
         stubs = self._ensure()
         timeout = self.timeout_s if timeout_s is None else timeout_s
         deadline = time.monotonic() + timeout
@@ -123,7 +124,7 @@ class Connection:
                     self._current = (i + 1) % len(stubs)
                     if not self.each_member:
                         break
-                if method == "Txn" and "connect" not in (e.details() or "").lower():
+                if method == "Txn" and not readonly and "connect" not in (e.details() or "").lower():
                     # The member had it ("leader changed", "request timed
                     # out"): it may still commit. Sent again elsewhere, its
                     # compare would fail and the body run again would write

@@ -122,6 +122,28 @@ def test_claims_release_and_keys(store):
         assert r.claimed_keys("k") == {"1", "2", "3", "4"} and r.claim_owner("k", "1") == "o4"
 
 
+def test_prefetched_reads_are_the_reads_and_a_change_to_one_conflicts(store, store_url):
+    with store.transaction() as txn:
+        txn.put("networks", "n", {"id": "n"})
+        txn.put("subnets", "s", {"id": "s"}, parent_id="n")
+        txn.claim("default-sg", "p", "security-group:g")
+    other = open_store(store_url, migrate=False)
+    try:
+        with pytest.raises(TxnConflict if "etcd" in store_url else RuntimeError):
+            with store.transaction() as txn:
+                txn.prefetch(docs=[("networks", "n"), ("quotas", "p"), ("networks", None)],
+                             claims=[("default-sg", "p"), ("mac", None)], kinds=["subnets"])
+                assert txn.get("networks", "n") == {"id": "n"} and txn.get("quotas", "p") is None
+                assert txn.claim_owner("default-sg", "p") == "security-group:g"
+                assert [d["id"] for d in txn.list("subnets", parent_id="n")] == ["s"]
+                if "etcd" not in store_url:
+                    raise RuntimeError("SQLite's writer lock would hold the other writer back")
+                other.run(lambda t: t.put("quotas", "p", {"id": "p", "port": 1}))
+                txn.put("ports", "p1", {"id": "p1"})
+    finally:
+        other.close()
+
+
 def test_change_hint_moves_on_a_commit_from_another_store_object(store, store_url):
     hint = store.change_hint()
     other = open_store(store_url, migrate=False)
@@ -179,6 +201,139 @@ def test_a_write_that_loses_the_race_conflicts_and_run_runs_it_again(cluster):
         assert calls == [0, 10]
         with a.read() as r:
             assert r.get("networks", "n")["v"] == 11   # both increments, none lost
+    finally:
+        a.close()
+        b.close()
+
+
+def test_a_write_that_read_nothing_another_changed_commits_after_it_without_running_again(cluster):
+    url = fresh_url(cluster)
+    a, b = open_store(url), open_store(url, migrate=False)
+    try:
+        rev = a.revision()
+        calls = []
+
+        def create(txn):
+            calls.append(1)
+            assert txn.get("ports", "pa") is None and txn.claim_owner("mac", "ma") is None
+            assert [d["id"] for d in txn.list("networks")] == ["n"]
+            if len(calls) == 1:   # other writes commit in between, touching nothing read here
+                b.run(lambda t: (t.put("ports", "pb", {"id": "pb"}), t.claim("mac", "mb", "port:pb")))
+                b.run(lambda t: t.put("routers", "r", {"id": "r"}))
+            txn.put("ports", "pa", {"id": "pa"})
+            txn.claim("mac", "ma", "port:pa")
+        with b.transaction() as txn:
+            txn.put("networks", "n", {"id": "n"})
+        a.run(create)
+        assert len(calls) == 1   # sequenced after the others, not run again
+        changes = a.changes_since(rev)
+        assert [(c.revision, c.id) for c in changes] == [
+            (rev + 1, "n"), (rev + 2, "pb"), (rev + 3, "r"), (rev + 4, "pa")]
+        assert a.revision() == rev + 4
+        with a.read() as r:   # creation order follows the revision it committed as
+            assert [d["id"] for d in r.list("ports")] == ["pb", "pa"]
+    finally:
+        a.close()
+        b.close()
+
+
+@pytest.mark.parametrize("change", ["add", "update", "delete"])
+def test_a_change_in_a_range_the_write_listed_conflicts(cluster, change):
+    url = fresh_url(cluster)
+    a, b = open_store(url), open_store(url, migrate=False)
+    try:
+        b.run(lambda t: (t.put("subnets", "s1", {"id": "s1"}), t.put("subnets", "s2", {"id": "s2"})))
+        other = {"add": lambda t: t.put("subnets", "s3", {"id": "s3"}),
+                 "update": lambda t: t.put("subnets", "s2", {"id": "s2", "v": 2}),
+                 "delete": lambda t: t.delete("subnets", "s2")}[change]
+        with pytest.raises(TxnConflict):
+            with a.transaction() as txn:
+                seen = [d["id"] for d in txn.list("subnets")]
+                b.run(other)
+                txn.put("ports", "p", {"id": "p", "subnets": seen})
+        with a.read() as r:
+            assert r.get("ports", "p") is None
+    finally:
+        a.close()
+        b.close()
+
+
+def test_a_write_that_counted_conflicts_with_any_other_write(cluster):
+    url = fresh_url(cluster)
+    a, b = open_store(url), open_store(url, migrate=False)
+    try:
+        with pytest.raises(TxnConflict):
+            with a.transaction() as txn:
+                n = txn.count("ports", project_id="p")
+                b.run(lambda t: t.put("routers", "r", {"id": "r"}))
+                txn.put("ports", "p1", {"id": "p1", "n": n}, project_id="p")
+    finally:
+        a.close()
+        b.close()
+
+
+def test_concurrent_transactions_allocate_different_keys_without_conflict(cluster):
+    url = fresh_url(cluster)
+    a, b = open_store(url), open_store(url, migrate=False)
+    try:
+        with a.transaction() as ta:
+            ka = ta.allocate_key("port-key", "port:a", low=1, high=10)
+            with b.transaction() as tb:
+                kb = tb.allocate_key("port-key", "port:b", low=1, high=10)
+        with a.transaction() as ta:
+            kc = ta.allocate_key("port-key", "port:c", low=1, high=10)
+        assert (ka, kb, kc) == (1, 2, 3)
+        with pytest.raises(RuntimeError):   # a transaction that fails skips its key
+            with a.transaction() as ta:
+                ta.allocate_key("port-key", "port:d", low=1, high=10)
+                raise RuntimeError("boom")
+        with a.transaction() as ta:
+            assert ta.allocate_key("port-key", "port:e", low=1, high=10) == 5
+        with a.read() as r:
+            assert r.claimed_keys("port-key") == {"1", "2", "3", "5"}
+    finally:
+        a.close()
+        b.close()
+
+
+def test_a_put_unread_over_a_document_made_meanwhile_keeps_its_place_and_index(cluster):
+    url = fresh_url(cluster)
+    a, b = open_store(url), open_store(url, migrate=False)
+    try:
+        b.run(lambda t: t.put("ports", "first", {"id": "first"}))
+        with a.transaction() as txn:
+            txn.claim("mac", "m", "port:x")   # a read, so the snapshot is taken before b's write
+            b.run(lambda t: t.put("ports", "x", {"id": "x", "by": "b"}, project_id="p1"))
+            b.run(lambda t: t.put("ports", "last", {"id": "last"}))
+            txn.put("ports", "x", {"id": "x", "by": "a"}, project_id="p2")
+        with a.read() as r:
+            assert r.get("ports", "x") == {"id": "x", "by": "a"}
+            assert [d["id"] for d in r.list("ports")] == ["first", "x", "last"]
+            assert r.count("ports", project_id="p1") == 0 and r.count("ports", project_id="p2") == 1
+        many = [f"p{i}" for i in range(150)]   # more than a commit compares: read after all
+        with a.transaction() as txn:
+            for id in many:
+                txn.put("ports", id, {"id": id}, project_id="p1")
+        with a.read() as r:
+            assert r.count("ports", project_id="p1") == 150 and len(r.list("ports")) == 153
+    finally:
+        a.close()
+        b.close()
+
+
+def test_a_key_claimed_at_the_cursor_after_the_snapshot_is_not_allocated_again(cluster):
+    url = fresh_url(cluster)
+    a, b = open_store(url), open_store(url, migrate=False)
+    try:
+        def body(txn):
+            txn.claim("mac", "m", "port:a")   # the snapshot, before b's claim
+            if b.run(lambda t: t.claim_owner("port-key", "1")) is None:
+                b.run(lambda t: t.claim("port-key", "1", "port:b"))
+            return txn.allocate_key("port-key", "port:a", low=1, high=10)
+        key = a.run(body)
+        with a.read() as r:
+            assert key != 1 and r.claim_owner("port-key", "1") == "port:b"
+            assert r.claim_owner("port-key", str(key)) == "port:a"
     finally:
         a.close()
         b.close()

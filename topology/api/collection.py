@@ -292,6 +292,11 @@ class Resource:
             parsed.append((values, given))
 
         def create(txn):
+            reads = kind.create_reads(ctx, [values for values, _ in parsed])
+            if kind.has_project:   # the quota enforced below
+                reads["docs"].extend((quotas.KIND, kind.requested_project(ctx, values))
+                                     for values, _ in parsed)
+            txn.prefetch(**reads)
             docs = []
             adding: dict[str, int] = {}
             for values, given in parsed:

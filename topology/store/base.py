@@ -14,7 +14,8 @@ transaction, so a write that loses a race changes nothing.
 Every committed write transaction gets the next revision. The change feed
 answers "what changed after revision N"; the controller follows it. An etcd
 backend maps these one to one: documents and claims are keys, a transaction is
-one etcd txn guarded by a compare on the store's revision key, and the feed
+one etcd txn guarded by compares on what it read and on the store's
+revision key, and the feed
 is a range of per-revision log keys (topology/store/etcd.py says why).
 
 Writers that may meet a concurrent writer (the etcd store is optimistic)
@@ -28,7 +29,7 @@ import abc
 import contextlib
 import os
 from dataclasses import dataclass
-from typing import Any, Callable, Optional, TypeVar
+from typing import Any, Callable, Iterable, Optional, TypeVar
 
 Document = dict[str, Any]
 T = TypeVar("T")
@@ -88,6 +89,12 @@ class ReadTxn(abc.ABC):
 
     @abc.abstractmethod
     def claim_owner(self, namespace: str, key: str) -> Optional[str]: ...
+
+    def prefetch(self, docs: Iterable[tuple[str, str]] = (),
+                 claims: Iterable[tuple[str, str]] = (), kinds: Iterable[str] = ()) -> None:
+        """A hint: the caller will read these documents (kind, id), claims
+        (namespace, key) and whole kinds next. A store whose every read is a
+        round trip (etcd) asks for them in one; others need not do anything."""
 
     @abc.abstractmethod
     def claimed_keys(self, namespace: str) -> set[str]: ...

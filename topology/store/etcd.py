@@ -16,16 +16,24 @@ others). The prefix is the URL's path (etcd://h:p,h:p/NAME): several stores
 can share one cluster.
 
 Transactions are optimistic. Every read of one transaction is taken at one
-etcd revision (a consistent snapshot: the first read fixes it), writes are
-kept in the transaction and sent at the end as one etcd Txn that also
-bumps m/rev, guarded by a compare on m/rev's mod revision as the
-transaction first read it. If any other write committed in between, the
-compare fails and nothing is written: TxnConflict. Store.run() then runs
-the transaction's body again on fresh reads; a write is retried, or after
-the store's timeout refused (409), never lost. Serialising writers on one
-key is what SQLite's single writer lock does too; it makes every claim
-(MAC, IP, VLAN id, key) atomic across processes and machines without
-reasoning about which ranges a transaction read. Within a process, write
+etcd revision (a consistent snapshot: the first read fixes it, and brings
+m/rev along); reads a caller announces (prefetch) go out together, as one
+etcd Txn of ranges. Writes are kept in the transaction and sent at the end
+as one etcd Txn that also bumps m/rev, guarded by compares: every key and
+range the transaction read is as it was at its snapshot, and m/rev is as
+last seen. If a key it read changed, nothing is written: TxnConflict, and
+Store.run() runs the body again on fresh reads; a write is retried, or
+after the store's timeout refused (409), never lost. If only m/rev moved,
+another write committed that touched nothing this one read, so this one
+holds after it too: the same Txn's failure branch reads m/rev back and the
+writes are sent again after it, without running the body. m/rev is still
+compared and moved by every commit, so writers are serialised on one key
+at their commit, as SQLite's single writer lock serialises them, and every
+claim (MAC, IP, VLAN id, key) is atomic across processes and machines. A
+transaction that read more than a Txn can compare, or counted (a count has
+no keys to compare), asks instead that no write at all came since its
+snapshot. Key cursors move by their own compare-and-swap when a key is
+taken, so concurrent creates take different keys. Within a process, write
 transactions also queue on a lock, so threads of one API worker do not
 throw away each other's work.
 
@@ -74,6 +82,10 @@ HINT_CACHE_S = 0.02
 # the length of one, so a loser is ready as soon as the winner commits.
 RETRY_MAX_S = 0.01
 MIN_ATTEMPTS = 3
+# Most compares a commit makes to check its reads (etcd refuses a Txn of
+# more than --max-txn-ops, 128 by default, compares); a transaction that
+# read more checks that nothing at all was written since (m/rev).
+MAX_READ_CHECKS = 100
 
 T = TypeVar("T")
 
@@ -141,6 +153,17 @@ def _delete(key: bytes, range_end: bytes = b"") -> etcdrpc.RequestOp:
         key=key, range_end=range_end))
 
 
+def _get(key: bytes) -> etcdrpc.RequestOp:
+    return etcdrpc.RequestOp(request_range=etcdrpc.RangeRequest(key=key))
+
+
+def _mod_is(key: bytes, mod_revision: int, range_end: bytes = b"",
+            result=etcdrpc.Compare.EQUAL) -> etcdrpc.Compare:
+    """key's mod revision compared (0: the key does not exist)."""
+    return etcdrpc.Compare(key=key, range_end=range_end, target=etcdrpc.Compare.MOD,
+                           result=result, mod_revision=mod_revision)
+
+
 def _dumps(obj: Any) -> bytes:
     return json.dumps(obj, separators=(",", ":"), sort_keys=True).encode()
 
@@ -157,19 +180,47 @@ class _EtcdRead(ReadTxn):
 
     def _range(self, key: bytes, range_end: bytes = b"", **kw):
         memo = (key, range_end, tuple(sorted(kw.items())))
-        if memo in self._seen:
-            return self._seen[memo]
-        # The first read is linearizable: it fixes a revision no older than
-        # any write already acknowledged. The rest read that revision, which
-        # no member can answer differently, so from the member's own copy
-        # (serializable: no round to the leader). A member that has not
-        # applied it yet refuses (OUT_OF_RANGE), a conflict run again.
-        resp = self._conn.call("Range", etcdrpc.RangeRequest(
-            key=key, range_end=range_end, revision=self._at, serializable=bool(self._at), **kw))
+        if memo not in self._seen:
+            self._fetch([memo])
+        return self._seen[memo]
+
+    def _first_reads(self) -> list[tuple]:
+        """Ranges the view's first read brings along."""
+        return []
+
+    def _fetch(self, memos: list[tuple]) -> None:
+        """Ranges (key, range_end, sorted options), those not read yet, in one
+        RPC: a Range, or a Txn of Ranges, which etcd answers at one revision.
+
+        The first read is linearizable: it fixes a revision no older than
+        any write already acknowledged. The rest read that revision, which
+        no member can answer differently, so from the member's own copy
+        (serializable: no round to the leader). A member that has not
+        applied it yet refuses (OUT_OF_RANGE), a conflict run again."""
         if not self._at:
-            self._at = resp.header.revision
-        self._seen[memo] = resp
-        return resp
+            memos = list(memos) + self._first_reads()
+        memos = [m for m in dict.fromkeys(memos) if m not in self._seen]
+        if not memos:
+            return
+        reqs = [etcdrpc.RangeRequest(key=key, range_end=end, revision=self._at,
+                                     serializable=bool(self._at), **dict(kw))
+                for key, end, kw in memos]
+        if len(reqs) == 1:
+            answers = [self._conn.call("Range", reqs[0])]
+            header = answers[0].header
+        else:
+            resp = self._conn.call("Txn", etcdrpc.TxnRequest(
+                success=[etcdrpc.RequestOp(request_range=r) for r in reqs]), readonly=True)
+            answers = [op.response_range for op in resp.responses]
+            header = resp.header
+        if not self._at:
+            self._at = header.revision
+        self._seen.update(zip(memos, answers))
+
+    def prefetch(self, docs=(), claims=(), kinds=()):
+        self._fetch([(self.k.doc(kind, id), b"", ()) for kind, id in docs if id is not None]
+                    + [(self.k.claim(ns, key), b"", ()) for ns, key in claims if key is not None]
+                    + [(self.k.kind(kind), prefix_end(self.k.kind(kind)), ()) for kind in kinds])
 
     def _get_raw(self, key: bytes) -> Optional[bytes]:
         kvs = self._range(key).kvs
@@ -241,21 +292,31 @@ class _EtcdTxn(_EtcdRead, Txn):
 
     def __init__(self, conn: Connection, keys: Keys):
         super().__init__(conn, keys)
-        self._rev_mod: Optional[int] = None    # m/rev's mod revision as first read
-        self._rev_value = 0
         self._docs: dict[tuple[str, str], Any] = {}     # -> envelope or _DELETED
         self._old_docs: dict[tuple[str, str], Optional[dict]] = {}
         self._claims: dict[tuple[str, str], Optional[str]] = {}
         self._old_claims: dict[tuple[str, str], Optional[str]] = {}
         self._meta: dict[bytes, bytes] = {}
+        self._cursors: dict[bytes, tuple[int, int]] = {}   # -> (value, mod revision) we set
         self._changes: list[list] = []
         self._created = 0
-        self._begin()
+        self._saw_revision = False
+        self._latest_rev: Optional[tuple[int, int]] = None
 
-    def _begin(self) -> None:
+    def _first_reads(self) -> list[tuple]:
+        return [(self.k.rev, b"", ())]
+
+    def _saw_rev(self, kvs) -> None:
+        """m/rev read after the snapshot: the commit's first guess at the
+        revision it follows (the later the guess, the likelier it holds)."""
+        latest = (kvs[0].mod_revision, int(kvs[0].value)) if kvs else (0, 0)
+        if self._latest_rev is None or latest[0] > self._latest_rev[0]:
+            self._latest_rev = latest
+
+    def _rev(self) -> tuple[int, int]:
+        """m/rev at the snapshot: (its mod revision, the store revision)."""
         kvs = self._range(self.k.rev).kvs
-        self._rev_mod = kvs[0].mod_revision if kvs else 0
-        self._rev_value = int(kvs[0].value) if kvs else 0
+        return (kvs[0].mod_revision, int(kvs[0].value)) if kvs else (0, 0)
 
     # -- reads through the transaction's writes ----------------------------
     def _current_env(self, kind: str, id: str) -> Optional[dict]:
@@ -317,21 +378,36 @@ class _EtcdTxn(_EtcdRead, Txn):
         return keys
 
     def revision(self) -> int:
-        return self._rev_value
+        # A body that saw the revision may have written it down: its writes
+        # must not be sequenced after another (see commit).
+        self._saw_revision = True
+        return self._rev()[1]
 
     # -- writes ------------------------------------------------------------
     def put(self, kind, id, body, *, project_id=None, parent_id=None):
-        old = self._current_env(kind, id)   # its place in the order; its project index
+        k = (kind, id)
+        if k in self._docs or k in self._old_docs:
+            old = self._current_env(kind, id)   # its place in the order; its project index
+        else:
+            # Not read: a new id, as a create's is. Rather than a read now,
+            # the commit checks that it is still missing, and if it is not,
+            # learns what is there and writes over it (see commit).
+            old = None
         if old is not None:
             order = old["o"]
         else:
+            # Its place is [the revision this write commits as, n]; that
+            # revision is known only when the commit is sequenced (_ops).
             self._created += 1
-            order = [self._rev_value + 1, self._created]
+            order = [None, self._created]
         body = json.loads(json.dumps(body))
         self._docs[(kind, id)] = {"b": body, "p": project_id, "n": parent_id, "o": order}
         self._changes.append([kind, id, "put", body])
 
     def delete(self, kind, id):
+        k = (kind, id)
+        if k in self._docs and k not in self._old_docs:   # put unread: its project index
+            self._old_docs[k] = self._envelope(kind, id)
         if self._current_env(kind, id) is None:
             return
         self._docs[(kind, id)] = _DELETED
@@ -357,17 +433,65 @@ class _EtcdTxn(_EtcdRead, Txn):
                 self._claims[k] = None
 
     def allocate_key(self, namespace, owner, *, low=1, high=0xFFFF):
+        """The cursor is moved at once, by its own compare-and-swap, not in
+        the transaction's commit: concurrent writers then pick different
+        keys and do not conflict over the cursor. Uniqueness is the claim's,
+        checked at commit like any read; a transaction that does not commit
+        leaves its key unused, skipped as a key freed meanwhile would be (the
+        order stays rising, nothing is handed out twice)."""
         cursor = self.k.meta(f"next:{namespace}")
-        if cursor in self._meta:
-            stored = int(self._meta[cursor])
+        if cursor in self._cursors:
+            stored, mod = self._cursors[cursor]
         else:
-            stored = self._meta_int(cursor)
-        start = stored if low <= stored <= high else low
-        candidate = pick_key(namespace, start, low, high,
-                             lambda k: self._current_owner(namespace, k),
-                             lambda: self.claimed_keys(namespace))
+            # Read now, not at the snapshot: there it is stale as soon as any
+            # other writer allocated since, and the swap would fail.
+            kvs = self._conn.call("Range", etcdrpc.RangeRequest(key=cursor)).kvs
+            stored, mod = (int(kvs[0].value), kvs[0].mod_revision) if kvs else (0, 0)
+        deadline = time.monotonic() + self._conn.timeout_s
+        held_now: set[str] = set()   # found claimed when tried, after the snapshot
+        while True:
+            seen, old_claims = set(self._seen), set(self._old_claims)
+            start = stored if low <= stored <= high else low
+            claim_key = self.k.claim(namespace, str(start))
+            memo = (claim_key, b"", ())
+            # The usual case: the key at the cursor is free. Its claim is
+            # then read by the swap itself (compared missing), not before it.
+            fast = ((namespace, str(start)) not in self._claims and memo not in self._seen
+                    and str(start) not in held_now)
+            if fast:
+                candidate = start
+                compare = [_mod_is(cursor, mod), _mod_is(claim_key, 0)]
+            else:
+                candidate = pick_key(
+                    namespace, start, low, high,
+                    lambda k: "?" if k in held_now else self._current_owner(namespace, k),
+                    lambda: self.claimed_keys(namespace) | held_now)
+                compare = [_mod_is(cursor, mod)]
+            following = candidate + 1 if candidate < high else low
+            resp = self._conn.call("Txn", etcdrpc.TxnRequest(
+                compare=compare,
+                success=[_put(cursor, str(following).encode()), _get(self.k.rev)],
+                failure=[_get(cursor), _get(self.k.rev), _get(claim_key)]))
+            self._saw_rev(resp.responses[1].response_range.kvs)
+            if resp.succeeded:
+                if fast:   # read missing; the commit checks that it still is
+                    self._seen[memo] = etcdrpc.RangeResponse()
+                self._cursors[cursor] = (following, resp.header.revision)
+                break
+            if time.monotonic() >= deadline:
+                raise TxnConflict(f"the {namespace} cursor kept moving")
+            # The claims looked at for a key not taken are no part of what
+            # this transaction depends on: unread, so the commit checks only
+            # those of the key it takes.
+            for k in set(self._seen) - seen:
+                del self._seen[k]
+            for k in set(self._old_claims) - old_claims:
+                del self._old_claims[k]
+            if fast and resp.responses[2].response_range.kvs:
+                held_now.add(str(start))
+            kvs = resp.responses[0].response_range.kvs
+            stored, mod = (int(kvs[0].value), kvs[0].mod_revision) if kvs else (0, 0)
         self.claim(namespace, str(candidate), owner)
-        self._meta[cursor] = str(candidate + 1 if candidate < high else low).encode()
         return candidate
 
     # -- commit ------------------------------------------------------------
@@ -375,8 +499,11 @@ class _EtcdTxn(_EtcdRead, Txn):
     def dirty(self) -> bool:
         return bool(self._docs or self._claims or self._meta)
 
-    def _ops(self, history: int, compact_every: int) -> list:
+    def _ops(self, revision: int, history: int, compact_every: int) -> list:
+        """The writes, as the commit after store revision `revision`."""
         ops = []
+        if self._changes:
+            revision += 1
         for (kind, id), env in self._docs.items():
             old = self._old_docs.get((kind, id))
             old_project = old.get("p") if old else None
@@ -385,6 +512,8 @@ class _EtcdTxn(_EtcdRead, Txn):
                 if old_project:
                     ops.append(_delete(self.k.project_index(kind, old_project, id)))
                 continue
+            if env["o"][0] is None:   # new here; or put unread over one there
+                env = {**env, "o": old["o"] if old else [revision, env["o"][1]]}
             ops.append(_put(self.k.doc(kind, id), _dumps(env)))
             if old_project and old_project != env["p"]:
                 ops.append(_delete(self.k.project_index(kind, old_project, id)))
@@ -403,9 +532,7 @@ class _EtcdTxn(_EtcdRead, Txn):
                 ops.append(_put(self.k.owner(owner, ns, key), b""))
         for key, value in self._meta.items():
             ops.append(_put(key, value))
-        revision = self._rev_value
         if self._changes:
-            revision += 1
             ops.append(_put(self.k.log(revision), _dumps(self._changes)))
             if revision % compact_every == 0 and revision > history:
                 floor = revision - history
@@ -416,16 +543,87 @@ class _EtcdTxn(_EtcdRead, Txn):
         ops.append(_put(self.k.rev, str(revision).encode()))
         return ops
 
+    def _read_checks(self) -> Optional[list]:
+        """Compares that hold at commit only if nothing this transaction read
+        has changed since its snapshot: each key read has the mod revision
+        it had then (0: still missing), each range read has no key written
+        after the snapshot (nothing added or changed) and still every key it
+        had (nothing deleted). None when that is more compares than
+        MAX_READ_CHECKS, or a read they cannot express (a count): the commit
+        then asks that no write at all came in between, as m/rev says."""
+        if self._saw_revision:
+            return None
+        checks = []
+        for (key, range_end, kw), resp in self._seen.items():
+            if key == self.k.rev and not range_end:
+                continue   # compared on its own
+            if dict(kw).get("count_only") or resp.more:
+                return None
+            if range_end:
+                checks.append(_mod_is(key, self._at + 1, range_end, etcdrpc.Compare.LESS))
+                checks.extend(_mod_is(kv.key, kv.mod_revision) for kv in resp.kvs)
+            else:
+                checks.append(_mod_is(key, resp.kvs[0].mod_revision if resp.kvs else 0))
+            if len(checks) > MAX_READ_CHECKS:
+                return None
+        return checks
+
     def commit(self, history: int, compact_every: int) -> None:
+        """One etcd Txn: the writes, the change feed entry and m/rev moved
+        on, if m/rev is as last read and (see _read_checks) nothing this
+        transaction read has changed. When only m/rev moved, another write
+        committed that touched nothing read here: this one is as valid after
+        it, and the same writes are sequenced after it (the next revision,
+        read back in the same Txn) without running the body again. Either
+        way every commit moves m/rev by one, compared, so the feed keeps one
+        revision per write, in commit order, with no gap. A document put
+        without being read is compared as missing; if it is there after all,
+        the failure branch has read it, and the writes go again over it."""
         if not self.dirty:
             return
-        req = etcdrpc.TxnRequest(
-            compare=[etcdrpc.Compare(key=self.k.rev, target=etcdrpc.Compare.MOD,
-                                     result=etcdrpc.Compare.EQUAL, mod_revision=self._rev_mod)],
-            success=self._ops(history, compact_every), failure=[])
-        resp = self._conn.call("Txn", req)
-        if not resp.succeeded:
-            raise TxnConflict("another write committed first")
+        checks = self._read_checks()
+        unread = [k for k in self._docs if k not in self._old_docs]
+        if len(unread) + len(checks or ()) > MAX_READ_CHECKS:
+            # Too many to compare (a bulk create): read them after all, at
+            # the snapshot, in one round.
+            self._fetch([(self.k.doc(*k), b"", ()) for k in unread])
+            for k in unread:
+                self._old_docs[k] = self._envelope(*k)
+            checks = self._read_checks()
+        rev_mod, rev_value = self._rev()
+        if checks is not None and self._latest_rev is not None:
+            rev_mod, rev_value = max(self._latest_rev, (rev_mod, rev_value))
+        found = []   # checks of documents put unread that turned out to be there
+        deadline = time.monotonic() + self._conn.timeout_s
+        while True:
+            unread = [k for k in self._docs if k not in self._old_docs]
+            reads = (checks or []) + found
+            compare = reads + [_mod_is(self.k.doc(*k), 0) for k in unread] + \
+                [_mod_is(self.k.rev, rev_mod)]
+            failure = [_get(self.k.rev)] + [_get(self.k.doc(*k)) for k in unread]
+            if checks is not None:
+                failure.append(etcdrpc.RequestOp(request_txn=etcdrpc.TxnRequest(
+                    compare=reads, success=[], failure=[])))
+            resp = self._conn.call("Txn", etcdrpc.TxnRequest(
+                compare=compare, success=self._ops(rev_value, history, compact_every),
+                failure=failure))
+            if resp.succeeded:
+                return
+            answers = [op.response_range for op in resp.responses[:1 + len(unread)]]
+            for k, answer in zip(unread, answers[1:]):
+                if answer.kvs:
+                    self._old_docs[k] = json.loads(answer.kvs[0].value)
+                    found.append(_mod_is(self.k.doc(*k), answer.kvs[0].mod_revision))
+            kvs = answers[0].kvs
+            now_mod, now_value = (kvs[0].mod_revision, int(kvs[0].value)) if kvs else (0, 0)
+            if checks is None:
+                if now_mod != rev_mod:
+                    raise TxnConflict("another write committed first")
+            elif not resp.responses[-1].response_txn.succeeded:
+                raise TxnConflict("another write committed first")
+            if time.monotonic() >= deadline:
+                raise TxnConflict("other writes kept committing first")
+            rev_mod, rev_value = now_mod, now_value
 
 
 class EtcdStore(Store):

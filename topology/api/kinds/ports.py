@@ -141,6 +141,14 @@ class Ports(Kind):
         "qos_policy_id": qos.policy_id_attr(),
     }
 
+    def create_reads(self, ctx, items):
+        # the subnets an address comes from, the project's default group
+        reads = super().create_reads(ctx, items)
+        reads["kinds"].append("subnets")
+        reads["claims"].extend((security_groups.DEFAULT_NAMESPACE, project)
+                               for project in {self.requested_project(ctx, values) for values in items})
+        return reads
+
     def create(self, txn, ctx, values):
         network = txn.get("networks", values["network_id"])
         return self.build(txn, ctx, values, network)
