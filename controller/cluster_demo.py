@@ -2,7 +2,8 @@
 OpenFlow roles, and the API, on one machine; Ctrl-C stops everything.
 
 Each controller gets its own OpenFlow port (ofp_base_port, +1, ...), its own
-status file and [cluster] controller_id c0, c1, ...; they share the store.
+status file and [cluster] controller_id c0, c1, ...; they share the store, by
+default the same etcd cluster (--store names another).
 The demo prints the ovs-vsctl line that connects a bridge to all of them
 (as service controllers, README: OVS restarts).
 Kill one (`kill -9 PID`) and watch its switches move: `vmflow status
@@ -28,7 +29,7 @@ def add_arguments(p) -> None:
     p.add_argument("--controllers", type=int, default=3, choices=(2, 3, 4, 5),
                    help="how many controllers (default 3)")
     p.add_argument("--workdir", metavar="DIR",
-                   help="where the store, configs, logs and etcd data go (default: a new "
+                   help="where the configs, logs and etcd data go (default: a new "
                         "temporary directory, removed at the end)")
     p.add_argument("--ofp-base-port", type=int, default=6653,
                    help="controller i listens for OpenFlow on 127.0.0.1:BASE+i (default 6653)")
@@ -58,7 +59,7 @@ def run(args) -> int:
     own = args.workdir is None
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="vmflow-cluster-demo-"))
     workdir.mkdir(parents=True, exist_ok=True)
-    store = args.store or f"sqlite:///{workdir / 'vmflow.db'}"
+    store = args.store
     api_listen = args.api_listen or "127.0.0.1:9696"
     etcd = EtcdCluster(3, workdir=str(workdir / "etcd"))
     children: list[subprocess.Popen] = []
@@ -74,6 +75,9 @@ def run(args) -> int:
     try:
         etcd.start()
         endpoints = ",".join(f"127.0.0.1:{m.client_port}" for m in etcd.members)
+        # The documents live in the same etcd cluster as the membership,
+        # unless --store names another store.
+        store = store or "etcd://" + endpoints
         configs = write_configs(workdir, args.controllers, endpoints, store=store,
                                 api_listen=api_listen, ofp_base_port=args.ofp_base_port,
                                 lease_ttl=args.lease_ttl)

@@ -82,24 +82,31 @@ class Connection:
     def _name(self, i: int) -> str:
         return f"{self.endpoints[i][0]}:{self.endpoints[i][1]}"
 
-    def call(self, method: str, request, timeout_s: Optional[float] = None, *,
-             service: str = "KV", readonly: bool = False):
-        """One RPC on the member last known good, then on the others, all
-        within one deadline (the connection's timeout unless given).
-        readonly: a Txn of reads only, safe to send again elsewhere."""
+    def _attempts(self, timeout_s: Optional[float]) -> Iterator[tuple[int, dict, float]]:
+        """(member index, its stubs, seconds left) for each member in turn,
+        from the one last known good, all within one deadline (the
+        connection's timeout unless given), or each its own (each_member)."""
         stubs = self._ensure()
         timeout = self.timeout_s if timeout_s is None else timeout_s
         deadline = time.monotonic() + timeout
         first = self._current
-        errors = []
         for n in range(len(stubs)):
             i = (first + n) % len(stubs)
             if self.each_member:
                 deadline = time.monotonic() + timeout
             left = deadline - time.monotonic()
             if left <= 0:
-                break
-            rpc = getattr(stubs[i][service], method)
+                return
+            yield i, stubs[i], left
+
+    def call(self, method: str, request, timeout_s: Optional[float] = None, *,
+             service: str = "KV", readonly: bool = False):
+        """One RPC on the member last known good, then on the others, all
+        within one deadline (the connection's timeout unless given).
+        readonly: a Txn of reads only, safe to send again elsewhere."""
+        errors = []
+        for i, stub, left in self._attempts(timeout_s):
+            rpc = getattr(stub[service], method)
             try:
                 if method in ONE_SHOT_STREAMS:
                     resp = next(iter(rpc(iter([request]), timeout=left)))
@@ -121,7 +128,7 @@ class Connection:
                     # by a partition that drops packets). The next call
                     # starts at the next member, so a hung member is not
                     # asked first for ever.
-                    self._current = (i + 1) % len(stubs)
+                    self._current = (i + 1) % len(self.endpoints)
                     if not self.each_member:
                         break
                 if method == "Txn" and not readonly and "connect" not in (e.details() or "").lower():
@@ -146,18 +153,8 @@ class Connection:
         function that ends it). The stream ends with grpc.RpcError when its
         member goes away; the caller opens another. EtcdUnavailable when no
         member confirms within the deadline."""
-        stubs = self._ensure()
-        timeout = self.timeout_s if timeout_s is None else timeout_s
-        deadline = time.monotonic() + timeout
-        first = self._current
         errors = []
-        for n in range(len(stubs)):
-            i = (first + n) % len(stubs)
-            if self.each_member:
-                deadline = time.monotonic() + timeout
-            left = deadline - time.monotonic()
-            if left <= 0:
-                break
+        for i, stub, left in self._attempts(timeout_s):
             done = threading.Event()
 
             def requests(done=done):
@@ -168,7 +165,7 @@ class Connection:
             # hasleader: etcd ends the watch when its member loses the
             # leader, which a member cut off from the others does; the
             # caller then watches on one that still has it.
-            stream = stubs[i]["Watch"].Watch(requests(), metadata=[("hasleader", "true")])
+            stream = stub["Watch"].Watch(requests(), metadata=[("hasleader", "true")])
 
             def end(stream=stream, done=done):
                 done.set()

@@ -5,7 +5,6 @@ the follower across a compacted feed, and member and quorum faults."""
 from __future__ import annotations
 
 import multiprocessing
-import signal
 import time
 import uuid
 from collections import Counter
@@ -27,6 +26,16 @@ def cluster():
 def fresh_url(cluster) -> str:
     """Its own prefix: every test gets an empty store on the shared cluster."""
     return f"{cluster.store_url}/t{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def two_etcd_clients(cluster):
+    """Two clients (as two processes would have) of one fresh etcd store."""
+    url = fresh_url(cluster)
+    a, b = open_store(url), open_store(url, migrate=False)
+    yield a, b
+    a.close()
+    b.close()
 
 
 @pytest.fixture(params=["sqlite", "etcd"])
@@ -175,168 +184,133 @@ def test_url_parsing():
             parse_url(bad)
 
 
-def test_a_write_that_loses_the_race_conflicts_and_run_runs_it_again(cluster):
-    url = fresh_url(cluster)
-    a, b = open_store(url), open_store(url, migrate=False)
-    try:
-        with pytest.raises(TxnConflict):
-            with a.transaction() as txn:
-                txn.get("networks", "n")
-                with b.transaction() as other:
-                    other.put("networks", "n", {"id": "n", "by": "b"})
-                txn.put("networks", "n", {"id": "n", "by": "a"})
-        with a.read() as r:
-            assert r.get("networks", "n") == {"id": "n", "by": "b"}   # nothing of a's
+def test_a_write_that_loses_the_race_conflicts_and_run_runs_it_again(two_etcd_clients):
+    a, b = two_etcd_clients
+    with pytest.raises(TxnConflict):
+        with a.transaction() as txn:
+            txn.get("networks", "n")
+            with b.transaction() as other:
+                other.put("networks", "n", {"id": "n", "by": "b"})
+            txn.put("networks", "n", {"id": "n", "by": "a"})
+    with a.read() as r:
+        assert r.get("networks", "n") == {"id": "n", "by": "b"}   # nothing of a's
 
-        calls = []
+    calls = []
 
-        def bump(txn):
-            doc = txn.get("networks", "n")
-            calls.append(doc["v"] if "v" in doc else 0)
-            if len(calls) == 1:   # another writer commits in between, once
-                b.run(lambda t: t.put("networks", "n", {"id": "n", "v": 10}))
-            txn.put("networks", "n", {"id": "n", "v": doc.get("v", 0) + 1})
-            return doc
-        a.run(bump)
-        assert calls == [0, 10]
-        with a.read() as r:
-            assert r.get("networks", "n")["v"] == 11   # both increments, none lost
-    finally:
-        a.close()
-        b.close()
+    def bump(txn):
+        doc = txn.get("networks", "n")
+        calls.append(doc["v"] if "v" in doc else 0)
+        if len(calls) == 1:   # another writer commits in between, once
+            b.run(lambda t: t.put("networks", "n", {"id": "n", "v": 10}))
+        txn.put("networks", "n", {"id": "n", "v": doc.get("v", 0) + 1})
+        return doc
+    a.run(bump)
+    assert calls == [0, 10]
+    with a.read() as r:
+        assert r.get("networks", "n")["v"] == 11   # both increments, none lost
 
 
-def test_a_write_that_read_nothing_another_changed_commits_after_it_without_running_again(cluster):
-    url = fresh_url(cluster)
-    a, b = open_store(url), open_store(url, migrate=False)
-    try:
-        rev = a.revision()
-        calls = []
+def test_a_write_that_read_nothing_another_changed_commits_after_it_without_running_again(two_etcd_clients):
+    a, b = two_etcd_clients
+    rev = a.revision()
+    calls = []
 
-        def create(txn):
-            calls.append(1)
-            assert txn.get("ports", "pa") is None and txn.claim_owner("mac", "ma") is None
-            assert [d["id"] for d in txn.list("networks")] == ["n"]
-            if len(calls) == 1:   # other writes commit in between, touching nothing read here
-                b.run(lambda t: (t.put("ports", "pb", {"id": "pb"}), t.claim("mac", "mb", "port:pb")))
-                b.run(lambda t: t.put("routers", "r", {"id": "r"}))
-            txn.put("ports", "pa", {"id": "pa"})
-            txn.claim("mac", "ma", "port:pa")
-        with b.transaction() as txn:
-            txn.put("networks", "n", {"id": "n"})
-        a.run(create)
-        assert len(calls) == 1   # sequenced after the others, not run again
-        changes = a.changes_since(rev)
-        assert [(c.revision, c.id) for c in changes] == [
-            (rev + 1, "n"), (rev + 2, "pb"), (rev + 3, "r"), (rev + 4, "pa")]
-        assert a.revision() == rev + 4
-        with a.read() as r:   # creation order follows the revision it committed as
-            assert [d["id"] for d in r.list("ports")] == ["pb", "pa"]
-    finally:
-        a.close()
-        b.close()
+    def create(txn):
+        calls.append(1)
+        assert txn.get("ports", "pa") is None and txn.claim_owner("mac", "ma") is None
+        assert [d["id"] for d in txn.list("networks")] == ["n"]
+        if len(calls) == 1:   # other writes commit in between, touching nothing read here
+            b.run(lambda t: (t.put("ports", "pb", {"id": "pb"}), t.claim("mac", "mb", "port:pb")))
+            b.run(lambda t: t.put("routers", "r", {"id": "r"}))
+        txn.put("ports", "pa", {"id": "pa"})
+        txn.claim("mac", "ma", "port:pa")
+    with b.transaction() as txn:
+        txn.put("networks", "n", {"id": "n"})
+    a.run(create)
+    assert len(calls) == 1   # sequenced after the others, not run again
+    changes = a.changes_since(rev)
+    assert [(c.revision, c.id) for c in changes] == [
+        (rev + 1, "n"), (rev + 2, "pb"), (rev + 3, "r"), (rev + 4, "pa")]
+    assert a.revision() == rev + 4
+    with a.read() as r:   # creation order follows the revision it committed as
+        assert [d["id"] for d in r.list("ports")] == ["pb", "pa"]
 
 
 @pytest.mark.parametrize("change", ["add", "update", "delete"])
-def test_a_change_in_a_range_the_write_listed_conflicts(cluster, change):
-    url = fresh_url(cluster)
-    a, b = open_store(url), open_store(url, migrate=False)
-    try:
-        b.run(lambda t: (t.put("subnets", "s1", {"id": "s1"}), t.put("subnets", "s2", {"id": "s2"})))
-        other = {"add": lambda t: t.put("subnets", "s3", {"id": "s3"}),
-                 "update": lambda t: t.put("subnets", "s2", {"id": "s2", "v": 2}),
-                 "delete": lambda t: t.delete("subnets", "s2")}[change]
-        with pytest.raises(TxnConflict):
-            with a.transaction() as txn:
-                seen = [d["id"] for d in txn.list("subnets")]
-                b.run(other)
-                txn.put("ports", "p", {"id": "p", "subnets": seen})
-        with a.read() as r:
-            assert r.get("ports", "p") is None
-    finally:
-        a.close()
-        b.close()
-
-
-def test_a_write_that_counted_conflicts_with_any_other_write(cluster):
-    url = fresh_url(cluster)
-    a, b = open_store(url), open_store(url, migrate=False)
-    try:
-        with pytest.raises(TxnConflict):
-            with a.transaction() as txn:
-                n = txn.count("ports", project_id="p")
-                b.run(lambda t: t.put("routers", "r", {"id": "r"}))
-                txn.put("ports", "p1", {"id": "p1", "n": n}, project_id="p")
-    finally:
-        a.close()
-        b.close()
-
-
-def test_concurrent_transactions_allocate_different_keys_without_conflict(cluster):
-    url = fresh_url(cluster)
-    a, b = open_store(url), open_store(url, migrate=False)
-    try:
-        with a.transaction() as ta:
-            ka = ta.allocate_key("port-key", "port:a", low=1, high=10)
-            with b.transaction() as tb:
-                kb = tb.allocate_key("port-key", "port:b", low=1, high=10)
-        with a.transaction() as ta:
-            kc = ta.allocate_key("port-key", "port:c", low=1, high=10)
-        assert (ka, kb, kc) == (1, 2, 3)
-        with pytest.raises(RuntimeError):   # a transaction that fails skips its key
-            with a.transaction() as ta:
-                ta.allocate_key("port-key", "port:d", low=1, high=10)
-                raise RuntimeError("boom")
-        with a.transaction() as ta:
-            assert ta.allocate_key("port-key", "port:e", low=1, high=10) == 5
-        with a.read() as r:
-            assert r.claimed_keys("port-key") == {"1", "2", "3", "5"}
-    finally:
-        a.close()
-        b.close()
-
-
-def test_a_put_unread_over_a_document_made_meanwhile_keeps_its_place_and_index(cluster):
-    url = fresh_url(cluster)
-    a, b = open_store(url), open_store(url, migrate=False)
-    try:
-        b.run(lambda t: t.put("ports", "first", {"id": "first"}))
+def test_a_change_in_a_range_the_write_listed_conflicts(two_etcd_clients, change):
+    a, b = two_etcd_clients
+    b.run(lambda t: (t.put("subnets", "s1", {"id": "s1"}), t.put("subnets", "s2", {"id": "s2"})))
+    other = {"add": lambda t: t.put("subnets", "s3", {"id": "s3"}),
+             "update": lambda t: t.put("subnets", "s2", {"id": "s2", "v": 2}),
+             "delete": lambda t: t.delete("subnets", "s2")}[change]
+    with pytest.raises(TxnConflict):
         with a.transaction() as txn:
-            txn.claim("mac", "m", "port:x")   # a read, so the snapshot is taken before b's write
-            b.run(lambda t: t.put("ports", "x", {"id": "x", "by": "b"}, project_id="p1"))
-            b.run(lambda t: t.put("ports", "last", {"id": "last"}))
-            txn.put("ports", "x", {"id": "x", "by": "a"}, project_id="p2")
-        with a.read() as r:
-            assert r.get("ports", "x") == {"id": "x", "by": "a"}
-            assert [d["id"] for d in r.list("ports")] == ["first", "x", "last"]
-            assert r.count("ports", project_id="p1") == 0 and r.count("ports", project_id="p2") == 1
-        many = [f"p{i}" for i in range(150)]   # more than a commit compares: read after all
+            seen = [d["id"] for d in txn.list("subnets")]
+            b.run(other)
+            txn.put("ports", "p", {"id": "p", "subnets": seen})
+    with a.read() as r:
+        assert r.get("ports", "p") is None
+
+
+def test_a_write_that_counted_conflicts_with_any_other_write(two_etcd_clients):
+    a, b = two_etcd_clients
+    with pytest.raises(TxnConflict):
         with a.transaction() as txn:
-            for id in many:
-                txn.put("ports", id, {"id": id}, project_id="p1")
-        with a.read() as r:
-            assert r.count("ports", project_id="p1") == 150 and len(r.list("ports")) == 153
-    finally:
-        a.close()
-        b.close()
+            n = txn.count("ports", project_id="p")
+            b.run(lambda t: t.put("routers", "r", {"id": "r"}))
+            txn.put("ports", "p1", {"id": "p1", "n": n}, project_id="p")
 
 
-def test_a_key_claimed_at_the_cursor_after_the_snapshot_is_not_allocated_again(cluster):
-    url = fresh_url(cluster)
-    a, b = open_store(url), open_store(url, migrate=False)
-    try:
-        def body(txn):
-            txn.claim("mac", "m", "port:a")   # the snapshot, before b's claim
-            if b.run(lambda t: t.claim_owner("port-key", "1")) is None:
-                b.run(lambda t: t.claim("port-key", "1", "port:b"))
-            return txn.allocate_key("port-key", "port:a", low=1, high=10)
-        key = a.run(body)
-        with a.read() as r:
-            assert key != 1 and r.claim_owner("port-key", "1") == "port:b"
-            assert r.claim_owner("port-key", str(key)) == "port:a"
-    finally:
-        a.close()
-        b.close()
+def test_concurrent_transactions_allocate_different_keys_without_conflict(two_etcd_clients):
+    a, b = two_etcd_clients
+    with a.transaction() as ta:
+        ka = ta.allocate_key("port-key", "port:a", low=1, high=10)
+        with b.transaction() as tb:
+            kb = tb.allocate_key("port-key", "port:b", low=1, high=10)
+    with a.transaction() as ta:
+        kc = ta.allocate_key("port-key", "port:c", low=1, high=10)
+    assert (ka, kb, kc) == (1, 2, 3)
+    with pytest.raises(RuntimeError):   # a transaction that fails skips its key
+        with a.transaction() as ta:
+            ta.allocate_key("port-key", "port:d", low=1, high=10)
+            raise RuntimeError("boom")
+    with a.transaction() as ta:
+        assert ta.allocate_key("port-key", "port:e", low=1, high=10) == 5
+    with a.read() as r:
+        assert r.claimed_keys("port-key") == {"1", "2", "3", "5"}
+
+
+def test_a_put_unread_over_a_document_made_meanwhile_keeps_its_place_and_index(two_etcd_clients):
+    a, b = two_etcd_clients
+    b.run(lambda t: t.put("ports", "first", {"id": "first"}))
+    with a.transaction() as txn:
+        txn.claim("mac", "m", "port:x")   # a read, so the snapshot is taken before b's write
+        b.run(lambda t: t.put("ports", "x", {"id": "x", "by": "b"}, project_id="p1"))
+        b.run(lambda t: t.put("ports", "last", {"id": "last"}))
+        txn.put("ports", "x", {"id": "x", "by": "a"}, project_id="p2")
+    with a.read() as r:
+        assert r.get("ports", "x") == {"id": "x", "by": "a"}
+        assert [d["id"] for d in r.list("ports")] == ["first", "x", "last"]
+        assert r.count("ports", project_id="p1") == 0 and r.count("ports", project_id="p2") == 1
+    many = [f"p{i}" for i in range(150)]   # more than a commit compares: read after all
+    with a.transaction() as txn:
+        for id in many:
+            txn.put("ports", id, {"id": id}, project_id="p1")
+    with a.read() as r:
+        assert r.count("ports", project_id="p1") == 150 and len(r.list("ports")) == 153
+
+
+def test_a_key_claimed_at_the_cursor_after_the_snapshot_is_not_allocated_again(two_etcd_clients):
+    a, b = two_etcd_clients
+    def body(txn):
+        txn.claim("mac", "m", "port:a")   # the snapshot, before b's claim
+        if b.run(lambda t: t.claim_owner("port-key", "1")) is None:
+            b.run(lambda t: t.claim("port-key", "1", "port:b"))
+        return txn.allocate_key("port-key", "port:a", low=1, high=10)
+    key = a.run(body)
+    with a.read() as r:
+        assert key != 1 and r.claim_owner("port-key", "1") == "port:b"
+        assert r.claim_owner("port-key", str(key)) == "port:a"
 
 
 def test_a_write_that_keeps_losing_gives_up_with_txn_conflict(cluster):
@@ -425,7 +399,11 @@ def test_member_loss_loses_nothing_quorum_loss_is_a_store_error_and_recovery_con
         for i in range(5):
             store.run(lambda txn, i=i: txn.put("networks", f"a{i}", {"id": f"a{i}"}))
 
-        c.kill_member(0)                       # one of three: nothing changes for clients
+        c.kill_member(0)                       # one of three: nothing is lost
+        # If it led, the others elect a new leader first (etcd /health is
+        # true once a member has one); a write in that window, under this
+        # store's 1 s timeout, may be a StoreError (a 503 from the API) once.
+        c.wait_healthy(10, members=[1, 2])
         for i in range(5):
             store.run(lambda txn, i=i: txn.put("networks", f"b{i}", {"id": f"b{i}"}))
         with store.read() as r:

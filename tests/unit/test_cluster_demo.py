@@ -4,6 +4,7 @@ answers, and SIGTERM stops all of it, etcd included."""
 from __future__ import annotations
 
 import json
+import re
 import random
 import signal
 import socket
@@ -77,6 +78,9 @@ def test_cluster_demo_starts_etcd_two_controllers_and_the_api_and_stops_them(tmp
         p.send_signal(signal.SIGTERM)
         out, _ = p.communicate(timeout=30)
     assert p.returncode == 0, out
+    # The documents live in the demo's own etcd cluster, which the API read.
+    assert re.search(r"^store: +etcd://127\.0\.0\.1:\d+,127\.0\.0\.1:\d+,127\.0\.0\.1:\d+$",
+                     out, re.M), out
     assert f"target='\"tcp:127.0.0.1:{ofp}\"' type=service" in out
     assert f"target='\"tcp:127.0.0.1:{ofp + 1}\"' type=service" in out
     assert subprocess.run(["pgrep", "-f", str(work / "etcd")]).returncode == 1   # none left
