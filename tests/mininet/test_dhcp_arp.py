@@ -481,7 +481,8 @@ def test_forged_arp_replies_do_not_poison_caches(cloud, tmp_path):
 # -- flood ------------------------------------------------------------------------------
 
 def test_flooding_vm_does_not_starve_another_vms_dhclient(cloud, tmp_path):
-    flooder = cloud.add_vm(cloud.h1, cloud.n1, "f1", ip="10.0.0.200")
+    # Its address from IPAM: a fixed one may be taken by an earlier test's port.
+    flooder = cloud.add_vm(cloud.h1, cloud.n1, "f1")
     victim = cloud.add_vm(cloud.h1, cloud.n1, "f2", dhcp=True)
     synced(cloud)
     script = tmp_path / "flood.py"
