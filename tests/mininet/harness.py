@@ -1100,7 +1100,7 @@ class Cloud:
         if plug_first:
             ifname = f"{self.prefix}-v{self._n_vms}"
             mac = random_mac()
-            ip = ip or self._free_ip(net)
+            ip = ip or self.free_ip(net)
             vm = Vm(self, name, host, net, None, ifname, mac, None if dhcp else ip, prefixlen, None)
             vm._planned_ip = ip
         else:
@@ -1135,7 +1135,10 @@ class Cloud:
            + ([f"external_ids:iface-id={vm.port['id']}"] if vm.port else []))
         return vm
 
-    def _free_ip(self, net: Network) -> str:
+    def free_ip(self, net: Network) -> str:
+        """An address of net that no port has or is planned for, from the
+        top of the range (IPAM allocates at random, so a fixed address a
+        test picks may already be some port's)."""
         used = {ip["ip_address"] for p in self.api.list("ports", network_id=net.id)
                 for ip in p.get("fixed_ips", [])}
         used |= {getattr(v, "_planned_ip", None) for v in self.vms}

@@ -306,9 +306,9 @@ def test_vms_on_two_hosts_get_addresses_and_unknown_mac_gets_no_offer(cloud, tmp
 # -- ARP ------------------------------------------------------------------------------
 
 def test_arp_proxy_across_hosts(cloud):
-    a = cloud.add_vm(cloud.h1, cloud.n2, "a", ip="10.0.2.11")
-    b = cloud.add_vm(cloud.h2, cloud.n2, "b", ip="10.0.2.12")
-    c = cloud.add_vm(cloud.h2, cloud.n2, "c", ip="10.0.2.13")
+    a = cloud.add_vm(cloud.h1, cloud.n2, "a", ip=cloud.free_ip(cloud.n2))
+    b = cloud.add_vm(cloud.h2, cloud.n2, "b", ip=cloud.free_ip(cloud.n2))
+    c = cloud.add_vm(cloud.h2, cloud.n2, "c", ip=cloud.free_ip(cloud.n2))
     synced(cloud)
     with c.capture("arp") as cap_c, b.capture("arp") as cap_b:
         time.sleep(0.5)
@@ -349,9 +349,9 @@ def test_arp_requests_fail_closed_without_the_proxy_flow(cloud):
     requests still reach no VM: a known target is answered by the switch's
     responder, an unknown one is caught by l2's low-priority services drop.
     The same capture does see the sender's UDP broadcast (control)."""
-    s = cloud.add_vm(cloud.h1, cloud.n2, "fs", ip="10.0.2.41")
-    t = cloud.add_vm(cloud.h1, cloud.n2, "ft", ip="10.0.2.42")
-    u = cloud.add_vm(cloud.h2, cloud.n2, "fu", ip="10.0.2.43")
+    s = cloud.add_vm(cloud.h1, cloud.n2, "fs", ip=cloud.free_ip(cloud.n2))
+    t = cloud.add_vm(cloud.h1, cloud.n2, "ft", ip=cloud.free_ip(cloud.n2))
+    u = cloud.add_vm(cloud.h2, cloud.n2, "fu", ip=cloud.free_ip(cloud.n2))
     synced(cloud)
     s.wait_ping(u)
     key = port_key(s)
@@ -404,9 +404,9 @@ def test_gratuitous_arp_for_own_address_reaches_neighbours(cloud):
     """arping -U (request, sender == target == own address) announces the
     VM's address: its neighbours on both hosts see it; the controller does
     not swallow it."""
-    g = cloud.add_vm(cloud.h1, cloud.n2, "ga", ip="10.0.2.51")
-    n = cloud.add_vm(cloud.h1, cloud.n2, "gn", ip="10.0.2.52")
-    r = cloud.add_vm(cloud.h2, cloud.n2, "gr", ip="10.0.2.53")
+    g = cloud.add_vm(cloud.h1, cloud.n2, "ga", ip=cloud.free_ip(cloud.n2))
+    n = cloud.add_vm(cloud.h1, cloud.n2, "gn", ip=cloud.free_ip(cloud.n2))
+    r = cloud.add_vm(cloud.h2, cloud.n2, "gr", ip=cloud.free_ip(cloud.n2))
     synced(cloud)
     g.wait_ping(r)
     with n.capture("arp") as cap_n, r.capture("arp") as cap_r:
@@ -423,9 +423,9 @@ def test_gratuitous_arp_for_own_address_reaches_neighbours(cloud):
 def test_dhcp_server_packets_from_a_vm_are_dropped(cloud, tmp_path):
     """A rogue VM's DHCPOFFER (udp 67 -> 68) reaches no neighbour; its
     datagram to the same port from another source port does (control)."""
-    rogue = cloud.add_vm(cloud.h1, cloud.n1, "rg", ip="10.0.0.210")
-    near = cloud.add_vm(cloud.h1, cloud.n1, "rn", ip="10.0.0.211")
-    far = cloud.add_vm(cloud.h2, cloud.n1, "rf", ip="10.0.0.212")
+    rogue = cloud.add_vm(cloud.h1, cloud.n1, "rg", ip=cloud.free_ip(cloud.n1))
+    near = cloud.add_vm(cloud.h1, cloud.n1, "rn", ip=cloud.free_ip(cloud.n1))
+    far = cloud.add_vm(cloud.h2, cloud.n1, "rf", ip=cloud.free_ip(cloud.n1))
     synced(cloud)
     rogue.wait_ping(far)
     sport = 41000 + os.getpid() % 10000
@@ -455,9 +455,9 @@ def forge(cloud, tmp_path, attacker, claimed, victim):
 
 
 def test_forged_arp_replies_do_not_poison_caches(cloud, tmp_path):
-    a = cloud.add_vm(cloud.h1, cloud.n2, "sa", ip="10.0.2.31")
-    b = cloud.add_vm(cloud.h2, cloud.n2, "sb", ip="10.0.2.32")
-    m = cloud.add_vm(cloud.h1, cloud.n2, "sm", ip="10.0.2.33")
+    a = cloud.add_vm(cloud.h1, cloud.n2, "sa", ip=cloud.free_ip(cloud.n2))
+    b = cloud.add_vm(cloud.h2, cloud.n2, "sb", ip=cloud.free_ip(cloud.n2))
+    m = cloud.add_vm(cloud.h1, cloud.n2, "sm", ip=cloud.free_ip(cloud.n2))
     synced(cloud)
     # The victim accepts any ARP it gets (arp_accept), so only the network protects it.
     a.run(["sysctl", "-qw", "net.ipv4.conf.eth0.arp_accept=1"], check=True)
@@ -471,7 +471,7 @@ def test_forged_arp_replies_do_not_poison_caches(cloud, tmp_path):
     assert a.ping(b)
     # Control: the same forgery from a port without port security does poison,
     # so the check above would see poisoning if it happened.
-    z = cloud.add_vm(cloud.h1, cloud.n2, "sz", ip="10.0.2.34", port_security_enabled=False)
+    z = cloud.add_vm(cloud.h1, cloud.n2, "sz", ip=cloud.free_ip(cloud.n2), port_security_enabled=False)
     synced(cloud)
     forge(cloud, tmp_path, z, b, a)
     wait_for(lambda: z.mac.lower() in neighbour(a, b.ip).lower(), 5, 0.2,

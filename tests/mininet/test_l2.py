@@ -167,7 +167,7 @@ def test_spoofing_blocked_unless_port_security_off(topo, what):
         if what == "mac":
             vm.set_mac("fa:16:3e:de:ad:%02x" % (hash(vm.name) & 0xFF))
         else:
-            vm.set_ip(cloud._free_ip(n1))
+            vm.set_ip(cloud.free_ip(n1))
             vm.run(["ip", "route", "replace", f"{target.ip}/32", "dev", "eth0"], check=True)
             vm.arp_add(target)
 
