@@ -16,12 +16,11 @@ updated_at moved as the API moves them, only `status` written over).
 from __future__ import annotations
 
 import logging
-import time
 from typing import Iterable, Optional
 
 from apps.nat import BINDINGS, FIPS, arp_frame, binding_id, translation
 from controller.locality import uplink_ofport
-from controller.port_status import write_statuses
+from controller.port_status import stamp, write_statuses
 from topology.store.base import Store, StoreError
 from topology.view import TopologyView
 
@@ -55,7 +54,7 @@ def fip_host(view: TopologyView, fid: str) -> Optional[str]:
 
 
 def write_bindings(store: Store, learned: dict[tuple[str, str], str]) -> int:
-    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    when = stamp()
 
     def body(txn) -> int:
         for (net, ip), mac in learned.items():
@@ -64,7 +63,7 @@ def write_bindings(store: Store, learned: dict[tuple[str, str], str]) -> int:
             if old is not None and old.get("mac_address") == mac:
                 continue
             txn.put(BINDINGS, bid, {"id": bid, "network_id": net, "ip_address": ip,
-                                    "mac_address": mac, "updated_at": stamp},
+                                    "mac_address": mac, "updated_at": when},
                     parent_id=net)
         return len(learned)
     return store.run(body)

@@ -82,6 +82,11 @@ def changes(view: TopologyView, wanted: dict[str, str]) -> dict[str, str]:
             if view.ports.get(pid, {}).get("status") != status}
 
 
+def stamp() -> str:
+    """updated_at as the API writes it (topology/api/kinds/base.now)."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
 def write_statuses(store: Store, kind: str, updates: dict[str, str], *,
                    parent_field: Optional[str] = None, now: Optional[str] = None) -> int:
     """Write `updates` (id -> status) to documents of `kind` in one
@@ -89,7 +94,7 @@ def write_statuses(store: Store, kind: str, updates: dict[str, str], *,
     it, so a change the API made meanwhile is kept and only `status` (with
     revision_number and updated_at, as the API moves them) is written over.
     Shared with the floating IP statuses (external_status.py)."""
-    stamp = now or time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    when = now or stamp()
 
     def body(txn) -> int:
         written = 0
@@ -97,7 +102,7 @@ def write_statuses(store: Store, kind: str, updates: dict[str, str], *,
             doc: Optional[Document] = txn.get(kind, id_)
             if doc is None or doc.get("status") == status:
                 continue
-            doc = {**doc, "status": status, "updated_at": stamp,
+            doc = {**doc, "status": status, "updated_at": when,
                    "revision_number": doc.get("revision_number", 0) + 1}
             txn.put(kind, id_, doc, project_id=doc.get("project_id"),
                     parent_id=doc.get(parent_field) if parent_field else None)
