@@ -1,7 +1,7 @@
 """QoS: per-port bandwidth and packet-rate limits with meters, and DSCP marking.
 
-Implements the qos paragraphs of controller/pipeline.py's classify and
-pre_output stages. A port's policy is its own `qos_policy_id`, else its
+Implements the qos paragraphs of controller/pipeline.py's classify,
+pre_output, egress_meter and ingress_meter stages. A port's policy is its own `qos_policy_id`, else its
 network's (a port's policy beats its network's); the network's does not
 apply to the ports Neutron's own services own (device_owner "network:...").
 
@@ -11,8 +11,10 @@ A policy's rules live in its document (`rules`, as Neutron shows them):
 - dscp_marking: dscp_mark -> set_field ip_dscp on the VM's egress IPv4.
 
 Egress is from the VM, metered at classification; ingress is toward it,
-metered in pre_output. An OpenFlow 1.3 flow passes at most one meter, so a
-port has one meter per direction: when a policy has both a bandwidth and a
+metered in pre_output. Both pass their meter by a resubmit into a metered
+stage (egress_meter, ingress_meter), so that a flow-preserving OVS restart,
+which restores no meters, still brings every other flow back. A port has one
+meter per direction, as with Neutron's OVS agent: when a policy has both a bandwidth and a
 packet-rate rule for one direction, the bandwidth rule is the one enforced.
 
 Meter ids derive from the port key (controller/meters.py qos_meter_id), and
@@ -26,7 +28,7 @@ from typing import Iterable, Optional, Union
 
 from controller import scopes
 from controller.app import App, SwitchView
-from controller.flow import Flow, apply, flow, goto, meter, set_field, write_metadata
+from controller.flow import Flow, apply, flow, goto, meter, resubmit, set_field, write_metadata
 from controller.locality import local_ofport
 from controller.meters import EGRESS, INGRESS, KBPS, PKTPS, Meter, MeterSpec, qos_meter_id
 from controller.pipeline import REG_IN_PORT_KEY, REG_OUT_PORT_KEY
@@ -37,6 +39,7 @@ ETH_IP = 0x0800
 PRIO_CLASSIFY = 110
 PRIO_CLASSIFY_DSCP = 111
 PRIO_INGRESS = 200
+PRIO_METER = 100
 # Neutron's OVS agent: a burst of 0 means 80 % of the rate.
 DEFAULT_BURST = 0.8
 DIRECTIONS = {"egress": EGRESS, "ingress": INGRESS}
@@ -99,24 +102,32 @@ class QosApp(App):
         owner = ("ports", pkey)
         specs = meter_specs(policy)
         mark = dscp_mark(policy)
+        # The meters are passed by resubmit into tables of their own
+        # (pipeline egress_meter, ingress_meter), never by a meter instruction
+        # here: see those stages' paragraphs, on OVS restarts.
         egress = ()
         if EGRESS in specs:
             mid = qos_meter_id(pkey, EGRESS)
             yield Meter(mid, specs[EGRESS])
-            egress = (meter(mid),)
+            yield flow(a, "egress_meter", PRIO_METER, {REG_IN_PORT_KEY: pkey}, meter(mid),
+                       owner=owner)
+            egress = (resubmit("egress_meter"),)
             # Classification as l2's priority-100 flow does it, through the meter.
-            yield flow(a, "classify", PRIO_CLASSIFY, {"in_port": ofport}, *egress,
-                       apply(set_field(REG_IN_PORT_KEY, pkey)), write_metadata(nkey),
+            yield flow(a, "classify", PRIO_CLASSIFY, {"in_port": ofport},
+                       apply(set_field(REG_IN_PORT_KEY, pkey), *egress), write_metadata(nkey),
                        goto("port_security"), owner=owner)
         if mark is not None:
             yield flow(a, "classify", PRIO_CLASSIFY_DSCP, {"in_port": ofport, "eth_type": ETH_IP},
-                       *egress, apply(set_field(REG_IN_PORT_KEY, pkey), set_field("ip_dscp", mark)),
+                       apply(set_field(REG_IN_PORT_KEY, pkey), set_field("ip_dscp", mark),
+                             *egress),
                        write_metadata(nkey), goto("port_security"), owner=owner)
         if INGRESS in specs:
             mid = qos_meter_id(pkey, INGRESS)
             yield Meter(mid, specs[INGRESS])
-            yield flow(a, "pre_output", PRIO_INGRESS, {REG_OUT_PORT_KEY: pkey}, meter(mid),
-                       goto("output"), owner=owner)
+            yield flow(a, "ingress_meter", PRIO_METER, {REG_OUT_PORT_KEY: pkey}, meter(mid),
+                       owner=owner)
+            yield flow(a, "pre_output", PRIO_INGRESS, {REG_OUT_PORT_KEY: pkey},
+                       apply(resubmit("ingress_meter")), goto("output"), owner=owner)
 
 
 @scopes.KINDS["port"].watch("qos_policies")

@@ -277,6 +277,8 @@ def miss_flows() -> tuple[Flow, ...]:
     """Every stage's table miss, from the pipeline's declaration."""
     out = []
     for stage in pipeline.PIPELINE:
+        if stage.metered:
+            continue    # reached by resubmit only, where a miss already does nothing
         instructions = (goto(stage.miss),) if stage.miss else ()
         out.append(canonical(flow(pipeline.PIPELINE_APP_ID, stage.name, 0, {}, *instructions)))
     return tuple(out)

@@ -75,13 +75,17 @@ class Stage:
     writers: Mapping[str, tuple[int, int]]  # app name -> (lowest, highest) priority
     doc: str
     miss_doc: str = ""
+    # A metered stage holds only flows whose one instruction is a QoS meter,
+    # reached by resubmit, and is numbered after every other stage (see
+    # METERED_LAST below).
+    metered: bool = False
 
 
 # A "table" is what the rest of the code has always called a stage.
 Table = Stage
 
 PIPELINE: tuple[Stage, ...] = (
-    Stage("classify", 0, next=("port_security", "l2_lookup", "nat_in"), miss=None,
+    Stage("classify", 0, next=("port_security", "l2_lookup", "nat_in", "egress_meter"), miss=None,
           writers={"l2": (100, 100), "qos": (110, 111), "dvr": (115, 121), "nat": (125, 126)},
           doc="Where did the packet come from? "
               "Priority 126 (nat): on an external network's uplink, an ARP request "
@@ -104,10 +108,11 @@ PIPELINE: tuple[Stage, ...] = (
               "dropped (dvr); that flow's packet counter counts unregistered DVR MACs. "
               "Priority 111: for a local VM port whose QoS policy marks DSCP, a flow "
               "for its IPv4 (in_port, eth_type) that does what priority 100 does, "
-              "passes the port's egress QoS meter if it has one and sets ip_dscp. "
+              "sets ip_dscp and, if the port has an egress QoS meter, resubmits to "
+              "egress_meter. "
               "Priority 110: for a local VM port with an egress QoS meter, a flow "
-              "(in_port) that does what priority 100 does through that meter: "
-              "egress (from the VM) is metered here, at classification. "
+              "(in_port) that does what priority 100 does and resubmits to "
+              "egress_meter: egress (from the VM) is metered at classification. "
               "Priority 100: a flow per local VM port (in_port) that puts the port "
               "key in reg6 and the network key in metadata, then port_security; a "
               "flow per (uplink, VLAN id) of each network present on the host that "
@@ -259,12 +264,12 @@ PIPELINE: tuple[Stage, ...] = (
           doc="The receiving VM's inbound rules, flow for flow as egress_rules with the "
               "remote side as the packet's source.",
           miss_doc="What no rule admits is dropped."),
-    Stage("pre_output", 55, next=("output",), miss="output",
+    Stage("pre_output", 55, next=("output", "ingress_meter"), miss="output",
           writers={"dvr": (100, 199), "qos": (200, 299)},
           doc="The hook before a frame leaves. Priority 200: a flow per local VM "
-              "port with an ingress QoS meter (reg7 = its key) passes that meter and "
-              "goes on to output: traffic toward a VM is metered here, every copy of "
-              "a flood included. Priority 100 (dvr): a routed frame (reg5 ROUTED) "
+              "port with an ingress QoS meter (reg7 = its key) resubmits to "
+              "ingress_meter and goes on to output: traffic toward a VM is metered "
+              "here, every copy of a flood included. Priority 100 (dvr): a routed frame (reg5 ROUTED) "
               "going out of the uplink gets this host's DVR MAC as its source, so no "
               "gateway MAC reaches the fabric.",
           miss_doc="Everything goes on to output unchanged."),
@@ -279,7 +284,35 @@ PIPELINE: tuple[Stage, ...] = (
               "OVS never outputs a packet to the port it came in on, so a flood is "
               "never reflected.",
           miss_doc="A packet with nowhere to go is dropped."),
+    Stage("egress_meter", 70, next=(), miss=None, metered=True,
+          writers={"qos": (100, 100)},
+          doc="QoS meters of traffic from a VM, reached by resubmit from classify. "
+              "Priority 100: a flow per local VM port with an egress QoS meter "
+              "(reg6 = its key) whose one instruction is that meter; the packet "
+              "then carries on in classify. The meters live in tables of their own, "
+              "after every other stage, because OVS's flow-preserving restart "
+              "(ovs-save) restores flows but no meters, refuses a flow that names a "
+              "missing meter, and restores a bridge table by table, stopping at the "
+              "first refusal: every stage above is back before the first metered "
+              "flow is refused, and a resubmit that finds no flow does nothing, so "
+              "until the controller re-adds the meters the port's traffic flows "
+              "unmetered instead of not at all (README \"OVS restarts\").",
+          miss_doc="a resubmit that finds no flow returns to the flow that "
+                   "resubmitted, so the packet goes on unmetered."),
+    Stage("ingress_meter", 71, next=(), miss=None, metered=True,
+          writers={"qos": (100, 100)},
+          doc="QoS meters of traffic toward a VM, reached by resubmit from "
+              "pre_output, as egress_meter is: priority 100, a flow per local VM "
+              "port with an ingress QoS meter (reg7 = its key) whose one instruction "
+              "is that meter.",
+          miss_doc="as in egress_meter, the packet goes on unmetered."),
 )
+
+# ovs-save's restore goes table by table and stops at the first refused flow,
+# so the metered stages must come after every stage a packet needs.
+METERED_LAST = all(s.metered or all(s.number < m.number for m in PIPELINE if m.metered)
+                   for s in PIPELINE)
+assert METERED_LAST, "metered stages must be numbered after every other stage"
 
 STAGES: dict[str, Stage] = {s.name: s for s in PIPELINE}
 TABLES = STAGES
@@ -392,6 +425,13 @@ def check(app_name: str, table: str, priority: int, instructions) -> list[str]:
     elif not band[0] <= priority <= band[1]:
         problems.append(f"{app_name}: priority {priority} in {table} is outside its band "
                         f"{band[0]}-{band[1]}")
+    meters = [ins for ins in instructions if ins[0] == "meter"]
+    if meters and not stage.metered:
+        problems.append(f"{app_name}: a meter instruction in {table}, which is not a metered "
+                        f"stage (ovs-save could not restore the bridge past it)")
+    if stage.metered and priority and (len(meters) != 1 or len(instructions) != 1):
+        problems.append(f"{app_name}: a flow in the metered stage {table} must have one "
+                        f"instruction, its meter")
     for target in _targets(instructions):
         if target not in stage.next:
             problems.append(f"{app_name}: {table} may not continue to {target!r} "
@@ -409,5 +449,6 @@ def describe() -> str:
                             for a, (lo, hi) in s.writers.items())
         lines.append(f"{s.number:3d} {s.name}   next: {nxt}   writers: {writers}\n"
                      f"     {s.doc}\n"
-                     f"     Priority 0 (miss, {miss}): {s.miss_doc}")
+                     + (f"     No flow at priority 0: {s.miss_doc}" if s.metered else
+                        f"     Priority 0 (miss, {miss}): {s.miss_doc}"))
     return "\n".join(lines)

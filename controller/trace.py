@@ -292,7 +292,9 @@ def verdict_lines(trace: Trace, host: dict, ports: dict[str, int], topo: Topolog
     out = []
     for o in trace.outputs:
         tag = f", vlan {'.'.join(map(str, o.vlans))}" if o.vlans else ", untagged"
-        out.append(f"verdict: output to {port_text(o.port, host, ports, topo)}{tag}")
+        via = f", through meter{'s' if len(o.meters) > 1 else ''} " \
+              f"{', '.join(map(str, o.meters))}" if o.meters else ""
+        out.append(f"verdict: output to {port_text(o.port, host, ports, topo)}{tag}{via}")
     for o in trace.controller:
         via = f" through meter {o.meter}" if o.meter else ""
         out.append(f"verdict: to the controller{via}, for "
@@ -305,6 +307,7 @@ def trace_json(trace: Trace, *, host: dict, origin: Origin, packet: dict,
     def out(o: Output) -> dict:
         return {"port": o.port, "vlan": o.vlans, "table": o.table, "path": list(o.path),
                 "name": port_text(o.port, host, ports, topo), "meter": o.meter,
+                "meters": list(o.meters),
                 "owner": owner_text(o.flow.cookie, topo)}
     return {
         "host": host["name"], "datapath_id": host["datapath_id"], "in_port": origin.in_port,

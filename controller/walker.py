@@ -32,7 +32,10 @@ ovs-fields(7)):
   had. commit, nat and exec are recorded; exec's ct_mark shows in the
   recirculated packet. ct_clear forgets the state;
 - meters (the instruction, or controller(meter_id=N)) are recorded, never
-  applied; a group runs each bucket on a copy of the packet when the caller
+  applied. A meter instruction stays on the packet for the rest of its pass,
+  as OVS's datapath meter action does, so each output lists every meter
+  passed before it (Output.meters); a flow whose one instruction is a meter
+  ends no path when a resubmit reaches it; a group runs each bucket on a copy of the packet when the caller
   gives the group's buckets.
 """
 from __future__ import annotations
@@ -107,6 +110,7 @@ class Output:
     flow: Flow
     meter: Optional[int] = None
     path: tuple[str, ...] = ()   # the tables this copy passed, from the first
+    meters: tuple[int, ...] = ()   # meter instructions passed on the way, in order
 
     @property
     def vlans(self) -> list[int]:
@@ -294,6 +298,7 @@ class _Run:
         self.steps = 0
         self.skipped_ingress = 0
         self.path: list[str] = []    # tables on the way to the current step
+        self.meters: list[int] = []  # meter instructions passed in this pass
         self.frame_len = 0
 
     def next_ct_state(self) -> int:
@@ -307,6 +312,7 @@ class _Run:
     def pass_(self, table: str, pkt: Packet, why: Optional[str]) -> None:
         produced_before = len(self.trace.outputs) + len(self.trace.controller)
         recirc_before = len(self.passes)
+        self.meters = []
         try:
             last = self.pipeline(table, pkt, 0, why)
         except _Stop:
@@ -339,6 +345,8 @@ class _Run:
             if nxt is None:
                 if not found.flow.instructions:
                     return Drop(table, "the flow drops (no actions)", found.flow)
+                if depth and all(ins[0] == "meter" for ins in found.flow.instructions):
+                    return None     # a metered stage: the resubmitter carries on
                 if len(self.trace.outputs) + len(self.trace.controller) == produced_before:
                     if self.skipped_ingress > skipped_before:
                         return Drop(table, "its only way out is the port it came in by",
@@ -358,6 +366,7 @@ class _Run:
             kind = ins[0]
             if kind == "meter":
                 step.meter = ins[1]
+                self.meters.append(ins[1])
                 step.actions.append(f"meter:{ins[1]}")
             elif kind == "apply":
                 for action in ins[1:]:
@@ -470,7 +479,7 @@ class _Run:
             return
         step.actions.append(f"output:{port}")
         self.trace.outputs.append(Output(port, pkt.snapshot(), step.table, f, step.meter,
-                                         tuple(self.path)))
+                                         tuple(self.path), tuple(self.meters)))
 
     def move(self, step: Step, pkt: Packet, src: str, src_ofs: int, dst: str, dst_ofs: int,
              n_bits: int) -> None:

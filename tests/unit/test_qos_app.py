@@ -7,6 +7,7 @@ from l2_fixtures import make_view, plugged_switch, put
 
 from apps.qos import QosApp, meter_specs, policy_of
 from controller.compiler import FlowCompiler, SwitchFlows
+from controller.flow import goto
 from controller.meters import EGRESS, INGRESS, KBPS, PKTPS, MeterSpec, qos_meter_id
 from controller.reconciler import SwitchReconciler
 from test_reconciler import SPEC, FakeSwitch
@@ -49,12 +50,15 @@ def test_egress_is_metered_at_classify_and_ingress_before_output():
                   tcp_dst=80)
     assert out.ports == [sw.ofport(p2)]
     assert metered(out) == [qos_meter_id(1, EGRESS)]
-    assert out.steps[0].table == "classify"
+    assert out.steps[0].table == "classify" and out.steps[1].table == "egress_meter"
+    assert out.outputs[0].meters == (qos_meter_id(1, EGRESS),) and out.drops == []
     back = sw.send(p2, eth_dst=p1["mac_address"], eth_type=0x800, ipv4_dst="10.0.0.1",
                    ip_proto=6, tcp_dst=80)
     assert back.ports == [sw.ofport(p1)]
     assert metered(back) == [qos_meter_id(1, INGRESS)]
-    assert [s.table for s in back.steps if s.meter] == ["pre_output"]
+    assert [s.table for s in back.steps if s.meter] == ["ingress_meter"]
+    assert back.outputs[0].meters == (qos_meter_id(1, INGRESS),)
+    assert "pre_output" in back.outputs[0].path
     assert sw.problems() == []
 
 
@@ -165,3 +169,64 @@ def test_a_policy_change_dirties_the_ports_it_applies_to():
     net = view.docs["qos_policies"]["net"]
     on_n1 = {("port", pid) for pid, p in view.ports.items() if p["network_id"] == "n1"}
     assert scopes.dirtied(view, "qos_policies", net, net) == on_n1
+
+
+def test_a_packet_between_two_metered_ports_passes_both_meters():
+    view = make_view()
+    with_policy(view, P1, policy("q1", bw(10000, "egress")))
+    put(view, "qos_policies", policy("q2", bw(5000, "ingress")))
+    put(view, "ports", {**view.ports[P2], "qos_policy_id": "q2"})
+    sw = h1(view)
+    p1, p2 = view.ports[P1], view.ports[P2]
+    t = sw.send(p1, eth_dst=p2["mac_address"], eth_type=0x800, ipv4_dst="10.0.0.2")
+    assert t.ports == [sw.ofport(p2)] and t.drops == []
+    assert t.outputs[0].meters == (qos_meter_id(1, EGRESS), qos_meter_id(2, INGRESS))
+
+
+def restored_by_ovs_save(flows):
+    """What OVS 3.1's flow-preserving restart leaves on a bridge whose meters
+    are gone: `ovs-ofctl replace-flows` (no bundle on an OpenFlow13 bridge)
+    adds the saved flows table by table, highest priority first, and stops
+    at the first one that names a meter (OFPMMFC_INVALID_METER)."""
+    from controller.walker import table_number
+    kept = []
+    for f in sorted(flows, key=lambda f: (table_number(f.table), -f.priority)):
+        if any(ins[0] == "meter" for ins in f.instructions):
+            break
+        kept.append(f)
+    return kept
+
+
+def test_after_a_restore_without_meters_metered_ports_still_forward_unmetered():
+    """The meters live in the last tables, so everything a packet needs is
+    restored before the restore stops at the first metered flow."""
+    from controller.walker import Walker
+    view = make_view()
+    with_policy(view, P1, policy("q1", bw(10000, "egress"), bw(5000, "ingress"),
+                                 {"type": "dscp_marking", "dscp_mark": 26}))
+    sw = h1(view)
+    p1, p2 = view.ports[P1], view.ports[P2]
+    kept = restored_by_ovs_save(sw.flows)
+    assert len(kept) < len(sw.flows)
+    assert {f.table for f in sw.flows} - {f.table for f in kept} <= {"egress_meter",
+                                                                     "ingress_meter"}
+    sw.walker = Walker(kept)
+    out = sw.send(p1, eth_dst=p2["mac_address"], eth_type=0x800, ipv4_dst="10.0.0.2",
+                  ip_dscp=0)
+    assert out.ports == [sw.ofport(p2)] and out.outputs[0].meters == ()
+    assert int(out.outputs[0].packet["ip_dscp"]) == 26
+    back = sw.send(p2, eth_dst=p1["mac_address"], eth_type=0x800, ipv4_dst="10.0.0.1")
+    assert back.ports == [sw.ofport(p1)] and back.outputs[0].meters == ()
+
+
+def test_a_meter_instruction_outside_a_metered_stage_is_a_problem():
+    from controller import pipeline
+    from controller.flow import meter
+    assert pipeline.check("qos", "egress_meter", 100, (meter(0x100002),)) == []
+    assert any("not a metered stage" in p
+               for p in pipeline.check("qos", "pre_output", 200, (meter(0x100003),)))
+    assert any("one instruction" in p
+               for p in pipeline.check("qos", "egress_meter", 100,
+                                       (meter(0x100002), goto("output"))))
+    metered = [s.number for s in pipeline.PIPELINE if s.metered]
+    assert metered and min(metered) > max(s.number for s in pipeline.PIPELINE if not s.metered)
