@@ -40,10 +40,8 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Iterable, Optional
 
-from etcd3 import etcdrpc
-
 from controller.reconciler import ChannelError
-from topology.etcd_rpc import Connection, EtcdUnavailable, prefix_end  # noqa: F401 (callers catch it here)
+from topology.etcd_rpc import Connection, EtcdUnavailable, etcdrpc, prefix_end  # noqa: F401 (callers catch it here)
 
 LOG = logging.getLogger(__name__)
 

@@ -15,8 +15,16 @@ import threading
 import time
 from typing import Callable, Iterator, Optional
 
-import grpc
-from etcd3 import etcdrpc
+# gRPC's fork handlers restart its pollers in a forked child, and while other
+# threads are inside gRPC that child sometimes dies before it can exec (7 %
+# of 200 subprocess.Popen(preexec_fn=...) calls from a process polling a
+# channel; 0 % with them off). Nothing here uses gRPC across a fork: children
+# exec, and gunicorn workers open their own channels after the fork. This is
+# the one module that imports grpc (and etcd3, which imports it): the others
+# take etcdrpc from here, so the variable is always set first.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+import grpc  # noqa: E402  (reads the variable above when imported)
+from etcd3 import etcdrpc  # noqa: E402
 
 from topology.store.base import StoreError, TxnConflict
 

@@ -61,9 +61,7 @@ import time
 from typing import Any, Callable, Iterator, Optional, TypeVar
 from urllib.parse import quote, unquote
 
-from etcd3 import etcdrpc
-
-from topology.etcd_rpc import Connection, prefix_end
+from topology.etcd_rpc import Connection, etcdrpc, prefix_end
 from topology.store.base import (Change, Conflict, Document, HistoryCompacted,
                                  ReadTxn, Store, StoreError, Txn, TxnConflict,
                                  pick_key)
