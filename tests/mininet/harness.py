@@ -43,7 +43,7 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional
 
@@ -475,10 +475,12 @@ class Vm:
         """Run a shell command in the VM and return its output (Mininet's cmd)."""
         return self.node.cmd(command)
 
-    def run(self, args, timeout: float = 30, check: bool = False) -> subprocess.CompletedProcess:
-        """Run a command in the VM's namespace with an exit code."""
+    def run(self, args, timeout: float = 30, check: bool = False,
+            input_text: Optional[str] = None) -> subprocess.CompletedProcess:
+        """Run a command in the VM's namespace with an exit code (and
+        input_text on its standard input)."""
         argv = shlex.split(args) if isinstance(args, str) else list(args)
-        p = subprocess.run(["mnexec", "-a", str(self.node.pid)] + argv,
+        p = subprocess.run(["mnexec", "-a", str(self.node.pid)] + argv, input=input_text,
                            capture_output=True, text=True, timeout=timeout)
         if check and p.returncode:
             raise HarnessError(f"{self.name}: {argv} failed: {p.stdout}{p.stderr}")
@@ -914,9 +916,11 @@ class Cloud:
         cp["api"] = {"workers": "2"}
         cp["controller"] = {"status_file": str(self.status_path)}
         for section, values in extra.items():
-            target = cp["DEFAULT"] if section in ("DEFAULT", None) else cp.setdefault(section, {})
+            name = section or "DEFAULT"
+            if name != "DEFAULT" and name not in cp:
+                cp[name] = {}
             for k, v in values.items():
-                cp[section or "DEFAULT"][k] = str(v)
+                cp[name][k] = str(v)
         for section, values in (overrides or {}).items():
             if section != "DEFAULT" and section not in cp:
                 cp[section] = {}
