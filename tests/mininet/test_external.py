@@ -18,7 +18,7 @@ from typing import Optional
 
 import pytest
 from harness import Cloud, Host, Network, Vm, parse_ping, wait_for
-from test_secgroup import group
+from test_secgroup import add_rule, group
 
 from topology.store import open_store
 
@@ -284,6 +284,50 @@ def test_port_forwarding_2222_to_22(topo):
         assert not t.peer.tcp_check("203.0.113.40", 22, size=1000, timeout=2)
         assert t.peer.no_ping("203.0.113.40")
     finally:
+        t.store.delete_port_forwarding(fip, pf)
+        t.store.delete("floatingips", fip["id"])
+
+
+def udp_ask(client: Vm, address: str, port: int, timeout: float = 1.0) -> str:
+    """One datagram to address:port from socat, whose connected socket takes a
+    reply only from that address and port: the answer, or "" if none came."""
+    p = client.run(["socat", "-T", str(timeout), "-", f"UDP4:{address}:{port}"],
+                   timeout=timeout + 10, input_text="ask\n")
+    return p.stdout.strip()
+
+
+def test_udp_port_forwarding_of_a_range(topo):
+    """external_port_range 6000:6003 onto internal_port_range 7000:7003 of b,
+    UDP: each outside port reaches its own inside port, the answer comes back
+    from the floating IP and the outside port asked, and a port just past the
+    range reaches nothing."""
+    t = topo
+    fip = t.store.fip(t.ext, "203.0.113.41", t.router)
+    pf = t.store.api.request(
+        "POST", f"/v2.0/floatingips/{fip['id']}/port_forwardings",
+        {"port_forwarding": {"protocol": "udp", "internal_port_id": t.b.port["id"],
+                             "internal_ip_address": t.b.ip,
+                             "internal_port_range": "7000:7003",
+                             "external_port_range": "6000:6003"}})["port_forwarding"]
+    sg = t.b.port["security_groups"][0]
+    rule = add_rule(t.cloud, {"id": sg}, "in:allow udp 7000-7004")
+    servers = [t.b.popen(["socat", f"UDP4-RECVFROM:{port},fork", f"SYSTEM:echo inside-{port}"])
+               for port in range(7000, 7005)]
+    try:
+        for offset in range(4):
+            # Each a new connection through conntrack; a loaded machine may
+            # take longer than one datagram's second for the first.
+            wait_for(lambda: udp_ask(t.peer, "203.0.113.41", 6000 + offset)
+                     == f"inside-{7000 + offset}", CONVERGE, 0.2,
+                     f"UDP to 6000+{offset} to reach inside port {7000 + offset}")
+        assert udp_ask(t.peer, "203.0.113.41", 6004) == ""
+        # The inside ports themselves are not open from outside.
+        assert udp_ask(t.peer, "203.0.113.41", 7001) == ""
+    finally:
+        for server in servers:
+            server.kill()
+            server.wait()
+        t.cloud.api.delete("security_group_rules", rule["id"])
         t.store.delete_port_forwarding(fip, pf)
         t.store.delete("floatingips", fip["id"])
 
