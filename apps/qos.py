@@ -1,9 +1,10 @@
 """QoS: per-port bandwidth and packet-rate limits with meters, and DSCP marking.
 
 Implements the qos paragraphs of controller/pipeline.py's classify,
-pre_output, egress_meter and ingress_meter stages. A port's policy is its own `qos_policy_id`, else its
-network's (a port's policy beats its network's); the network's does not
-apply to the ports Neutron's own services own (device_owner "network:...").
+pre_output, egress_meter and ingress_meter stages. A port's policy is its
+own `qos_policy_id`, else its network's (a port's policy beats its
+network's); the network's does not apply to the ports Neutron's own
+services own (device_owner "network:...").
 
 A policy's rules live in its document (`rules`, as Neutron shows them):
 - bandwidth_limit: max_kbps, max_burst_kbps, direction -> a kbps meter;
@@ -13,9 +14,10 @@ A policy's rules live in its document (`rules`, as Neutron shows them):
 Egress is from the VM, metered at classification; ingress is toward it,
 metered in pre_output. Both pass their meter by a resubmit into a metered
 stage (egress_meter, ingress_meter), so that a flow-preserving OVS restart,
-which restores no meters, still brings every other flow back. A port has one
-meter per direction, as with Neutron's OVS agent: when a policy has both a bandwidth and a
-packet-rate rule for one direction, the bandwidth rule is the one enforced.
+which restores no meters, still brings every other flow back. A port has
+one meter per direction, as with Neutron's OVS agent: when a policy has both
+a bandwidth and a packet-rate rule for one direction, the bandwidth rule is
+the one enforced.
 
 Meter ids derive from the port key (controller/meters.py qos_meter_id), and
 the meters are wanted as values next to the flows: changing a policy's rate

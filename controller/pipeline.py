@@ -269,9 +269,9 @@ PIPELINE: tuple[Stage, ...] = (
           doc="The hook before a frame leaves. Priority 200: a flow per local VM "
               "port with an ingress QoS meter (reg7 = its key) resubmits to "
               "ingress_meter and goes on to output: traffic toward a VM is metered "
-              "here, every copy of a flood included. Priority 100 (dvr): a routed frame (reg5 ROUTED) "
-              "going out of the uplink gets this host's DVR MAC as its source, so no "
-              "gateway MAC reaches the fabric.",
+              "here, every copy of a flood included. Priority 100 (dvr): a routed "
+              "frame (reg5 ROUTED) going out of the uplink gets this host's DVR MAC "
+              "as its source, so no gateway MAC reaches the fabric.",
           miss_doc="Everything goes on to output unchanged."),
     Stage("output", 60, next=(), miss=None,
           writers={"l2": (100, 100), "nat": (99, 99)},

@@ -34,9 +34,10 @@ ovs-fields(7)):
 - meters (the instruction, or controller(meter_id=N)) are recorded, never
   applied. A meter instruction stays on the packet for the rest of its pass,
   as OVS's datapath meter action does, so each output lists every meter
-  passed before it (Output.meters); a flow whose one instruction is a meter
-  ends no path when a resubmit reaches it; a group runs each bucket on a copy of the packet when the caller
-  gives the group's buckets.
+  passed before it (Output.meters), and a flow whose one instruction is a
+  meter, reached by resubmit, returns to the resubmitter;
+- a group runs each bucket on a copy of the packet when the caller gives the
+  group's buckets.
 """
 from __future__ import annotations
 
