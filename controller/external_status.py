@@ -20,8 +20,8 @@ from typing import Iterable, Optional
 
 from apps.nat import BINDINGS, FIPS, arp_frame, binding_id, translation
 from controller.locality import uplink_ofport
-from controller.port_status import stamp, write_statuses
-from topology.store.base import Store, StoreError
+from controller.port_status import write_statuses
+from topology.store.base import Store, StoreError, stamp
 from topology.view import TopologyView
 
 LOG = logging.getLogger(__name__)

@@ -429,7 +429,7 @@ def check(app_name: str, table: str, priority: int, instructions) -> list[str]:
     if meters and not stage.metered:
         problems.append(f"{app_name}: a meter instruction in {table}, which is not a metered "
                         f"stage (ovs-save could not restore the bridge past it)")
-    if stage.metered and priority and (len(meters) != 1 or len(instructions) != 1):
+    if stage.metered and (len(meters) != 1 or len(instructions) != 1):
         problems.append(f"{app_name}: a flow in the metered stage {table} must have one "
                         f"instruction, its meter")
     for target in _targets(instructions):

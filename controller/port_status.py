@@ -23,11 +23,10 @@ transaction, so only `status` is ever written over.
 from __future__ import annotations
 
 import logging
-import time
 from typing import Iterable, Optional
 
 from controller.locality import is_active, local_ofport
-from topology.store.base import Document, Store, StoreError
+from topology.store.base import Document, Store, StoreError, stamp
 from topology.view import TopologyView
 
 LOG = logging.getLogger(__name__)
@@ -80,11 +79,6 @@ def changes(view: TopologyView, wanted: dict[str, str]) -> dict[str, str]:
     """The ports whose stored status differs from the wanted one."""
     return {pid: status for pid, status in wanted.items()
             if view.ports.get(pid, {}).get("status") != status}
-
-
-def stamp() -> str:
-    """updated_at as the API writes it (topology/api/kinds/base.now)."""
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
 def write_statuses(store: Store, kind: str, updates: dict[str, str], *,

@@ -90,6 +90,12 @@ class Connection:
     def _name(self, i: int) -> str:
         return f"{self.endpoints[i][0]}:{self.endpoints[i][1]}"
 
+    def _failure(self, i: int, e: grpc.RpcError) -> tuple[Optional[grpc.StatusCode], str]:
+        """A member's failed RPC: its status code, and a line naming the member."""
+        code = e.code() if hasattr(e, "code") else None
+        details = e.details() if hasattr(e, "details") else e
+        return code, f"{self._name(i)}: {code.name if code else '?'} {details}"
+
     def _attempts(self, timeout_s: Optional[float]) -> Iterator[tuple[int, dict, float]]:
         """(member index, its stubs, seconds left) for each member in turn,
         from the one last known good, all within one deadline (the
@@ -121,7 +127,7 @@ class Connection:
                 else:
                     resp = rpc(request, timeout=left)
             except grpc.RpcError as e:
-                code = e.code() if hasattr(e, "code") else None
+                code, failure = self._failure(i, e)
                 if code == grpc.StatusCode.OUT_OF_RANGE:
                     # A snapshot revision compacted away under a transaction.
                     raise TxnConflict(f"etcd: {e.details()}") from None
@@ -129,8 +135,7 @@ class Connection:
                     # An answer (a lease that expired, say): no other member
                     # would answer otherwise.
                     raise StoreError(f"etcd refused the request: {e.details()}") from None
-                errors.append(f"{self._name(i)}: "
-                              f"{code.name if code else '?'} {e.details() if hasattr(e, 'details') else e}")
+                errors.append(failure)
                 if code == grpc.StatusCode.DEADLINE_EXCEEDED:
                     # No quorum, or this member hangs (stopped, or cut off
                     # by a partition that drops packets). The next call
@@ -186,9 +191,7 @@ class Connection:
             try:
                 first_resp = next(stream)
             except grpc.RpcError as e:
-                code = e.code() if hasattr(e, "code") else None
-                errors.append(f"{self._name(i)}: {code.name if code else '?'} "
-                              f"{e.details() if hasattr(e, 'details') else e}")
+                errors.append(self._failure(i, e)[1])
                 end()
                 continue
             except StopIteration:

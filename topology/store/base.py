@@ -28,11 +28,19 @@ from __future__ import annotations
 import abc
 import contextlib
 import os
+import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Optional, TypeVar
 
 Document = dict[str, Any]
 T = TypeVar("T")
+
+
+def stamp() -> str:
+    """A document's created_at or updated_at for now, as Neutron shows them.
+    The one format for every writer: the API and the controller's status
+    write-backs."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
 class StoreError(Exception):

@@ -6,7 +6,6 @@ single store transaction. The HTTP side lives in topology/api/collection.py.
 """
 from __future__ import annotations
 
-import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, Optional
@@ -15,7 +14,7 @@ from topology import validation as v
 from topology.api import policy
 from topology.api.auth import Context
 from topology.api.errors import BadRequest, not_found
-from topology.store.base import Document, ReadTxn, Txn
+from topology.store.base import Document, ReadTxn, Txn, stamp
 
 UNSET = object()  # "not given" where None (JSON null) is a meaningful value
 
@@ -41,8 +40,7 @@ def common_attrs() -> dict[str, v.Attr]:
     }
 
 
-def now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+now = stamp   # the API's name for it
 
 
 def public(doc: Document) -> Document:
